@@ -1,0 +1,28 @@
+"""learnkit: the shortest path from a folder of data to a well-trained PyTorch model.
+
+Layers (imports only point left): core ← data ← optim ← learner ← callbacks ← vision | text ← cli.
+"""
+__version__ = "0.1.0"
+
+from learnkit.callbacks import (CSVLogger, Checkpoint, EarlyStopping, GradientAccumulation, GradientClipping,
+                                ReduceLROnPlateau, SaveBestModel, TerminateOnNaN)
+from learnkit.core import (create_model, default_device, list_models, load_tensors, register_model, save_tensors,
+                           set_seed)
+from learnkit.data import (CategoryBlock, ColumnSplitter, DataBlock, DataBunch, FolderSplitter, FuncSplitter,
+                           IndexSplitter, MultiCategoryBlock, Normalize, PipelineError, RandomSplitter,
+                           RegressionBlock, TensorBlock, TransformBlock, read_idx)
+from learnkit.learner import (RMSE, Callback, CancelBatch, CancelEpoch, CancelFit, CancelStep, CancelTrain,
+                              CancelValidate, F1Score, History, Learner, LearnerCheckError, Metric, Predictor,
+                              ProgressBar, TopKAccuracy, accuracy, accuracy_multi, error_rate, load_learner, mae, mse)
+from learnkit.optim import SGD, AdamW
+
+__all__ = [
+    "AdamW", "CSVLogger", "Callback", "CancelBatch", "CancelEpoch", "CancelFit", "CancelStep", "CancelTrain",
+    "CancelValidate", "CategoryBlock", "Checkpoint", "ColumnSplitter", "DataBlock", "DataBunch", "EarlyStopping",
+    "F1Score", "FolderSplitter", "FuncSplitter", "GradientAccumulation", "GradientClipping", "History",
+    "IndexSplitter", "Learner", "LearnerCheckError", "Metric", "MultiCategoryBlock", "Normalize", "PipelineError",
+    "Predictor", "ProgressBar", "RMSE", "RandomSplitter", "ReduceLROnPlateau", "RegressionBlock", "SGD",
+    "SaveBestModel", "TensorBlock", "TerminateOnNaN", "TopKAccuracy", "TransformBlock", "__version__", "accuracy",
+    "accuracy_multi", "create_model", "default_device", "error_rate", "list_models", "load_learner", "load_tensors",
+    "mae", "mse", "read_idx", "register_model", "save_tensors", "set_seed",
+]

@@ -1,0 +1,164 @@
+"""Callbacks that watch a per-epoch value: EarlyStopping, SaveBestModel, ReduceLROnPlateau, CSVLogger."""
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Any
+
+from learnkit.learner.events import Callback, CancelFit
+from learnkit.learner.learner import Learner
+
+__all__ = ["EarlyStopping", "SaveBestModel", "ReduceLROnPlateau", "CSVLogger"]
+
+
+class _Monitor(Callback):
+    """Reads `monitor` from the epoch's record; 'min' for losses and errors, 'max' otherwise (mode='auto')."""
+
+    order = 60
+
+    def __init__(self, monitor: str = "valid_loss", mode: str = "auto", min_delta: float = 0.0):
+        if mode not in ("auto", "min", "max"):
+            raise ValueError(f"{type(self).__name__}(mode={mode!r}): use 'auto', 'min' or 'max'")
+        self.monitor, self.min_delta = monitor, abs(min_delta)
+        if mode == "auto":
+            mode = "min" if ("loss" in monitor or "error" in monitor) else "max"
+        self.mode = mode
+        self.best = math.inf if mode == "min" else -math.inf
+
+    def before_fit(self, learn: Learner) -> None:
+        self.best = math.inf if self.mode == "min" else -math.inf
+
+    def _value(self, learn: Learner) -> float:
+        record = learn.history.epoch_records[-1]
+        if self.monitor not in record:
+            raise KeyError(f"{type(self).__name__}(monitor={self.monitor!r}): no such value this epoch; "
+                           f"available: {[k for k in record if k not in ('epoch', 'time')]}")
+        return record[self.monitor]
+
+    def _improved(self, value: float) -> bool:
+        if self.mode == "min":
+            return value < self.best - self.min_delta
+        return value > self.best + self.min_delta
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best = state["best"]
+
+
+class EarlyStopping(_Monitor):
+    """Stop when `monitor` has not improved by `min_delta` for `patience` epochs."""
+
+    def __init__(self, monitor: str = "valid_loss", patience: int = 3, mode: str = "auto", min_delta: float = 0.0):
+        super().__init__(monitor, mode, min_delta)
+        self.patience, self.wait = patience, 0
+
+    def before_fit(self, learn: Learner) -> None:
+        super().before_fit(learn)
+        self.wait = 0
+
+    def after_epoch(self, learn: Learner) -> None:
+        value = self._value(learn)
+        if self._improved(value):
+            self.best, self.wait = value, 0
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            print(f"EarlyStopping: no improvement of {self.monitor} for {self.wait} epochs "
+                  f"(best {self.best:.6g}); stopping after epoch {learn.epoch}.")
+            raise CancelFit()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "wait": self.wait}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.wait = state["best"], state["wait"]
+
+
+class SaveBestModel(_Monitor):
+    """Save the weights whenever `monitor` improves; reload the best ones when the fit ends."""
+
+    def __init__(self, monitor: str = "valid_loss", name: str = "best", mode: str = "auto", min_delta: float = 0.0,
+                 reload: bool = True):
+        super().__init__(monitor, mode, min_delta)
+        self.name, self.reload = name, reload
+        self.best_epoch: int | None = None
+
+    def after_epoch(self, learn: Learner) -> None:
+        value = self._value(learn)
+        if self._improved(value):
+            self.best, self.best_epoch = value, learn.epoch
+            learn.save(self.name, with_opt=False)
+
+    def after_fit(self, learn: Learner) -> None:
+        if self.reload and self.best_epoch is not None:
+            learn.load(self.name, with_opt=False)
+
+
+class ReduceLROnPlateau(_Monitor):
+    """Multiply the lr schedule by `factor` when `monitor` has not improved for `patience` epochs."""
+
+    def __init__(self, monitor: str = "valid_loss", patience: int = 2, factor: float = 0.2, mode: str = "auto",
+                 min_delta: float = 0.0, min_lr: float = 0.0):
+        super().__init__(monitor, mode, min_delta)
+        self.patience, self.factor, self.min_lr, self.wait = patience, factor, min_lr, 0
+        self.scale = 1.0
+
+    def before_fit(self, learn: Learner) -> None:
+        super().before_fit(learn)
+        self.wait, self.scale = 0, 1.0
+        self._base = learn.schedules["lr"]
+
+    def after_epoch(self, learn: Learner) -> None:
+        value = self._value(learn)
+        if self._improved(value):
+            self.best, self.wait = value, 0
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            self.wait = 0
+            self.scale *= self.factor
+            base, scale, floor = self._base, self.scale, self.min_lr
+            scaled = [_Scaled(s, scale, floor) for s in base] if isinstance(base, (list, tuple)) \
+                else _Scaled(base, scale, floor)
+            learn.schedules = {**learn.schedules, "lr": scaled}
+
+
+class _Scaled:
+    """schedule(p) * scale, not below floor."""
+
+    def __init__(self, sched: Any, scale: float, floor: float):
+        self.sched, self.scale, self.floor = sched, scale, floor
+
+    def __call__(self, p: float) -> float:
+        return max(self.floor, self.sched(p) * self.scale)
+
+    def __repr__(self) -> str:
+        return f"{self.sched!r} x {self.scale:.3g}"
+
+
+class CSVLogger(Callback):
+    """Append each epoch's record (epoch, losses, metrics, time) to a CSV file under learn.path."""
+
+    order = 70
+
+    def __init__(self, fname: str = "history.csv", append: bool = False):
+        self.fname, self.append = fname, append
+
+    def before_fit(self, learn: Learner) -> None:
+        self.file = Path(learn.path) / self.fname
+        self.file.parent.mkdir(parents=True, exist_ok=True)
+        self._header = self.append and self.file.exists() and self.file.stat().st_size > 0
+        if not self.append:
+            self.file.write_text("")
+
+    def after_epoch(self, learn: Learner) -> None:
+        record = learn.history.epoch_records[-1]
+        with open(self.file, "a", newline="") as f:
+            writer = csv.writer(f)
+            if not self._header:
+                writer.writerow(list(record))
+                self._header = True
+            writer.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in record.values()])

@@ -1,0 +1,291 @@
+"""Blocks: what one kind of value is, how it becomes a tensor, and (for targets) the default loss,
+activation and decoding. Modality-free: images live in `learnkit.vision`, tokens in `learnkit.text`."""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+__all__ = ["TransformBlock", "TensorBlock", "CategoryBlock", "MultiCategoryBlock", "RegressionBlock",
+           "block_from_config"]
+
+_BLOCKS: dict[str, type["TransformBlock"]] = {}
+
+
+def _register(cls: type["TransformBlock"]) -> type["TransformBlock"]:
+    _BLOCKS[cls.__name__] = cls
+    return cls
+
+
+def block_from_config(config: dict[str, Any]) -> "TransformBlock":
+    """Rebuild a block from `block.to_config()`; only learnkit's own block classes are accepted."""
+    name = config.get("type")
+    if name not in _BLOCKS:
+        raise ValueError(f"unknown block type {name!r} in exported recipe; known: {sorted(_BLOCKS)}")
+    return _BLOCKS[name].from_config(config)
+
+
+def _short(value: Any) -> str:
+    """A one-line description of a value for error messages and summaries."""
+    if isinstance(value, torch.Tensor):
+        return f"Tensor(shape={tuple(value.shape)}, dtype={value.dtype})"
+    shape = getattr(value, "shape", None)
+    if shape is not None and hasattr(value, "dtype"):
+        return f"{type(value).__name__}(shape={tuple(shape)}, dtype={value.dtype})"
+    text = repr(value)
+    return f"{type(value).__name__} {text[:80] + '...' if len(text) > 80 else text}"
+
+
+class TransformBlock:
+    """Base block. Subclasses override what they need.
+
+    A block turns one raw value into a tensor (`encode`) and back (`decode`). A target block also
+    supplies `loss_fn()`, `activation(output)` and `decode_prediction(probs)`. `setup(values)` sees the
+    training values once (e.g. to build a vocab); `check(values, split)` validates other splits.
+    """
+
+    item_tfms: Sequence[Callable] = ()
+    batch_tfms: Sequence[nn.Module] = ()
+
+    def setup(self, values: Sequence[Any]) -> None:
+        pass
+
+    def check(self, values: Sequence[Any], split: str) -> None:
+        pass
+
+    def encode(self, value: Any) -> torch.Tensor:
+        return torch.as_tensor(value)
+
+    def decode(self, tensor: torch.Tensor) -> Any:
+        return tensor
+
+    # --- target role ---
+    def loss_fn(self) -> Callable | None:
+        return None
+
+    def activation(self, output: torch.Tensor) -> torch.Tensor:
+        return output
+
+    def decode_prediction(self, probs: torch.Tensor) -> tuple[Any, Any]:
+        """(decoded value, index) for one item's activated output."""
+        return self.decode(probs), None
+
+    # --- display ---
+    def show(self, tensor: torch.Tensor, ax: Any) -> None:
+        """Draw one encoded (batch-transformed) value on a matplotlib axis."""
+        t = tensor.detach().float().cpu()
+        if t.ndim == 3 and t.shape[0] in (1, 3):
+            t = t.permute(1, 2, 0)
+            t = (t - t.min()) / (t.max() - t.min() + 1e-8)
+            ax.imshow(t.squeeze(-1).numpy(), cmap="gray" if t.shape[-1] == 1 else None)
+        elif t.ndim == 2:
+            ax.imshow(t.numpy(), cmap="gray")
+        else:
+            ax.plot(t.reshape(-1).numpy())
+        ax.set_xticks([])
+        ax.set_yticks([])
+
+    def title(self, tensor: torch.Tensor) -> str:
+        return str(self.decode(tensor))
+
+    # --- export ---
+    def to_config(self) -> dict[str, Any]:
+        return {"type": type(self).__name__}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "TransformBlock":
+        return cls()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+@_register
+class TensorBlock(TransformBlock):
+    """An input that already is numbers: a tensor, a NumPy array, a (nested) list.
+
+    Args:
+        dtype: the tensor's dtype; None keeps the value's own (keep uint8 images as uint8 and let a
+            `Normalize` batch transform convert them on the device — four times fewer bytes to move).
+    """
+
+    def __init__(self, dtype: torch.dtype | None = torch.float32):
+        self.dtype = dtype
+
+    def encode(self, value: Any) -> torch.Tensor:
+        t = torch.as_tensor(value)
+        return t if self.dtype is None else t.to(self.dtype)
+
+    def to_config(self) -> dict[str, Any]:
+        return {"type": "TensorBlock", "dtype": None if self.dtype is None else str(self.dtype).split(".")[-1]}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "TensorBlock":
+        name = config.get("dtype")
+        return cls(None if name is None else getattr(torch, name))
+
+    def __repr__(self) -> str:
+        return f"TensorBlock(dtype={self.dtype})"
+
+
+def _sorted_labels(labels: Sequence[Any]) -> list[Any]:
+    try:
+        return sorted(labels)
+    except TypeError:  # mixed types: sort by text so the order is still deterministic
+        return sorted(labels, key=lambda v: (type(v).__name__, str(v)))
+
+
+def _unseen_error(unseen: Counter, vocab: Sequence[Any], split: str, block: str) -> ValueError:
+    listed = ", ".join(f"{lab!r} ({n} item{'s' if n > 1 else ''})" for lab, n in unseen.most_common(10))
+    more = f" and {len(unseen) - 10} more" if len(unseen) > 10 else ""
+    return ValueError(
+        f"{block}: the {split} set has label(s) never seen in training: {listed}{more}. Training labels: "
+        f"{list(vocab)[:20]}. Fix: move some items with these labels into the training split (another "
+        f"splitter or seed), drop them, or pass the full label list as {block}(vocab=[...]).")
+
+
+@_register
+class CategoryBlock(TransformBlock):
+    """A single label per item. Vocab = the sorted training labels, unless given.
+
+    Loss: cross-entropy; activation: softmax; decoding: the most probable label.
+    """
+
+    def __init__(self, vocab: Sequence[Any] | None = None):
+        self.vocab: list[Any] | None = list(vocab) if vocab is not None else None
+        self._fixed = vocab is not None
+        self._index: dict[Any, int] = {v: i for i, v in enumerate(self.vocab or [])}
+
+    def setup(self, values: Sequence[Any]) -> None:
+        if not self._fixed:
+            self.vocab = _sorted_labels(set(values))
+            self._index = {v: i for i, v in enumerate(self.vocab)}
+        if len(self.vocab or []) < 2:
+            raise ValueError(f"CategoryBlock: the training labels hold {len(self.vocab or [])} class(es) "
+                             f"({self.vocab}); a classifier needs at least two. Check get_y and the splitter.")
+        self.check(values, "training")
+
+    def check(self, values: Sequence[Any], split: str) -> None:
+        unseen = Counter(v for v in values if v not in self._index)
+        if unseen:
+            raise _unseen_error(unseen, self.vocab or [], split, "CategoryBlock")
+
+    def encode(self, value: Any) -> torch.Tensor:
+        try:
+            return torch.tensor(self._index[value], dtype=torch.long)
+        except KeyError:
+            raise KeyError(f"label {value!r} is not in the vocab {self.vocab}") from None
+
+    def decode(self, tensor: torch.Tensor) -> Any:
+        return self.vocab[int(tensor)]
+
+    def loss_fn(self) -> Callable:
+        return nn.CrossEntropyLoss()
+
+    def activation(self, output: torch.Tensor) -> torch.Tensor:
+        return F.softmax(output.float(), dim=-1)
+
+    def decode_prediction(self, probs: torch.Tensor) -> tuple[Any, int]:
+        index = int(probs.argmax(-1))
+        return self.vocab[index], index
+
+    def to_config(self) -> dict[str, Any]:
+        return {"type": "CategoryBlock", "vocab": self.vocab}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "CategoryBlock":
+        return cls(vocab=config["vocab"])
+
+    def __repr__(self) -> str:
+        return f"CategoryBlock(n_classes={len(self.vocab) if self.vocab else '?'})"
+
+
+@_register
+class MultiCategoryBlock(TransformBlock):
+    """Zero or more labels per item (a list, or a string split on `delim`), encoded multi-hot.
+
+    Loss: binary cross-entropy on logits; activation: sigmoid; decoding: labels with p >= `threshold`.
+    """
+
+    def __init__(self, vocab: Sequence[Any] | None = None, delim: str | None = None, threshold: float = 0.5):
+        self.vocab: list[Any] | None = list(vocab) if vocab is not None else None
+        self._fixed = vocab is not None
+        self.delim = delim
+        self.threshold = threshold
+        self._index: dict[Any, int] = {v: i for i, v in enumerate(self.vocab or [])}
+
+    def _labels(self, value: Any) -> list[Any]:
+        if isinstance(value, str):
+            return [v for v in value.split(self.delim) if v != ""]
+        return list(value)
+
+    def setup(self, values: Sequence[Any]) -> None:
+        if not self._fixed:
+            self.vocab = _sorted_labels({lab for v in values for lab in self._labels(v)})
+            self._index = {v: i for i, v in enumerate(self.vocab)}
+        if not self.vocab:
+            raise ValueError("MultiCategoryBlock: no labels at all in the training items; check get_y")
+        self.check(values, "training")
+
+    def check(self, values: Sequence[Any], split: str) -> None:
+        unseen = Counter(lab for v in values for lab in self._labels(v) if lab not in self._index)
+        if unseen:
+            raise _unseen_error(unseen, self.vocab or [], split, "MultiCategoryBlock")
+
+    def encode(self, value: Any) -> torch.Tensor:
+        out = torch.zeros(len(self.vocab or []), dtype=torch.float32)
+        for lab in self._labels(value):
+            out[self._index[lab]] = 1.0
+        return out
+
+    def decode(self, tensor: torch.Tensor) -> list[Any]:
+        return [self.vocab[i] for i in torch.nonzero(tensor > self.threshold).flatten().tolist()]
+
+    def loss_fn(self) -> Callable:
+        return nn.BCEWithLogitsLoss()
+
+    def activation(self, output: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(output.float())
+
+    def decode_prediction(self, probs: torch.Tensor) -> tuple[list[Any], list[int]]:
+        index = torch.nonzero(probs >= self.threshold).flatten().tolist()
+        return [self.vocab[i] for i in index], index
+
+    def to_config(self) -> dict[str, Any]:
+        return {"type": "MultiCategoryBlock", "vocab": self.vocab, "delim": self.delim, "threshold": self.threshold}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "MultiCategoryBlock":
+        return cls(vocab=config["vocab"], delim=config.get("delim"), threshold=config.get("threshold", 0.5))
+
+    def __repr__(self) -> str:
+        return f"MultiCategoryBlock(n_classes={len(self.vocab) if self.vocab else '?'})"
+
+
+@_register
+class RegressionBlock(TransformBlock):
+    """A number (or a fixed-length vector of numbers) per item, encoded as float32 of shape (n_out,).
+
+    A scalar target becomes shape (1,), so a batch is (B, 1) and matches a model ending in Linear(., 1).
+    Loss: mean squared error; activation: identity.
+    """
+
+    def encode(self, value: Any) -> torch.Tensor:
+        return torch.as_tensor(value, dtype=torch.float32).reshape(-1)
+
+    def decode(self, tensor: torch.Tensor) -> Any:
+        values = tensor.detach().float().cpu().reshape(-1).tolist()
+        return values[0] if len(values) == 1 else values
+
+    def decode_prediction(self, probs: torch.Tensor) -> tuple[Any, None]:
+        return self.decode(probs), None
+
+    def loss_fn(self) -> Callable:
+        return nn.MSELoss()
+
+    def title(self, tensor: torch.Tensor) -> str:
+        value = self.decode(tensor)
+        return f"{value:.3g}" if isinstance(value, float) else str([round(v, 3) for v in value])

@@ -1,0 +1,153 @@
+"""DataBunch: the train/valid DataLoaders, the blocks that say what a batch means, the batch transforms
+and the device. `transfer(batch, training)` is the one place a batch moves to the device."""
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from learnkit.core.device import default_device, to_device
+from learnkit.data.blocks import TransformBlock
+from learnkit.data.pipeline import BlockDataset, Collate
+
+__all__ = ["DataBunch", "make_loader"]
+
+
+def _default_workers(device: torch.device) -> int:
+    # On the CPU the model already uses every core for compute, so worker processes mostly add start-up
+    # cost; on CUDA, workers overlap decoding with GPU work.
+    if device.type != "cuda":
+        return 0
+    return min(8, os.cpu_count() or 1)
+
+
+def make_loader(dataset: BlockDataset, batch_size: int, shuffle: bool, device: torch.device,
+                num_workers: int | None, block_names: Sequence[str], drop_last: bool = False,
+                generator: torch.Generator | None = None) -> DataLoader:
+    """A plain DataLoader with learnkit's defaults: workers on CUDA only, persistent when used, pinned
+    memory on CUDA."""
+    workers = _default_workers(device) if num_workers is None else num_workers
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
+                      num_workers=workers, persistent_workers=workers > 0, pin_memory=device.type == "cuda",
+                      collate_fn=Collate(block_names), generator=generator)
+
+
+class DataBunch:
+    """Train and valid loaders plus everything needed to read a batch.
+
+    Attributes:
+        train_dl, valid_dl: `torch.utils.data.DataLoader`s yielding tuples of CPU tensors.
+        blocks: one block per tensor in a batch; the first `n_inp` are inputs, the rest targets.
+        item_tfms: the item transforms of the inputs (recorded by `export`).
+        batch_tfms: `nn.ModuleList` applied to the first input on the device (train mode on train batches).
+        device: where `transfer` puts batches.
+    """
+
+    def __init__(self, train_dl: DataLoader, valid_dl: DataLoader, blocks: Sequence[TransformBlock],
+                 n_inp: int = 1, batch_tfms: Sequence[nn.Module] = (), device: torch.device | str | None = None,
+                 item_pipelines: Sequence[Sequence[Any]] | None = None, item_tfms: Sequence[Any] = (),
+                 input_pipelines: Sequence[Sequence[Any]] | None = None):
+        self.train_dl, self.valid_dl = train_dl, valid_dl
+        self.blocks = list(blocks)
+        self.n_inp = n_inp
+        self.batch_tfms = nn.ModuleList(batch_tfms)
+        self.item_pipelines = item_pipelines
+        self.item_tfms = list(item_tfms)
+        self.input_pipelines = input_pipelines
+        self.device = torch.device("cpu")
+        self.to(default_device() if device is None else device)
+
+    # --- what the batches mean ---
+    @property
+    def x_block(self) -> TransformBlock:
+        return self.blocks[0]
+
+    @property
+    def y_block(self) -> TransformBlock | None:
+        return self.blocks[self.n_inp] if len(self.blocks) > self.n_inp else None
+
+    @property
+    def vocab(self) -> list[Any] | None:
+        """The target's classes (None for a target without classes)."""
+        return getattr(self.y_block, "vocab", None)
+
+    @property
+    def classes(self) -> list[Any] | None:
+        return self.vocab
+
+    @property
+    def c(self) -> int | None:
+        """Number of model outputs the target needs (classes), or None when the target does not say."""
+        return len(self.vocab) if self.vocab is not None else None
+
+    def loss_fn(self) -> Any:
+        """The target block's default loss."""
+        return self.y_block.loss_fn() if self.y_block is not None else None
+
+    # --- devices and batches ---
+    def to(self, device: torch.device | str) -> "DataBunch":
+        """Send future batches (and the batch transforms) to `device`."""
+        self.device = torch.device(device)
+        self.batch_tfms.to(self.device)
+        return self
+
+    def transfer(self, batch: Sequence[Any], training: bool) -> tuple[Any, ...]:
+        """Move a batch from a loader to the device and apply the batch transforms to the first input."""
+        batch = to_device(tuple(batch), self.device, non_blocking=self.device.type == "cuda")
+        if len(self.batch_tfms) == 0:
+            return batch
+        if self.batch_tfms.training != training:
+            self.batch_tfms.train(training)
+        x = batch[0]
+        for tfm in self.batch_tfms:
+            x = tfm(x)
+        return (x,) + tuple(batch[1:])
+
+    def one_batch(self, split: str = "train") -> tuple[Any, ...]:
+        """The first batch of a split, on the device, batch transforms applied."""
+        dl = {"train": self.train_dl, "valid": self.valid_dl}[split]
+        for batch in dl:
+            return self.transfer(batch, training=split == "train")
+        raise ValueError(f"one_batch: the {split} loader is empty")
+
+    def test_dl(self, items: Sequence[Any], with_labels: bool = False, batch_size: int | None = None) -> DataLoader:
+        """A loader over new data through the same pipeline.
+
+        Without labels, each entry is an input as `get_x` returns it (e.g. an image path or an array):
+        it goes through the input block's encoding and the item transforms. With labels, each entry is
+        a whole item, as in the source, and goes through the getters too.
+        """
+        pipelines = self.item_pipelines if with_labels else self.input_pipelines
+        if pipelines is None:
+            raise ValueError("test_dl needs a DataBunch made by DataBlock.databunch (it reuses its pipeline)")
+        n = len(self.blocks) if with_labels else self.n_inp
+        ds = BlockDataset(list(items), pipelines[:n])
+        return make_loader(ds, batch_size or self.valid_dl.batch_size or 64, False, self.device, 0,
+                           [repr(b) for b in self.blocks[:n]])
+
+    def show_batch(self, n: int = 9, split: str = "train", ncols: int | None = None, figsize: Any = None) -> Any:
+        """Draw `n` items of a batch (after batch transforms) with their targets as titles. Returns the figure."""
+        import matplotlib.pyplot as plt
+
+        batch = self.one_batch(split)
+        n = min(n, len(batch[0]))
+        ncols = ncols or min(n, int(math.ceil(math.sqrt(n))))
+        nrows = int(math.ceil(n / ncols))
+        fig, axes = plt.subplots(nrows, ncols, figsize=figsize or (2.2 * ncols, 2.4 * nrows), squeeze=False)
+        for i, ax in enumerate(axes.flat):
+            if i >= n:
+                ax.axis("off")
+                continue
+            self.x_block.show(batch[0][i], ax)
+            if self.y_block is not None:
+                ax.set_title(self.y_block.title(batch[self.n_inp][i].cpu()), fontsize=9)
+        fig.tight_layout()
+        return fig
+
+    def __repr__(self) -> str:
+        return (f"DataBunch(train={len(self.train_dl.dataset)} items, valid={len(self.valid_dl.dataset)} items, "
+                f"batch_size={self.train_dl.batch_size}, blocks={self.blocks}, device={self.device})")

@@ -1,0 +1,73 @@
+"""The per-item pipeline (getter → block encode → item transforms), its dataset and its collate.
+
+Every step runs through `run_step`, so a failure anywhere (also inside a DataLoader worker) names the
+step, the item and the value involved.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import torch
+from torch.utils.data import Dataset, default_collate
+
+from learnkit.data.blocks import _short
+
+Step = tuple[str, Callable[[Any], Any]]
+
+
+class PipelineError(RuntimeError):
+    """A data pipeline step failed; the message names the step, the item and the value."""
+
+
+def step_name(fn: Callable) -> str:
+    name = getattr(fn, "__qualname__", None) or type(fn).__name__
+    return "<lambda>" if name.endswith("<lambda>") else name
+
+
+def run_step(name: str, fn: Callable[[Any], Any], value: Any, index: int, item: Any) -> Any:
+    try:
+        return fn(value)
+    except PipelineError:
+        raise
+    except Exception as e:
+        raise PipelineError(f"data step '{name}' failed on item {index} ({_short(item)}); its input was "
+                            f"{_short(value)}: {type(e).__name__}: {e}") from e
+
+
+class BlockDataset(Dataset):
+    """items[i] → tuple of tensors, one per block, through each block's list of (name, step)."""
+
+    def __init__(self, items: Sequence[Any], pipelines: Sequence[Sequence[Step]]):
+        self.items, self.pipelines = items, pipelines
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[Any, ...]:
+        item = self.items[index]
+        out = []
+        for steps in self.pipelines:
+            value = item
+            for name, fn in steps:
+                value = run_step(name, fn, value, index, item)
+            out.append(value)
+        return tuple(out)
+
+
+class Collate:
+    """`default_collate`, with an error that says which block's shapes differ and what to do."""
+
+    def __init__(self, block_names: Sequence[str]):
+        self.block_names = list(block_names)
+
+    def __call__(self, samples: list[tuple[Any, ...]]) -> tuple[Any, ...]:
+        try:
+            return tuple(default_collate(samples))
+        except RuntimeError as e:
+            for b, name in enumerate(self.block_names):
+                shapes = {tuple(s[b].shape) for s in samples if isinstance(s[b], torch.Tensor)}
+                if len(shapes) > 1:
+                    raise PipelineError(f"cannot batch block {b} ({name}): items have different shapes "
+                                        f"{sorted(shapes)[:5]}. Add an item transform that gives every item "
+                                        f"the same shape (e.g. a resize), or use batch_size=1.") from e
+            raise

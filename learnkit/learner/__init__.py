@@ -1,0 +1,16 @@
+"""Learner: the training loop, its events, metrics, history, progress, LR finder, doctor, export."""
+from learnkit.learner.doctor import LearnerCheckError
+from learnkit.learner.events import (EVENTS, Callback, CancelBatch, CancelEpoch, CancelFit, CancelStep, CancelTrain,
+                                     CancelValidate)
+from learnkit.learner.export import Predictor, load_learner
+from learnkit.learner.history import History
+from learnkit.learner.learner import Learner
+from learnkit.learner.lr_find import SuggestedLRs
+from learnkit.learner.metrics import (RMSE, AvgMetric, F1Score, Metric, TopKAccuracy, accuracy, accuracy_multi,
+                                      error_rate, mae, mse)
+from learnkit.learner.progress import ProgressBar
+
+__all__ = ["EVENTS", "AvgMetric", "Callback", "CancelBatch", "CancelEpoch", "CancelFit", "CancelStep", "CancelTrain",
+           "CancelValidate", "F1Score", "History", "Learner", "LearnerCheckError", "Metric", "Predictor",
+           "ProgressBar", "RMSE", "SuggestedLRs", "TopKAccuracy", "accuracy", "accuracy_multi", "error_rate",
+           "load_learner", "mae", "mse"]

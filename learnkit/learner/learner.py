@@ -1,0 +1,466 @@
+"""Learner: the model, the data, the optimizer and THE training loop.
+
+Everything a training step needs (device moves, train/eval and grad modes, autocast, backward, step,
+zero_grad, schedules, counters) is in this file, in `fit` and the `_do_*` helpers below it. Callbacks
+are for optional concerns; recipes (`fit_one_cycle`, `fine_tune`, `lr_find`) are short methods over `fit`.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+from torch import nn
+
+from learnkit.core.random import get_rng_state, set_rng_state
+from learnkit.data.bunch import DataBunch
+from learnkit.learner.events import (CANCELS, EVENTS, Callback, CancelBatch, CancelEpoch, CancelFit, CancelStep,
+                                     CancelTrain, CancelValidate)
+from learnkit.learner.history import History
+from learnkit.learner.metrics import Metric, as_metric
+from learnkit.learner.progress import ProgressBar
+from learnkit.optim.optimizer import NORM_TYPES, AdamW, param_groups, set_hyper
+from learnkit.optim.schedules import Const, flat_cos, one_cycle, sgdr
+
+__all__ = ["Learner"]
+
+
+def _amp_dtype(mixed_precision: Any, device: torch.device) -> torch.dtype | None:
+    if mixed_precision in (None, False, "no", "off"):
+        return None
+    if mixed_precision in ("auto", True):
+        if device.type != "cuda":
+            return None  # CPU autocast is slow on most CPUs and changes results: off by default
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    choices = {"bf16": torch.bfloat16, "fp16": torch.float16}
+    if mixed_precision not in choices:
+        raise ValueError(f"Learner(mixed_precision={mixed_precision!r}): use 'auto', 'bf16', 'fp16' or None")
+    return choices[mixed_precision]
+
+
+class Learner:
+    """Trains `model` on `data`.
+
+    Args:
+        data: a `DataBunch`.
+        model: any `nn.Module`; moved to `data.device`.
+        loss_fn: any callable `(pred, *targets) -> scalar`; default: the target block's loss.
+        opt_fn: `(param_groups, lr) -> torch.optim.Optimizer`; default learnkit's `AdamW`.
+        metrics: functions `(pred, target) -> tensor` or `Metric`s, computed on the validation set.
+        callbacks: extra callbacks (instances) for every fit.
+        path: folder for `save`/`load`/`export` (models go to `path/model_dir`).
+        splitter: `model -> list of modules`, the layer groups (default: `[model]`).
+        mixed_precision: 'auto' (bf16 or fp16 autocast on CUDA, off on CPU), 'bf16', 'fp16' or None.
+        progress: show fastprogress bars and the metrics table.
+        train_bn: keep normalization layers trainable in frozen layer groups.
+
+    Example:
+        >>> learn = Learner(data, create_model("mlp", n_in=784, n_out=10), metrics=[accuracy])
+        >>> learn.fit_one_cycle(3, max_lr=3e-3)
+    """
+
+    def __init__(self, data: DataBunch, model: nn.Module, loss_fn: Callable | None = None,
+                 opt_fn: Callable[..., torch.optim.Optimizer] = AdamW, metrics: Sequence[Any] = (),
+                 callbacks: Iterable[Callback] = (), path: str | Path = ".", model_dir: str = "models",
+                 splitter: Callable[[nn.Module], Sequence[nn.Module]] | None = None,
+                 mixed_precision: Any = "auto", progress: bool = True, train_bn: bool = True):
+        self.data, self.device = data, data.device
+        self.model = model.to(self.device)
+        self.loss_fn = loss_fn if loss_fn is not None else data.loss_fn()
+        if self.loss_fn is None:
+            raise ValueError("Learner: no loss_fn given and the data has no target block to supply one; "
+                             "pass loss_fn=...")
+        self.opt_fn, self.opt = opt_fn, None
+        self.metrics: list[Metric] = [as_metric(m) for m in metrics]
+        self.path, self.model_dir = Path(path), model_dir
+        self.splitter, self.train_bn = splitter, train_bn
+        self.layer_groups = self._make_layer_groups()
+        self.amp_dtype = _amp_dtype(mixed_precision, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.callbacks: list[Callback] = []
+        self._handlers: dict[str, list[tuple[Callback, Callable]]] = {}
+        self.history = History()
+        self.add_callbacks([self.history] + ([ProgressBar()] if progress else []) + list(callbacks))
+        self.epoch = self.iter = self.n_iter = self.n_epochs = self.opt_steps = self.batch_idx = 0
+        self.schedules: dict[str, Any] = {}
+        self.hypers: dict[str, list[float]] = {}
+        self.val_results: dict[str, float] = {}
+        self.training = False
+        self._checked = False
+        self._resume_point: tuple[int, dict] | None = None
+
+    # ------------------------------------------------------------------ callbacks
+    def add_callbacks(self, callbacks: Iterable[Callback | type]) -> "Learner":
+        for cb in callbacks:
+            self.add_callback(cb)
+        return self
+
+    def add_callback(self, cb: Callback | type) -> Callback:
+        """Add a callback (an instance, or a class taking no arguments); returns the instance."""
+        cb = cb() if isinstance(cb, type) else cb
+        if not isinstance(cb, Callback):
+            raise TypeError(f"add_callback: {cb!r} is not a learnkit Callback")
+        self.callbacks.append(cb)
+        self._sort_handlers()
+        return cb
+
+    def remove_callback(self, cb: Callback | type) -> None:
+        """Remove a callback instance, or every callback of a class."""
+        self.callbacks = [c for c in self.callbacks if not (c is cb or (isinstance(cb, type) and isinstance(c, cb)))]
+        self._sort_handlers()
+
+    def _sort_handlers(self) -> None:
+        self.callbacks.sort(key=lambda c: c.order)  # stable: equal orders keep insertion order
+        self._handlers = {e: [(c, getattr(c, e)) for c in self.callbacks if callable(getattr(c, e, None))]
+                          for e in EVENTS}
+
+    def _event(self, name: str) -> None:
+        for cb, handler in self._handlers[name]:
+            try:
+                handler(self)
+            except CANCELS:
+                raise
+            except Exception as e:
+                note = f"(raised in callback {cb!r} during event '{name}')"
+                if hasattr(e, "add_note"):
+                    e.add_note(note)
+                    raise
+                raise RuntimeError(f"{type(e).__name__}: {e} {note}") from e
+
+    def _with_events(self, name: str, body: Callable[[], None], cancel: type[Exception]) -> None:
+        # after_<name> runs when the body ends or is cancelled, not when it fails (fit has its own finally).
+        try:
+            self._event(f"before_{name}")
+            body()
+        except cancel:
+            pass
+        self._event(f"after_{name}")
+
+    def show_training_loop(self) -> None:
+        """Print each event of the loop, indented by nesting, with the callbacks that run on it."""
+        depth = {"before_fit": 0, "before_epoch": 1, "before_train": 2, "before_batch": 3, "after_forward": 3,
+                 "after_loss": 3, "after_backward": 3, "after_step": 3, "after_batch": 3, "after_train": 2,
+                 "before_validate": 2, "after_validate": 2, "after_epoch": 1, "after_fit": 0}
+        for e in EVENTS:
+            names = ", ".join(repr(c) for c, _ in self._handlers[e])
+            print("  " * depth[e] + f"{e}: {names or '-'}")
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self, n_epochs: int, lr: float | slice | Sequence[float] = 1e-3, schedules: dict | None = None,
+            callbacks: Iterable[Callback] = (), resume_from: str | Path | None = None) -> None:
+        """Train for `n_epochs` with a constant `lr` (or the given `schedules`).
+
+        Args:
+            lr: one rate, a `slice(lo, hi)` spread geometrically over the layer groups, or one per group.
+            schedules: hyper-parameter name → schedule (or list, one per layer group) of progress 0..1.
+            callbacks: callbacks for this fit only.
+            resume_from: a checkpoint written by the `Checkpoint` callback during this same fit.
+        """
+        if not isinstance(n_epochs, int) or n_epochs < 1:
+            raise ValueError(f"fit(n_epochs={n_epochs!r}): n_epochs must be a positive int")
+        n_batches = len(self.data.train_dl)
+        if n_batches == 0:
+            raise ValueError(f"fit: the training loader yields no batch ({len(self.data.train_dl.dataset)} items, "
+                             f"batch_size={self.data.train_dl.batch_size}, drop_last={self.data.train_dl.drop_last})")
+        if self.opt is None:
+            self.create_opt()
+        self.n_epochs, self.n_iter, self.iter = n_epochs, n_epochs * n_batches, 0
+        self.schedules = schedules if schedules is not None else {"lr": [Const(v) for v in self.lr_per_group(lr)]}
+        if not self._checked:
+            self.check()
+        added = [self.add_callback(cb) for cb in callbacks]
+        start_epoch = 0
+        try:
+            if resume_from is not None:
+                from learnkit.learner.checkpoint import restore_checkpoint
+                start_epoch = restore_checkpoint(self, resume_from)
+            self._event("before_fit")
+            for self.epoch in range(start_epoch, n_epochs):
+                self._with_events("epoch", self._do_epoch, CancelEpoch)
+        except CancelFit:
+            pass
+        finally:
+            # Also on KeyboardInterrupt or an error: close progress bars, keep history, drop half-made grads.
+            self.training = False
+            if self.opt is not None:
+                self.opt.zero_grad(set_to_none=True)
+            try:
+                self._event("after_fit")
+            finally:
+                for cb in added:
+                    self.remove_callback(cb)
+
+    def _do_epoch(self) -> None:
+        self.val_results = {}
+        self.training, self.dl = True, self.data.train_dl
+        self._with_events("train", self._do_train, CancelTrain)
+        if len(self.data.valid_dl) > 0:
+            self.training, self.dl = False, self.data.valid_dl
+            self._with_events("validate", self._do_validate, CancelValidate)
+
+    def _do_train(self) -> None:
+        self.model.train()
+        resume, self._resume_point = self._resume_point, None
+        with torch.enable_grad():
+            for self.batch_idx, batch in enumerate(self.dl):
+                if resume is not None:  # resuming mid-epoch: replay the same order, skip what already ran
+                    if self.batch_idx < resume[0]:
+                        continue
+                    set_rng_state(resume[1], self._generators())
+                    resume = None
+                self._one_batch(batch)
+
+    def _do_validate(self) -> None:
+        self.training = False
+        self.model.eval()
+        for m in self.metrics:
+            m.reset()
+        self._val_loss, self._val_count = torch.zeros((), device=self.device), 0
+        with torch.no_grad():
+            for self.batch_idx, batch in enumerate(self.dl):
+                self._one_batch(batch)
+        # One host sync per validation, for all metrics together.
+        values = torch.stack([self._val_loss / max(1, self._val_count)] +
+                             [torch.as_tensor(m.compute(), device=self.device).float().reshape(()) for m in self.metrics])
+        names = ["valid_loss"] + [m.name for m in self.metrics]
+        self.val_results = dict(zip(names, values.tolist()))
+
+    def _one_batch(self, batch: Sequence[Any]) -> None:
+        batch = self.data.transfer(batch, self.training)
+        self.xb, self.yb = tuple(batch[:self.data.n_inp]), tuple(batch[self.data.n_inp:])
+        try:
+            if self.training:
+                self._apply_schedules()
+            self._event("before_batch")
+            with self.autocast():
+                self.pred = self.model(*self.xb)
+                self._event("after_forward")
+                self.loss = self.loss_fn(self.pred, *self.yb)
+            self.loss_grad = self.loss  # what backward sees; a callback may rescale it (GradientAccumulation)
+            self._event("after_loss")
+            if self.training:
+                self._backward_step()
+            else:
+                n = self.yb[0].shape[0] if self.yb else self.xb[0].shape[0]
+                self._val_loss += self.loss.detach().float() * n
+                self._val_count += n
+                for m in self.metrics:
+                    m.update(self.pred, *self.yb)
+        except CancelBatch:
+            pass
+        self._event("after_batch")
+        if self.training:
+            self.iter += 1
+
+    def _backward_step(self) -> None:
+        self.scaler.scale(self.loss_grad).backward()
+        try:
+            self._event("after_backward")
+            self.scaler.step(self.opt)
+            self.scaler.update()
+            self.opt_steps += 1
+            self._event("after_step")
+            self.opt.zero_grad(set_to_none=True)
+        except CancelStep:
+            pass
+
+    def _apply_schedules(self) -> None:
+        progress = self.iter / max(1, self.n_iter - 1)
+        n = len(self.layer_groups)
+        for name, sched in self.schedules.items():
+            values = [s(progress) for s in sched] if isinstance(sched, (list, tuple)) else [sched(progress)] * n
+            set_hyper(self.opt, name, values)
+            self.hypers[name] = values
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The autocast context of this learner's mixed-precision setting (a no-op when off)."""
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _generators(self) -> list[torch.Generator]:
+        """The data's own generators, which a bit-exact restore must include."""
+        return [g for g in (getattr(self.data.train_dl, "generator", None),) if g is not None]
+
+    def rng_state(self) -> dict:
+        return get_rng_state(self._generators())
+
+    def set_rng_state(self, state: dict) -> None:
+        set_rng_state(state, self._generators())
+
+    # ------------------------------------------------------------------ recipes
+    def fit_one_cycle(self, n_epochs: int, max_lr: float | slice | Sequence[float] = 1e-3, div_factor: float = 25.0,
+                      final_div_factor: float = 1e5, pct_start: float = 0.25,
+                      moms: Sequence[float] | None = (0.95, 0.85, 0.95), **kwargs: Any) -> None:
+        """`fit` with the one-cycle policy (cosine warm-up then cosine annealing of lr; momentum inverse)."""
+        total = n_epochs * len(self.data.train_dl)
+        per_group = [one_cycle(v, total, div_factor, final_div_factor, pct_start, moms)
+                     for v in self.lr_per_group(max_lr)]
+        self.fit(n_epochs, schedules={k: [s[k] for s in per_group] for k in per_group[0]}, **kwargs)
+
+    def fit_flat_cos(self, n_epochs: int, lr: float | slice = 1e-3, pct_start: float = 0.75,
+                     div_final: float = 1e5, **kwargs: Any) -> None:
+        """`fit` with lr flat, then cosine-annealed over the last (1 - pct_start) of the run."""
+        total = n_epochs * len(self.data.train_dl)
+        self.fit(n_epochs, schedules={"lr": [flat_cos(v, total, pct_start, div_final)["lr"]
+                                             for v in self.lr_per_group(lr)]}, **kwargs)
+
+    def fit_sgdr(self, n_cycles: int, cycle_len: int, max_lr: float | slice = 1e-3, cycle_mult: int = 2,
+                 **kwargs: Any) -> None:
+        """Cosine annealing with warm restarts: cycle i lasts cycle_len * cycle_mult**i epochs."""
+        lengths = [cycle_len * cycle_mult ** i for i in range(n_cycles)]
+        self.fit(sum(lengths), schedules={"lr": [sgdr(v, lengths)["lr"] for v in self.lr_per_group(max_lr)]},
+                 **kwargs)
+
+    def fine_tune(self, epochs: int, base_lr: float = 2e-3, freeze_epochs: int = 1, lr_mult: float = 100,
+                  pct_start: float = 0.3, div_factor: float = 5.0, **kwargs: Any) -> None:
+        """Transfer learning: train the head frozen, then everything with discriminative rates."""
+        self.freeze()
+        self.fit_one_cycle(freeze_epochs, slice(base_lr), pct_start=0.99, **kwargs)
+        base_lr /= 2
+        self.unfreeze()
+        self.fit_one_cycle(epochs, slice(base_lr / lr_mult, base_lr), pct_start=pct_start, div_factor=div_factor,
+                           **kwargs)
+
+    def lr_find(self, start_lr: float = 1e-7, end_lr: float = 10, num_it: int = 100, stop_div: bool = True,
+                show_plot: bool = True) -> Any:
+        """Exponential lr sweep; returns suggestions (valley, minimum, steepest). Leaves no trace."""
+        from learnkit.learner.lr_find import lr_find
+        return lr_find(self, start_lr, end_lr, num_it, stop_div, show_plot)
+
+    # ------------------------------------------------------------------ parameters and layer groups
+    def _make_layer_groups(self) -> list[nn.Module]:
+        groups = list(self.splitter(self.model)) if self.splitter is not None else [self.model]
+        covered = {id(p) for g in groups for p in g.parameters()}
+        missing = [n for n, p in self.model.named_parameters() if id(p) not in covered]
+        if missing:
+            raise ValueError(f"Learner: the splitter's layer groups leave out parameters {missing[:5]}"
+                             f"{' ...' if len(missing) > 5 else ''}; every parameter must be in one group")
+        return groups
+
+    def lr_per_group(self, lr: float | slice | Sequence[float]) -> list[float]:
+        """One learning rate per layer group: slice(lo, hi) is geometric from lo to hi; slice(hi) gives
+        hi/10 to all groups but the last."""
+        n = len(self.layer_groups)
+        if isinstance(lr, slice):
+            if lr.start is None:
+                return [lr.stop / 10] * (n - 1) + [lr.stop]
+            if n == 1:
+                return [lr.stop]
+            return [lr.start * (lr.stop / lr.start) ** (i / (n - 1)) for i in range(n)]
+        if isinstance(lr, (list, tuple)):
+            if len(lr) != n:
+                raise ValueError(f"{len(lr)} learning rates given for {n} layer groups")
+            return [float(v) for v in lr]
+        if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+            raise ValueError(f"learning rate {lr!r} must be a positive number, a slice, or one per layer group")
+        return [float(lr)] * n
+
+    def create_opt(self) -> torch.optim.Optimizer:
+        """Build `self.opt` with one (or two, decay/no-decay) param groups per layer group."""
+        self.opt = self.opt_fn(param_groups(self.layer_groups), lr=1e-3)
+        return self.opt
+
+    def freeze_to(self, n: int) -> None:
+        """Freeze layer groups [:n] (normalization layers stay trainable when train_bn), unfreeze the rest."""
+        n_groups = len(self.layer_groups)
+        stop = n if n >= 0 else n_groups + n
+        for i, group in enumerate(self.layer_groups):
+            for p in group.parameters():
+                p.requires_grad_(i >= stop)
+            if i < stop and self.train_bn:
+                for m in group.modules():
+                    if isinstance(m, NORM_TYPES):
+                        for p in m.parameters(recurse=False):
+                            p.requires_grad_(True)
+
+    def freeze(self) -> None:
+        """Freeze every layer group but the last."""
+        self.freeze_to(-1)
+
+    def unfreeze(self) -> None:
+        self.freeze_to(0)
+
+    # ------------------------------------------------------------------ evaluation, inference, saving
+    def validate(self, dl: Any = None) -> dict[str, float]:
+        """Loss and metrics on `dl` (default: the validation loader)."""
+        self.dl = dl if dl is not None else self.data.valid_dl
+        self._with_events("validate", self._do_validate, CancelValidate)
+        return dict(self.val_results)
+
+    def get_preds(self, dl: Any = None, activation: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(predictions, targets) on `dl` (default: validation), gathered on the CPU. No callbacks run."""
+        dl = dl if dl is not None else self.data.valid_dl
+        self.model.eval()
+        preds, targets = [], []
+        with torch.no_grad():
+            for batch in dl:
+                batch = self.data.transfer(batch, training=False)
+                with self.autocast():
+                    out = self.model(*batch[:self.data.n_inp])
+                y_block = self.data.y_block
+                preds.append(y_block.activation(out) if activation and y_block is not None else out.float())
+                if len(batch) > self.data.n_inp:
+                    targets.append(batch[self.data.n_inp])
+        return torch.cat(preds).cpu(), (torch.cat(targets).cpu() if targets else None)
+
+    def predict(self, item: Any) -> tuple[Any, Any, torch.Tensor]:
+        """(decoded prediction, class index or None, probabilities) for one raw input (what get_x returns)."""
+        preds, _ = self.get_preds(self.data.test_dl([item]))
+        decoded, index = self.data.y_block.decode_prediction(preds[0])
+        return decoded, index, preds[0]
+
+    def save(self, name: str, with_opt: bool = True) -> Path:
+        """Save weights (and optimizer state) to path/model_dir/name.pth, atomically."""
+        from learnkit.core.serialization import atomic_write
+        file = self.path / self.model_dir / f"{name}.pth"
+        state: dict[str, Any] = {"model": self.model.state_dict()}
+        if with_opt and self.opt is not None:
+            state["opt"] = self.opt.state_dict()
+        with atomic_write(file) as tmp:
+            torch.save(state, tmp)
+        return file
+
+    def load(self, name: str, with_opt: bool = True, strict: bool = True) -> "Learner":
+        """Load what `save(name)` wrote (read with torch.load(weights_only=True): no code runs)."""
+        file = self.path / self.model_dir / f"{name}.pth"
+        if not file.exists():
+            raise FileNotFoundError(f"load: no checkpoint at {file}; saved ones: "
+                                    f"{sorted(p.stem for p in file.parent.glob('*.pth'))}")
+        state = torch.load(file, map_location=self.device, weights_only=True)
+        self.model.load_state_dict(state["model"], strict=strict)
+        if with_opt and "opt" in state:
+            if self.opt is None:
+                self.create_opt()
+            self.opt.load_state_dict(state["opt"])
+        return self
+
+    def export(self, path: str | Path = "export") -> Path:
+        """Write an inference bundle (weights as plain tensors + a JSON recipe); see `load_learner`."""
+        from learnkit.learner.export import export
+        return export(self, path)
+
+    def check(self) -> None:
+        """Pre-flight check: one batch through model and loss; classic mistakes raise in plain words."""
+        from learnkit.learner.doctor import check_learner
+        check_learner(self)
+        self._checked = True
+
+    def summary(self) -> str:
+        """Per-layer output shapes and parameter counts (trainable/frozen), optimizer and loss."""
+        from learnkit.learner.doctor import learner_summary
+        text = learner_summary(self)
+        print(text)
+        return text
+
+    def plot_loss(self, **kwargs: Any) -> Any:
+        return self.history.plot_loss(**kwargs)
+
+    def plot_sched(self, **kwargs: Any) -> Any:
+        return self.history.plot_sched(**kwargs)
+
+    def plot_lr_find(self, **kwargs: Any) -> Any:
+        from learnkit.learner.lr_find import plot_lr_find
+        return plot_lr_find(self, **kwargs)
