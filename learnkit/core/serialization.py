@@ -64,7 +64,7 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike,
             raise TypeError(f"save_tensors: {name!r} is a {type(t).__name__}, not a tensor")
         if t.dtype not in _DTYPES:
             raise TypeError(f"save_tensors: {name!r} has dtype {t.dtype}, which the format cannot hold")
-        data = t.detach().to("cpu").contiguous().view(torch.uint8).reshape(-1).numpy().tobytes()
+        data = t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
         if sys.byteorder == "big":  # the format is little-endian
             raise RuntimeError("save_tensors: big-endian machines are not supported")
         header[name] = {"dtype": _DTYPES[t.dtype], "shape": list(t.shape),

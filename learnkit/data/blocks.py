@@ -131,6 +131,16 @@ class TensorBlock(TransformBlock):
         return f"TensorBlock(dtype={self.dtype})"
 
 
+def _plain(label: Any) -> Any:
+    """A one-element tensor or NumPy scalar label as a Python number: tensors hash by identity, so
+    `tensor(3)` and `tensor(3)` would otherwise be two different classes (and not JSON-exportable)."""
+    if isinstance(label, torch.Tensor) and label.numel() == 1:
+        return label.item()
+    if type(label).__module__ == "numpy" and getattr(label, "size", 0) == 1:
+        return label.item()
+    return label
+
+
 def _sorted_labels(labels: Sequence[Any]) -> list[Any]:
     try:
         return sorted(labels)
@@ -155,13 +165,13 @@ class CategoryBlock(TransformBlock):
     """
 
     def __init__(self, vocab: Sequence[Any] | None = None):
-        self.vocab: list[Any] | None = list(vocab) if vocab is not None else None
+        self.vocab: list[Any] | None = [_plain(v) for v in vocab] if vocab is not None else None
         self._fixed = vocab is not None
         self._index: dict[Any, int] = {v: i for i, v in enumerate(self.vocab or [])}
 
     def setup(self, values: Sequence[Any]) -> None:
         if not self._fixed:
-            self.vocab = _sorted_labels(set(values))
+            self.vocab = _sorted_labels({_plain(v) for v in values})
             self._index = {v: i for i, v in enumerate(self.vocab)}
         if len(self.vocab or []) < 2:
             raise ValueError(f"CategoryBlock: the training labels hold {len(self.vocab or [])} class(es) "
@@ -169,13 +179,13 @@ class CategoryBlock(TransformBlock):
         self.check(values, "training")
 
     def check(self, values: Sequence[Any], split: str) -> None:
-        unseen = Counter(v for v in values if v not in self._index)
+        unseen = Counter(_plain(v) for v in values if _plain(v) not in self._index)
         if unseen:
             raise _unseen_error(unseen, self.vocab or [], split, "CategoryBlock")
 
     def encode(self, value: Any) -> torch.Tensor:
         try:
-            return torch.tensor(self._index[value], dtype=torch.long)
+            return torch.tensor(self._index[_plain(value)], dtype=torch.long)
         except KeyError:
             raise KeyError(f"label {value!r} is not in the vocab {self.vocab}") from None
 
@@ -211,7 +221,7 @@ class MultiCategoryBlock(TransformBlock):
     """
 
     def __init__(self, vocab: Sequence[Any] | None = None, delim: str | None = None, threshold: float = 0.5):
-        self.vocab: list[Any] | None = list(vocab) if vocab is not None else None
+        self.vocab: list[Any] | None = [_plain(v) for v in vocab] if vocab is not None else None
         self._fixed = vocab is not None
         self.delim = delim
         self.threshold = threshold
@@ -219,8 +229,8 @@ class MultiCategoryBlock(TransformBlock):
 
     def _labels(self, value: Any) -> list[Any]:
         if isinstance(value, str):
-            return [v for v in value.split(self.delim) if v != ""]
-        return list(value)
+            return [v.strip() for v in value.split(self.delim) if v.strip() != ""]
+        return [_plain(v) for v in value]
 
     def setup(self, values: Sequence[Any]) -> None:
         if not self._fixed:
@@ -238,11 +248,13 @@ class MultiCategoryBlock(TransformBlock):
     def encode(self, value: Any) -> torch.Tensor:
         out = torch.zeros(len(self.vocab or []), dtype=torch.float32)
         for lab in self._labels(value):
+            if lab not in self._index:
+                raise KeyError(f"label {lab!r} (in {value!r}) is not in the vocab {self.vocab}")
             out[self._index[lab]] = 1.0
         return out
 
     def decode(self, tensor: torch.Tensor) -> list[Any]:
-        return [self.vocab[i] for i in torch.nonzero(tensor > self.threshold).flatten().tolist()]
+        return [self.vocab[i] for i in torch.nonzero(tensor >= self.threshold).flatten().tolist()]
 
     def loss_fn(self) -> Callable:
         return nn.BCEWithLogitsLoss()

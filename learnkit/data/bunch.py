@@ -109,7 +109,9 @@ class DataBunch:
 
     def one_batch(self, split: str = "train") -> tuple[Any, ...]:
         """The first batch of a split, on the device, batch transforms applied."""
-        dl = {"train": self.train_dl, "valid": self.valid_dl}[split]
+        if split not in ("train", "valid"):
+            raise ValueError(f"one_batch(split={split!r}): split must be 'train' or 'valid'")
+        dl = self.train_dl if split == "train" else self.valid_dl
         for batch in dl:
             return self.transfer(batch, training=split == "train")
         raise ValueError(f"one_batch: the {split} loader is empty")

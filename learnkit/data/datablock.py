@@ -133,8 +133,8 @@ class DataBlock:
                 block.check(self._raw_values(items, valid_idx, i), "validation")
         pipelines = self._pipelines()
         names = [repr(b) for b in self.blocks]
-        train_ds = BlockDataset([items[i] for i in train_idx], pipelines)
-        valid_ds = BlockDataset([items[i] for i in valid_idx], pipelines)
+        train_ds = BlockDataset([items[i] for i in train_idx], pipelines, train_idx)
+        valid_ds = BlockDataset([items[i] for i in valid_idx], pipelines, valid_idx)
         generator = None
         if seed is not None:
             generator = torch.Generator()
@@ -160,7 +160,11 @@ class DataBlock:
         train_idx, valid_idx = self._split(items, None)
         say(f"  splitter: {len(train_idx)} train, {len(valid_idx)} valid")
         for i, block in enumerate(self.blocks):
-            block.setup(self._raw_values(items, train_idx, i))
+            try:
+                block.setup(self._raw_values(items, train_idx, i))
+            except Exception as e:  # a getter failing on some training item, or e.g. a single class
+                say(f"  setup block {i} ({block!r}): FAILED\n\n{e}")
+                raise
             say(f"  setup {block!r}")
         index = train_idx[0]
         item = items[index]

@@ -19,17 +19,27 @@ def read_idx(path: str | Path) -> torch.Tensor:
     """
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as e:  # not gzip data, or a cut-off gzip stream
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise ValueError(f"{path}: cannot read it as {'gzipped ' if opener is gzip.open else ''}IDX ({e}); "
+                         "re-download the file") from e
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _TYPES:
-        raise ValueError(f"{path}: not an IDX file (bad magic number {data[:4].hex()})")
+        raise ValueError(f"{path}: not an IDX file (bad magic number {data[:4].hex()}; expected 0000 then a "
+                         f"type code in {[hex(t) for t in _TYPES]} and the number of dimensions)")
     ndim = data[3]
+    if len(data) < 4 + 4 * ndim:
+        raise ValueError(f"{path}: truncated IDX file: the header needs {4 + 4 * ndim} bytes for {ndim} "
+                         f"dimension(s) but the file has {len(data)}; re-download the file")
     dims = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
     dtype = np.dtype(_TYPES[data[2]])
     count = int(np.prod(dims)) if dims else 1
     offset = 4 + 4 * ndim
     if len(data) - offset != count * dtype.itemsize:
         raise ValueError(f"{path}: truncated IDX file: header says shape {dims} ({count * dtype.itemsize} bytes) "
-                         f"but {len(data) - offset} bytes follow")
+                         f"but {len(data) - offset} bytes follow; re-download the file")
     array = np.frombuffer(data, dtype=dtype, count=count, offset=offset).reshape(dims)
     return torch.from_numpy(array.astype(array.dtype.newbyteorder("=")).copy())

@@ -35,21 +35,28 @@ def run_step(name: str, fn: Callable[[Any], Any], value: Any, index: int, item: 
 
 
 class BlockDataset(Dataset):
-    """items[i] → tuple of tensors, one per block, through each block's list of (name, step)."""
+    """items[i] → tuple of tensors, one per block, through each block's list of (name, step).
 
-    def __init__(self, items: Sequence[Any], pipelines: Sequence[Sequence[Step]]):
+    `indices` are the items' positions in the source, so that errors name the item the user knows
+    (train item 3 may be source item 17).
+    """
+
+    def __init__(self, items: Sequence[Any], pipelines: Sequence[Sequence[Step]],
+                 indices: Sequence[int] | None = None):
         self.items, self.pipelines = items, pipelines
+        self.indices = list(indices) if indices is not None else None
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> tuple[Any, ...]:
         item = self.items[index]
+        source_index = self.indices[index] if self.indices is not None else index
         out = []
         for steps in self.pipelines:
             value = item
             for name, fn in steps:
-                value = run_step(name, fn, value, index, item)
+                value = run_step(name, fn, value, source_index, item)
             out.append(value)
         return tuple(out)
 

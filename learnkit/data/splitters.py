@@ -14,11 +14,12 @@ def check_split(train: Sequence[int], valid: Sequence[int], n: int, name: str) -
     train, valid = [int(i) for i in train], [int(i) for i in valid]
     bad = [i for i in train + valid if not 0 <= i < n]
     if bad:
-        raise IndexError(f"{name}: indices {bad[:10]} are outside 0..{n - 1} ({n} items)")
+        raise IndexError(f"{name}: indices {bad[:10]} are outside 0..{n - 1} ({n} items); give indices "
+                         "into the list of items (after get_items)")
     overlap = set(train) & set(valid)
     if overlap:
         raise ValueError(f"{name}: {len(overlap)} item(s) are in both train and valid, e.g. indices "
-                         f"{sorted(overlap)[:10]}")
+                         f"{sorted(overlap)[:10]}; each item must go to exactly one split")
     if not train:
         raise ValueError(f"{name}: the training split is empty ({n} items, {len(valid)} in valid); "
                          "check the splitter's arguments")
@@ -99,7 +100,13 @@ class FuncSplitter:
         self.func = func
 
     def __call__(self, items: Sequence[Any]) -> tuple[list[int], list[int]]:
-        flags = [bool(self.func(item)) for item in items]
+        flags = []
+        for i, item in enumerate(items):
+            try:
+                flags.append(bool(self.func(item)))
+            except Exception as e:
+                raise ValueError(f"FuncSplitter: func failed on item {i} ({str(item)[:60]}): "
+                                 f"{type(e).__name__}: {e}; fix the function passed to FuncSplitter") from e
         return check_split([i for i, f in enumerate(flags) if not f], [i for i, f in enumerate(flags) if f],
                            len(items), "FuncSplitter")
 

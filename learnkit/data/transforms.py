@@ -22,7 +22,8 @@ class Normalize(nn.Module):
         mean_t = torch.as_tensor(mean, dtype=torch.float32).reshape(-1)
         std_t = torch.as_tensor(std, dtype=torch.float32).reshape(-1)
         if mean_t.shape != std_t.shape:
-            raise ValueError(f"Normalize: mean has {mean_t.numel()} values but std has {std_t.numel()}")
+            raise ValueError(f"Normalize: mean has {mean_t.numel()} values {mean_t.tolist()} but std has "
+                             f"{std_t.numel()} {std_t.tolist()}; give one mean and one std per channel")
         if (std_t <= 0).any():
             raise ValueError(f"Normalize: std must be positive, got {std_t.tolist()}")
         self.register_buffer("mean", mean_t)

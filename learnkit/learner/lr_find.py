@@ -45,7 +45,7 @@ class LRFinder(Callback):
     def after_batch(self, learn: "Learner") -> None:
         if not learn.training:
             return
-        loss = float(learn.loss)
+        loss = float(learn.loss.detach())
         self._avg = self.beta * self._avg + (1 - self.beta) * loss
         smooth = self._avg / (1 - self.beta ** (len(self.losses) + 1))
         self.lrs.append(learn.hypers["lr"][-1])
@@ -58,7 +58,7 @@ class LRFinder(Callback):
 
 
 def suggest_lrs(lrs: list[float], losses: list[float]) -> SuggestedLRs:
-    """valley: the middle of the longest stretch where the loss keeps going down; minimum: the lr of the
+    """valley: half-way (in loss) down the longest chain of decreasing losses; minimum: the lr of the
     lowest loss / 10; steepest: the lr where the loss falls fastest (per log-lr)."""
     # The last few points are usually the divergence; they would drag every suggestion to the right.
     n = len(lrs) - 5 if len(lrs) > 15 else len(lrs)
@@ -68,14 +68,19 @@ def suggest_lrs(lrs: list[float], losses: list[float]) -> SuggestedLRs:
     minimum = float(lrs_a[int(np.nanargmin(losses_a))] / 10)
     grads = np.gradient(losses_a, np.log(lrs_a))
     steepest = float(lrs_a[int(np.nanargmin(grads))])
-    # Longest (not necessarily contiguous) decreasing run: O(n^2) is fine for ~100 points.
-    length, start = [1] * n, list(range(n))
+    # Longest (not necessarily contiguous) decreasing chain of points: O(n^2) is fine for ~100 points.
+    length, prev = [1] * n, [-1] * n
     for j in range(n):
         for i in range(j):
             if losses_a[i] > losses_a[j] and length[i] + 1 > length[j]:
-                length[j], start[j] = length[i] + 1, start[i]
-    end = int(np.argmax(length))
-    valley = float(lrs_a[(start[end] + end) // 2])
+                length[j], prev[j] = length[i] + 1, i
+    chain = [int(np.argmax(length))]
+    while prev[chain[-1]] >= 0:
+        chain.append(prev[chain[-1]])
+    chain.reverse()
+    # The valley: where the chain has made half of its loss drop (a long flat start does not pull it left).
+    target = (losses_a[chain[0]] + losses_a[chain[-1]]) / 2
+    valley = float(lrs_a[next(i for i in chain if losses_a[i] <= target)])
     return SuggestedLRs(valley, minimum, steepest)
 
 

@@ -1,0 +1,77 @@
+"""lr_find: exponential sweep, divergence stop, suggestions, and a bit-exact restore of everything."""
+import math
+
+import pytest
+import torch
+
+from learnkit import Learner
+from learnkit.learner.lr_find import suggest_lrs
+from learnkit.testing import synthetic_classification, tiny_bn_mlp
+
+
+def _snapshot(learn):
+    return ({k: v.clone() for k, v in learn.model.state_dict().items()},
+            None if learn.opt is None else learn.opt.state_dict())
+
+
+def test_lr_find_restores_model_optimizer_bn_stats_and_rng_bit_exactly():
+    learn = Learner(synthetic_classification(n=320, seed=1), tiny_bn_mlp(), progress=False)
+    learn.fit(1, lr=1e-3)  # so the optimizer has real state (exp_avg, step) to protect
+    model_before, opt_before = _snapshot(learn)
+    opt_before = {"state": {k: {n: t.clone() for n, t in v.items()} for k, v in opt_before["state"].items()},
+                  "param_groups": [dict(g) for g in opt_before["param_groups"]]}
+    history_len = len(learn.history.losses)
+    rng_before = (torch.get_rng_state().clone(), learn.data.train_dl.generator.get_state().clone())
+    import random
+    import numpy as np
+    py_before, np_before = random.getstate(), np.random.get_state()
+
+    learn.lr_find(num_it=30, show_plot=False)
+
+    model_after, opt_after = _snapshot(learn)
+    for k in model_before:  # includes BN running_mean/var and num_batches_tracked
+        assert torch.equal(model_before[k], model_after[k]), k
+    for pid, state in opt_before["state"].items():
+        for name, t in state.items():
+            assert torch.equal(t, opt_after["state"][pid][name]), (pid, name)
+    assert [g["lr"] for g in opt_before["param_groups"]] == [g["lr"] for g in opt_after["param_groups"]]
+    assert [g["betas"] for g in opt_before["param_groups"]] == [g["betas"] for g in opt_after["param_groups"]]
+    assert torch.equal(rng_before[0], torch.get_rng_state())
+    assert torch.equal(rng_before[1], learn.data.train_dl.generator.get_state())
+    assert random.getstate() == py_before
+    assert all(np.array_equal(a, b) for a, b in zip(np_before, np.random.get_state()))
+    assert len(learn.history.losses) == history_len and len(learn.history.epoch_records) == 1
+
+
+def test_lr_find_on_fresh_learner_leaves_no_optimizer_and_records_sweep():
+    learn = Learner(synthetic_classification(n=320), tiny_bn_mlp(), progress=False)
+    before, _ = _snapshot(learn)
+    result = learn.lr_find(start_lr=1e-5, end_lr=1, num_it=40, stop_div=False, show_plot=False)
+    assert learn.opt is None
+    assert all(torch.equal(before[k], v) for k, v in learn.model.state_dict().items())
+    lrs = learn.lr_find_results["lrs"]
+    assert len(lrs) == 40
+    assert lrs[0] == pytest.approx(1e-5) and lrs[-1] == pytest.approx(1.0)
+    ratios = [b / a for a, b in zip(lrs, lrs[1:])]
+    assert max(ratios) == pytest.approx(min(ratios), rel=1e-9)  # exponential
+    assert 1e-5 <= result.valley <= 1 and 1e-6 <= result.minimum <= 0.1 and 1e-5 <= result.steepest <= 1
+    assert learn.plot_lr_find().axes[0].get_xscale() == "log"
+
+
+def test_lr_find_stops_when_loss_explodes():
+    learn = Learner(synthetic_classification(n=320), tiny_bn_mlp(), progress=False)
+    learn.lr_find(start_lr=1e-3, end_lr=1e6, num_it=100, show_plot=False)
+    losses = learn.lr_find_results["losses"]
+    assert len(losses) < 100
+    assert not math.isfinite(losses[-1]) or losses[-1] > 4 * min(losses)
+
+
+def test_suggestions_on_a_known_curve():
+    lrs = [10 ** (-6 + 6 * i / 99) for i in range(100)]
+    # loss flat, then falling between 1e-4 and 1e-2, then exploding
+    losses = [2.0 if lr < 1e-4 else (2.0 - (math.log10(lr) + 4) * 0.8 if lr < 1e-2 else 0.4 + (math.log10(lr) + 2) * 3)
+              for lr in lrs]
+    s = suggest_lrs(lrs, losses)
+    assert 1e-4 < s.valley < 1e-2
+    assert s.minimum == pytest.approx(lrs[losses.index(min(losses))] / 10)
+    assert 1e-4 <= s.steepest < 1e-2
