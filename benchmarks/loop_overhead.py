@@ -286,21 +286,27 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=["small", "large", "both"], default="both")
     parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
-    parser.add_argument("--batches", type=int, default=None, help="batches per epoch (default 200; 20 with --quick)")
+    parser.add_argument("--batches", type=int, default=None, help="batches per epoch (default 200; 10 with --quick)")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=None, help="timed rounds (default 3; 2 with --quick)")
-    parser.add_argument("--warmup-batches", type=int, default=None, help="default 20; 3 with --quick")
+    parser.add_argument("--warmup-batches", type=int, default=None, help="default 20; 2 with --quick")
     parser.add_argument("--max-lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="tiny models and few batches (smoke run)")
     parser.add_argument("--no-progress", action="store_true", help="skip the progress=True variant")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's own; 1 with --quick on the CPU)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this file")
     args = parser.parse_args(argv)
-    args.batches = args.batches or (20 if args.quick else 200)
+    args.batches = args.batches or (10 if args.quick else 200)
     args.repeats = args.repeats or (2 if args.quick else 3)
-    args.warmup_batches = args.warmup_batches or (3 if args.quick else 20)
+    args.warmup_batches = args.warmup_batches or (2 if args.quick else 20)
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.threads is None and args.quick and device.type == "cpu":
+        args.threads = 1  # a smoke run on a shared machine: several threads per process only add contention
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
     with_progress = not args.no_progress

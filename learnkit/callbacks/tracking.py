@@ -12,8 +12,13 @@ from learnkit.learner.learner import Learner
 __all__ = ["EarlyStopping", "SaveBestModel", "ReduceLROnPlateau", "CSVLogger"]
 
 
+# Metric names that are minimized in mode='auto' (substrings: 'valid_loss', 'error_rate', 'rmse', ...).
+_MIN_WORDS = ("loss", "error", "mse", "mae", "perplexity")
+
+
 class _Monitor(Callback):
-    """Reads `monitor` from the epoch's record; 'min' for losses and errors, 'max' otherwise (mode='auto')."""
+    """Reads `monitor` from the epoch's record; 'min' for losses and errors (loss, error, mse, mae, rmse,
+    perplexity), 'max' otherwise (mode='auto')."""
 
     order = 60
 
@@ -22,12 +27,20 @@ class _Monitor(Callback):
             raise ValueError(f"{type(self).__name__}(mode={mode!r}): use 'auto', 'min' or 'max'")
         self.monitor, self.min_delta = monitor, abs(min_delta)
         if mode == "auto":
-            mode = "min" if ("loss" in monitor or "error" in monitor) else "max"
+            mode = "min" if any(w in monitor.lower() for w in _MIN_WORDS) else "max"
         self.mode = mode
-        self.best = math.inf if mode == "min" else -math.inf
+        self._restored = False
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget what earlier fits saw."""
+        self.best = math.inf if self.mode == "min" else -math.inf
 
     def before_fit(self, learn: Learner) -> None:
-        self.best = math.inf if self.mode == "min" else -math.inf
+        # fit(resume_from=...) loads the checkpoint's callback states just before before_fit: keep them.
+        if not self._restored:
+            self.reset()
+        self._restored = False
 
     def _value(self, learn: Learner) -> float:
         record = learn.history.epoch_records[-1]
@@ -46,17 +59,18 @@ class _Monitor(Callback):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best = state["best"]
+        self._restored = True
 
 
 class EarlyStopping(_Monitor):
     """Stop when `monitor` has not improved by `min_delta` for `patience` epochs."""
 
     def __init__(self, monitor: str = "valid_loss", patience: int = 3, mode: str = "auto", min_delta: float = 0.0):
+        self.patience = patience
         super().__init__(monitor, mode, min_delta)
-        self.patience, self.wait = patience, 0
 
-    def before_fit(self, learn: Learner) -> None:
-        super().before_fit(learn)
+    def reset(self) -> None:
+        super().reset()
         self.wait = 0
 
     def after_epoch(self, learn: Learner) -> None:
@@ -71,10 +85,11 @@ class EarlyStopping(_Monitor):
             raise CancelFit()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best, "wait": self.wait}
+        return {**super().state_dict(), "wait": self.wait}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.best, self.wait = state["best"], state["wait"]
+        super().load_state_dict(state)
+        self.wait = state["wait"]
 
 
 class SaveBestModel(_Monitor):
@@ -82,8 +97,11 @@ class SaveBestModel(_Monitor):
 
     def __init__(self, monitor: str = "valid_loss", name: str = "best", mode: str = "auto", min_delta: float = 0.0,
                  reload: bool = True):
-        super().__init__(monitor, mode, min_delta)
         self.name, self.reload = name, reload
+        super().__init__(monitor, mode, min_delta)
+
+    def reset(self) -> None:
+        super().reset()
         self.best_epoch: int | None = None
 
     def after_epoch(self, learn: Learner) -> None:
@@ -96,20 +114,31 @@ class SaveBestModel(_Monitor):
         if self.reload and self.best_epoch is not None:
             learn.load(self.name, with_opt=False)
 
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.best_epoch = state["best_epoch"]
+
 
 class ReduceLROnPlateau(_Monitor):
     """Multiply the lr schedule by `factor` when `monitor` has not improved for `patience` epochs."""
 
     def __init__(self, monitor: str = "valid_loss", patience: int = 2, factor: float = 0.2, mode: str = "auto",
                  min_delta: float = 0.0, min_lr: float = 0.0):
+        self.patience, self.factor, self.min_lr = patience, factor, min_lr
         super().__init__(monitor, mode, min_delta)
-        self.patience, self.factor, self.min_lr, self.wait = patience, factor, min_lr, 0
-        self.scale = 1.0
+
+    def reset(self) -> None:
+        super().reset()
+        self.wait, self.scale = 0, 1.0
 
     def before_fit(self, learn: Learner) -> None:
         super().before_fit(learn)
-        self.wait, self.scale = 0, 1.0
         self._base = learn.schedules["lr"]
+        if self.scale != 1.0:  # resumed after a reduction
+            self._apply(learn)
 
     def after_epoch(self, learn: Learner) -> None:
         value = self._value(learn)
@@ -120,10 +149,20 @@ class ReduceLROnPlateau(_Monitor):
         if self.wait >= self.patience:
             self.wait = 0
             self.scale *= self.factor
-            base, scale, floor = self._base, self.scale, self.min_lr
-            scaled = [_Scaled(s, scale, floor) for s in base] if isinstance(base, (list, tuple)) \
-                else _Scaled(base, scale, floor)
-            learn.schedules = {**learn.schedules, "lr": scaled}
+            self._apply(learn)
+
+    def _apply(self, learn: Learner) -> None:
+        base, scale, floor = self._base, self.scale, self.min_lr
+        scaled = [_Scaled(s, scale, floor) for s in base] if isinstance(base, (list, tuple)) \
+            else _Scaled(base, scale, floor)
+        learn.schedules = {**learn.schedules, "lr": scaled}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "wait": self.wait, "scale": self.scale}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.wait, self.scale = state["wait"], state["scale"]
 
 
 class _Scaled:

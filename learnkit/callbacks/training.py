@@ -71,7 +71,7 @@ class TerminateOnNaN(Callback):
     def after_loss(self, learn: Learner) -> None:
         if not learn.training:
             return
-        value = float(learn.loss)
+        value = float(learn.loss.detach())
         if math.isfinite(value):
             self.last_finite = (learn.iter, value)
             return

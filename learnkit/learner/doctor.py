@@ -106,7 +106,8 @@ def check_learner(learn: "Learner") -> None:
             and pred.shape[-1] != len(vocab):
         raise LearnerCheckError(f"The model's head outputs {pred.shape[-1]} values per item, but the multi-label "
                                 f"data has {len(vocab)} labels. Fix: build the head with n_out={len(vocab)}.")
-    if isinstance(loss_fn, _INDEX_LOSSES) and y.is_floating_point() and y.shape != pred.shape:
+    soft_labels = y.shape == pred.shape and pred.ndim >= 2 and pred.shape[-1] > 1  # e.g. MixUp targets
+    if isinstance(loss_fn, _INDEX_LOSSES) and y.is_floating_point() and not soft_labels:
         raise LearnerCheckError(
             f"{type(loss_fn).__name__} needs integer class indices (dtype long) as targets, but the targets are "
             f"{_shape(y)}. Fix: use CategoryBlock for labels, or a regression loss such as nn.MSELoss() "

@@ -40,15 +40,26 @@ class History(Callback):
         self.smooth_loss: torch.Tensor | None = None
         self._raw_smooth: torch.Tensor | None = None
         self._smooth_n = 0
+        self._in_train = False
+        self._partial: tuple[torch.Tensor | float, int] | None = None
+        self._epoch_start = time.perf_counter()
 
     @property
     def losses(self) -> torch.Tensor:
         return torch.stack(self._losses).float().cpu() if self._losses else torch.empty(0)
 
     def before_train(self, learn: "Learner") -> None:
+        self._in_train = True
+        if self._partial is not None:  # resumed mid-epoch: keep the sums of the batches already done
+            self._train_sum, self._train_count = self._partial
+            self._partial = None
+            return
         self._epoch_start = time.perf_counter()
         self._train_sum: torch.Tensor | float = 0.0
         self._train_count = 0
+
+    def after_train(self, learn: "Learner") -> None:
+        self._in_train = False
 
     def after_batch(self, learn: "Learner") -> None:
         if not learn.training or not hasattr(learn, "loss"):
@@ -76,8 +87,11 @@ class History(Callback):
 
     # --- checkpoints ---
     def state_dict(self) -> dict[str, Any]:
-        return {"losses": self.losses, "hypers": self.hypers, "epoch_records": self.epoch_records,
-                "valid_iters": self.valid_iters}
+        state = {"losses": self.losses, "hypers": self.hypers, "epoch_records": self.epoch_records,
+                 "valid_iters": self.valid_iters}
+        if self._in_train:  # a checkpoint taken mid-epoch also needs the epoch's running loss
+            state["partial"] = [torch.as_tensor(self._train_sum).cpu(), self._train_count]
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.reset()
@@ -85,6 +99,8 @@ class History(Callback):
         self.hypers = [dict(h) for h in state["hypers"]]
         self.epoch_records = [dict(r) for r in state["epoch_records"]]
         self.valid_iters = list(state["valid_iters"])
+        if "partial" in state:
+            self._partial = (state["partial"][0], int(state["partial"][1]))
 
     # --- plots ---
     def plot_loss(self, skip_start: int = 5, with_valid: bool = True, ax: Any = None) -> Any:

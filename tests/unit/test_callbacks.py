@@ -25,6 +25,16 @@ from learnkit.testing import synthetic_classification, synthetic_regression, tin
 N_BATCHES = 6  # training batches per epoch in `make_learner`'s data
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # These models are tiny: intra-op threads only add overhead, and on a busy machine their spin-waits
+    # make a 5-epoch fit take seconds instead of milliseconds.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def make_learner(tmp_path, seed: int = 0, batch_size: int = 32, **kwargs) -> Learner:
     data = synthetic_classification(n=256, n_features=8, n_classes=3, seed=seed, batch_size=batch_size)
     torch.manual_seed(seed)
@@ -256,10 +266,11 @@ def test_reduce_lr_on_plateau_scales_each_layer_group_schedule(tmp_path):
     torch.manual_seed(0)
     model = tiny_mlp(8, 3)
     learn = Learner(data, model, path=tmp_path, progress=False, splitter=lambda m: [m[:3], m[3:]])
-    learn.fit(3, lr=[0.01, 0.1], callbacks=[Inject("fake_loss", [1.0, 1.0, 1.0]),
+    learn.fit(4, lr=[0.01, 0.1], callbacks=[Inject("fake_loss", [1.0] * 4),
                                             ReduceLROnPlateau("fake_loss", patience=1, factor=0.5)])
+    # e0 sets the best, e1 waits 1 = patience -> x0.5 from e2; e2 -> x0.25 from e3
     hyp = [h["lr"] for h in learn.history.hypers]
-    assert hyp == [[0.01, 0.1]] * N_BATCHES + [[0.005, 0.05]] * N_BATCHES + [[0.0025, 0.025]] * N_BATCHES
+    assert hyp == [[0.01, 0.1]] * (2 * N_BATCHES) + [[0.005, 0.05]] * N_BATCHES + [[0.0025, 0.025]] * N_BATCHES
     assert sorted({g["lr"] for g in learn.opt.param_groups}) == [0.0025, 0.025]
 
 
@@ -542,6 +553,47 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     assert torch.load(file, weights_only=True)["epoch"] == 1
 
 
+class StopAfterEpoch(Callback):
+    order = 100  # after Checkpoint (90) wrote the epoch
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def after_epoch(self, learn):
+        if learn.epoch == self.epoch:
+            raise CancelFit()
+
+
+def test_monitor_states_survive_a_resume(tmp_path):
+    # fit(resume_from=...) restores the callbacks' states before before_fit, which must not reset them.
+    values = [1.0, 2.0, 2.0, 2.0, 2.0, 2.0]
+
+    def callbacks():
+        return [Inject("fake_loss", values), EarlyStopping("fake_loss", patience=4),
+                ReduceLROnPlateau("fake_loss", patience=1, factor=0.5), SaveBestModel("fake_loss"),
+                Checkpoint("ckpt.pth")]
+
+    whole = make_learner(tmp_path / "whole")
+    whole.fit(6, lr=0.1, callbacks=callbacks())
+    assert len(records(whole)) == 5  # e0 best, e1..e4 wait 1..4
+    expected_lrs = [0.1] * (2 * N_BATCHES) + [0.05] * N_BATCHES + [0.025] * N_BATCHES + [0.0125] * N_BATCHES
+    assert lrs(whole) == pytest.approx(expected_lrs, rel=1e-12, abs=0)
+
+    learn = make_learner(tmp_path / "parts")
+    snap = SnapshotPerEpoch()
+    learn.fit(6, lr=0.1, callbacks=callbacks() + [snap, StopAfterEpoch(1)])
+    assert len(records(learn)) == 2
+    cbs = callbacks()  # fresh instances, as in a new process
+    early, plateau, best = cbs[1], cbs[2], cbs[3]
+    learn.fit(6, lr=0.1, callbacks=cbs, resume_from=tmp_path / "parts" / "models" / "ckpt.pth")
+    assert len(records(learn)) == 5  # the wait carried over: stopped after epoch 4, not 6
+    assert early.wait == 4 and early.best == 1.0
+    assert plateau.scale == pytest.approx(0.125)  # EarlyStopping (same order, added first) ended e4 first
+    assert lrs(learn) == pytest.approx(expected_lrs, rel=1e-12, abs=0)
+    assert best.best_epoch == 0
+    assert_same_weights(weights(learn), snap.states[0])  # the best weights (epoch 0, before the resume) came back
+
+
 # ---------------------------------------------------------------- errors in callbacks
 class Boom(Callback):
     def __init__(self, event: str):
@@ -574,9 +626,9 @@ def test_error_in_a_callback_is_reraised_with_a_note(tmp_path, event):
 
 # ---------------------------------------------------------------- Cancel* exceptions
 class Events(Callback):
-    """Counts every event (with the epoch/batch it ran at)."""
+    """Logs every event (with the epoch/batch it ran at); runs first, so it sees an event a later callback cancels."""
 
-    order = 100
+    order = -100
 
     def __init__(self):
         self.log: list[tuple[str, int, int]] = []
