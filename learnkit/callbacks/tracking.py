@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -179,7 +180,10 @@ class _Scaled:
 
 
 class CSVLogger(Callback):
-    """Append each epoch's record (epoch, losses, metrics, time) to a CSV file under learn.path."""
+    """Append each epoch's record (epoch, losses, metrics, time) to a CSV file under learn.path.
+
+    The columns are those of the first record (or, with `append=True`, the existing file's header); a value
+    missing from an epoch's record (e.g. an epoch cancelled before validation) is left empty."""
 
     order = 70
 
@@ -189,7 +193,11 @@ class CSVLogger(Callback):
     def before_fit(self, learn: Learner) -> None:
         self.file = Path(learn.path) / self.fname
         self.file.parent.mkdir(parents=True, exist_ok=True)
-        self._header = self.append and self.file.exists() and self.file.stat().st_size > 0
+        self._columns: list[str] | None = None
+        self._warned = False
+        if self.append and self.file.exists() and self.file.stat().st_size > 0:
+            with open(self.file, newline="") as f:
+                self._columns = next(csv.reader(f), None)
         if not self.append:
             self.file.write_text("")
 
@@ -197,7 +205,16 @@ class CSVLogger(Callback):
         record = learn.history.epoch_records[-1]
         with open(self.file, "a", newline="") as f:
             writer = csv.writer(f)
-            if not self._header:
-                writer.writerow(list(record))
-                self._header = True
-            writer.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in record.values()])
+            if self._columns is None:
+                self._columns = list(record)
+                writer.writerow(self._columns)
+            extra = [k for k in record if k not in self._columns]
+            if extra and not self._warned:
+                self._warned = True
+                warnings.warn(f"CSVLogger: {extra} are not columns of {self.file} ({self._columns}) and are not "
+                              f"logged; use another fname or append=False", stacklevel=2)
+            writer.writerow([_cell(record[k]) if k in record else "" for k in self._columns])
+
+
+def _cell(v: Any) -> Any:
+    return f"{v:.6g}" if isinstance(v, float) else v

@@ -34,52 +34,56 @@ class History(Callback):
 
     def reset(self) -> None:
         self._losses: list[torch.Tensor] = []
+        self._sizes: list[int] = []
         self.hypers: list[dict[str, list[float]]] = []
         self.epoch_records: list[dict[str, float]] = []
         self.valid_iters: list[int] = []  # global batch count at each validation, for plotting
-        self.smooth_loss: torch.Tensor | None = None
-        self._raw_smooth: torch.Tensor | None = None
-        self._smooth_n = 0
+        self._epoch_first = 0  # index in _losses of the current epoch's first batch
         self._in_train = False
-        self._partial: tuple[torch.Tensor | float, int] | None = None
         self._epoch_start = time.perf_counter()
 
     @property
     def losses(self) -> torch.Tensor:
         return torch.stack(self._losses).float().cpu() if self._losses else torch.empty(0)
 
+    @property
+    def smooth_loss(self) -> torch.Tensor | None:
+        """Debiased exponential moving average of the batch losses (computed when read, on the device)."""
+        if not self._losses:
+            return None
+        recent = torch.stack(self._losses[-500:]).float()  # older terms weigh < 0.98**500 ~ 4e-5
+        n = len(self._losses)
+        powers = torch.arange(len(recent) - 1, -1, -1, device=recent.device, dtype=torch.float32)
+        weights = (1 - self.smooth_beta) * self.smooth_beta ** powers
+        return (weights * recent).sum() / (1 - self.smooth_beta ** n)
+
+    def before_fit(self, learn: "Learner") -> None:
+        # Losses loaded from a checkpoint (or restored after lr_find) come back on the CPU.
+        if self._losses and (self._losses[0].device != learn.device or self._losses[-1].device != learn.device):
+            self._losses = [t.to(learn.device) for t in self._losses]
+
     def before_train(self, learn: "Learner") -> None:
         self._in_train = True
-        if self._partial is not None:  # resumed mid-epoch: keep the sums of the batches already done
-            self._train_sum, self._train_count = self._partial
-            self._partial = None
-            return
-        self._epoch_start = time.perf_counter()
-        self._train_sum: torch.Tensor | float = 0.0
-        self._train_count = 0
+        if learn._resume_point is None:  # (resuming mid-epoch keeps the epoch's batches already done)
+            self._epoch_start = time.perf_counter()
+            self._epoch_first = len(self._losses)
 
     def after_train(self, learn: "Learner") -> None:
         self._in_train = False
 
     def after_batch(self, learn: "Learner") -> None:
-        if not learn.training or not hasattr(learn, "loss"):
-            return
-        loss = learn.loss.detach().float()
-        self._losses.append(loss)
-        self.hypers.append({k: list(v) for k, v in learn.hypers.items()})
-        n = learn.xb[0].shape[0]
-        self._train_sum = self._train_sum + loss * n
-        self._train_count += n
-        # Debiased exponential moving average, as in Adam: unbiased from the first batch on.
-        self._smooth_n += 1
-        raw = self._raw_smooth if self._raw_smooth is not None else torch.zeros_like(loss)
-        self._raw_smooth = self.smooth_beta * raw + (1 - self.smooth_beta) * loss
-        self.smooth_loss = self._raw_smooth / (1 - self.smooth_beta ** self._smooth_n)
+        # Appends only: no kernel launch and no host sync per batch.
+        if learn.training and hasattr(learn, "loss"):
+            self._losses.append(learn.loss.detach())
+            self._sizes.append(learn.xb[0].shape[0])
+            self.hypers.append({k: list(v) for k, v in learn.hypers.items()})
 
     def after_epoch(self, learn: "Learner") -> None:
         record: dict[str, float] = {"epoch": learn.epoch}
-        if self._train_count:
-            record["train_loss"] = float(torch.as_tensor(self._train_sum)) / self._train_count
+        losses, sizes = self._losses[self._epoch_first:], self._sizes[self._epoch_first:]
+        if losses:
+            weights = torch.tensor(sizes, dtype=torch.float32, device=losses[0].device)
+            record["train_loss"] = float((torch.stack(losses).float() * weights).sum() / weights.sum())
         record.update(learn.val_results if len(learn.data.valid_dl) else {})
         record["time"] = time.perf_counter() - self._epoch_start
         self.epoch_records.append(record)
@@ -87,11 +91,9 @@ class History(Callback):
 
     # --- checkpoints ---
     def state_dict(self) -> dict[str, Any]:
-        state = {"losses": self.losses, "hypers": self.hypers, "epoch_records": self.epoch_records,
-                 "valid_iters": self.valid_iters}
-        if self._in_train:  # a checkpoint taken mid-epoch also needs the epoch's running loss
-            state["partial"] = [torch.as_tensor(self._train_sum).cpu(), self._train_count]
-        return state
+        return {"losses": self.losses, "sizes": list(self._sizes), "hypers": self.hypers,
+                "epoch_records": self.epoch_records, "valid_iters": self.valid_iters,
+                "epoch_first": self._epoch_first}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.reset()
@@ -99,8 +101,8 @@ class History(Callback):
         self.hypers = [dict(h) for h in state["hypers"]]
         self.epoch_records = [dict(r) for r in state["epoch_records"]]
         self.valid_iters = list(state["valid_iters"])
-        if "partial" in state:
-            self._partial = (state["partial"][0], int(state["partial"][1]))
+        self._sizes = list(state["sizes"])
+        self._epoch_first = int(state["epoch_first"])
 
     # --- plots ---
     def plot_loss(self, skip_start: int = 5, with_valid: bool = True, ax: Any = None) -> Any:

@@ -321,6 +321,39 @@ def test_csv_logger_without_append_overwrites(tmp_path):
     assert_rows_match(rows[1:], rows[0], records(learn)[-1:])
 
 
+class CancelEpochBeforeTrain(Callback):
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def before_train(self, learn):
+        if learn.epoch == self.epoch:
+            raise CancelEpoch()
+
+
+def test_csv_logger_keeps_columns_aligned_when_values_are_missing(tmp_path):
+    learn = make_learner(tmp_path)
+    learn.fit(3, lr=1e-2, callbacks=[CancelEpochBeforeTrain(1), CSVLogger()])
+    rows = read_csv(tmp_path / "history.csv")
+    assert rows[0] == ["epoch", "train_loss", "valid_loss", "time"]
+    assert set(records(learn)[1]) == {"epoch", "time"}  # the cancelled epoch has no losses
+    assert rows[2][:3] == ["1", "", ""]
+    assert float(rows[2][3]) == pytest.approx(records(learn)[1]["time"], rel=1e-5)
+    assert_rows_match([rows[1], rows[3]], rows[0], [records(learn)[0], records(learn)[2]])
+
+
+def test_csv_logger_append_follows_the_existing_header(tmp_path):
+    learn = make_learner(tmp_path, metrics=[accuracy])
+    (tmp_path / "history.csv").write_text("epoch,valid_loss,train_loss\n")
+    with pytest.warns(UserWarning, match=r"\['accuracy', 'time'\] are not columns"):
+        learn.fit(2, lr=1e-2, callbacks=[CSVLogger(append=True)])
+    rows = read_csv(tmp_path / "history.csv")
+    assert len(rows) == 3
+    for row, rec in zip(rows[1:], records(learn)):
+        assert row[0] == str(rec["epoch"])
+        assert float(row[1]) == pytest.approx(rec["valid_loss"], rel=1e-5)
+        assert float(row[2]) == pytest.approx(rec["train_loss"], rel=1e-5)
+
+
 # ---------------------------------------------------------------- GradientClipping
 class GradNormProbe(Callback):
     """The global gradient norm the optimizer stepped with (read after the step, before zero_grad)."""

@@ -100,8 +100,8 @@ def test_bad_recipes_are_rejected_with_the_reason():
         DataBlock(getters=[str, str], get_x=str)
     with pytest.raises(ValueError, match="1 getters for 2 blocks; give one per block"):
         DataBlock(getters=[str])
-    with pytest.raises(ValueError, match=r"n_inp=2\): must be between 1 and the number of blocks \(2\)"):
-        DataBlock(n_inp=2)
+    with pytest.raises(ValueError, match=r"n_inp=3\): must be between 1 and the number of blocks \(2\)"):
+        DataBlock(n_inp=3)
     with pytest.raises(TypeError, match="every block must be a TransformBlock"):
         DataBlock(blocks=(TensorBlock, str))
     with pytest.raises(ValueError, match=r"batch_size=0\): batch_size must be a positive int"):
@@ -114,7 +114,7 @@ def test_items_that_are_not_pairs_get_a_fix_hint():
     with pytest.raises(PipelineError) as err:
         DataBlock().databunch([1.0, 2.0, 3.0], device="cpu")
     msg = str(err.value)
-    assert "data step 'item[0]'" in msg and "float 3.0" in msg and "pass get_x/get_y" in msg
+    assert "data step 'item[0]' failed on item 0 (float 1.0)" in msg and "pass get_x/get_y" in msg
 
 
 def test_unseen_validation_label_through_databunch():
@@ -180,7 +180,7 @@ def test_failing_get_y_names_step_item_and_value():
 @pytest.mark.parametrize("num_workers", [0, 2])
 def test_item_transform_error_names_step_and_source_item(num_workers):
     data = DataBlock(item_tfms=[explode_on_seven], splitter=IndexSplitter([0, 1, 2])).databunch(
-        pairs(10), batch_size=2, device="cpu", num_workers=num_workers)
+        pairs(10), batch_size=2, device="cpu", num_workers=num_workers, seed=0, drop_last=False)
     with pytest.raises(PipelineError) as err:
         for _ in data.train_dl:
             pass
@@ -228,7 +228,7 @@ def test_summary_prints_every_step_with_shapes():
     dblock = DataBlock(splitter=IndexSplitter([0, 1]), batch_tfms=[Normalize(0.0, 2.0)])
     assert dblock.summary(pairs(10), file=out) is None
     text = out.getvalue()
-    for line in ["get_items: 10 items; first: tuple (tensor([0., -0.]), 'even')",
+    for line in ["get_items: 10 items; first: tuple (tensor([0., 0.]), 'even')",
                  "splitter: 8 train, 2 valid",
                  "setup CategoryBlock(n_classes=2)",
                  "Item 2: tuple (tensor([ 2., -2.]), 'even')",
