@@ -53,7 +53,11 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-from learnkit import CategoryBlock, DataBunch, Learner, TensorBlock
+try:
+    from learnkit import CategoryBlock, DataBunch, Learner, TensorBlock
+except ImportError:  # run from a checkout where learnkit is not installed: use the checkout's copy
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from learnkit import CategoryBlock, DataBunch, Learner, TensorBlock
 
 N_CLASSES = 10
 

@@ -102,6 +102,14 @@ class Checkpoint(Callback):
     def path(self, learn: Learner) -> Path:
         return Path(learn.path) / learn.model_dir / self.fname
 
+    def before_fit(self, learn: Learner) -> None:
+        # Gradients are not checkpointed: a mid-epoch checkpoint must fall on an optimizer step.
+        n = self.every_n_batches
+        for cb in learn.callbacks:
+            if isinstance(cb, GradientAccumulation) and n and n % cb.steps:
+                raise ValueError(f"Checkpoint(every_n_batches={n}) with GradientAccumulation(steps={cb.steps}): "
+                                 f"checkpoints must fall on optimizer steps; use a multiple of {cb.steps}")
+
     def before_train(self, learn: Learner) -> None:
         # The loop builds the loader's iterator (which draws the shuffle) right after this event.
         self._rng_epoch_start = learn.rng_state()

@@ -62,18 +62,20 @@ class History(Callback):
         if self._losses and (self._losses[0].device != learn.device or self._losses[-1].device != learn.device):
             self._losses = [t.to(learn.device) for t in self._losses]
 
-    def before_train(self, learn: "Learner") -> None:
-        self._in_train = True
+    def before_epoch(self, learn: "Learner") -> None:
         if learn._resume_point is None:  # (resuming mid-epoch keeps the epoch's batches already done)
             self._epoch_start = time.perf_counter()
             self._epoch_first = len(self._losses)
+
+    def before_train(self, learn: "Learner") -> None:
+        self._in_train = True
 
     def after_train(self, learn: "Learner") -> None:
         self._in_train = False
 
     def after_batch(self, learn: "Learner") -> None:
         # Appends only: no kernel launch and no host sync per batch.
-        if learn.training and hasattr(learn, "loss"):
+        if learn.training and getattr(learn, "loss", None) is not None:
             self._losses.append(learn.loss.detach())
             self._sizes.append(learn.xb[0].shape[0])
             self.hypers.append({k: list(v) for k, v in learn.hypers.items()})

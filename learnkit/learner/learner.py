@@ -178,6 +178,7 @@ class Learner:
                 start_epoch = restore_checkpoint(self, resume_from)
             self._event("before_fit")
             for self.epoch in range(start_epoch, n_epochs):
+                self.val_results = {}
                 self._with_events("epoch", self._do_epoch, CancelEpoch)
         except CancelFit:
             pass
@@ -193,7 +194,6 @@ class Learner:
                     self.remove_callback(cb)
 
     def _do_epoch(self) -> None:
-        self.val_results = {}
         self.training, self.dl = True, self.data.train_dl
         self._with_events("train", self._do_train, CancelTrain)
         if len(self.data.valid_dl) > 0:
@@ -229,6 +229,7 @@ class Learner:
 
     def _one_batch(self, batch: Sequence[Any]) -> None:
         batch = self.data.transfer(batch, self.training)
+        self.pred = self.loss = self.loss_grad = None  # nothing stale if this batch is cancelled early
         self.xb, self.yb = tuple(batch[:self.data.n_inp]), tuple(batch[self.data.n_inp:])
         try:
             if self.training:

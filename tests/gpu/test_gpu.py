@@ -14,9 +14,10 @@ from learnkit.testing import classification_items, synthetic_classification, tin
 DEVICE = "cuda"
 
 
-def _data(n: int = 512, num_workers: int | None = 0, **kwargs):
-    """Synthetic 3-class data whose batches go to the GPU. num_workers=None keeps learnkit's CUDA default
-    (worker processes); 0 keeps the tests quick where the loader is not the point."""
+def _data(n: int = 1024, num_workers: int | None = 0, **kwargs):
+    """Synthetic 3-class data whose batches go to the GPU (768 train / 256 valid items: a tiny MLP reaches
+    ~0.95 accuracy in 6 one-cycle epochs, in fp32, bf16 and fp16 alike). num_workers=None keeps learnkit's
+    CUDA default (worker processes); 0 keeps the tests quick where the loader is not the point."""
     return synthetic_classification(n=n, n_features=8, n_classes=3, seed=0, batch_size=32, device=DEVICE,
                                     num_workers=num_workers, **kwargs)
 
@@ -49,7 +50,7 @@ def test_one_cycle_trains_with_bf16_autocast():
     learn = Learner(data, tiny_mlp(8, 3, hidden=32), metrics=[accuracy], progress=False)
     assert learn.amp_dtype == torch.bfloat16
     assert not learn.scaler.is_enabled()  # bf16 needs no loss scaling
-    learn.fit_one_cycle(8, max_lr=1e-2)
+    learn.fit_one_cycle(6, max_lr=1e-2)
     assert learn.history.epoch_records[-1]["accuracy"] > 0.8
     assert all(p.dtype == torch.float32 and p.is_cuda for p in learn.model.parameters())  # autocast: fp32 weights
 
@@ -60,7 +61,7 @@ def test_fp16_uses_grad_scaler_and_trains():
     learn = Learner(_data(), tiny_mlp(8, 3, hidden=32), metrics=[accuracy], mixed_precision="fp16", progress=False)
     assert learn.amp_dtype == torch.float16
     assert learn.scaler.is_enabled()
-    learn.fit_one_cycle(8, max_lr=1e-2)
+    learn.fit_one_cycle(6, max_lr=1e-2)
     scale = learn.scaler.get_scale()
     assert 0 < scale < float("inf")
     assert torch.isfinite(learn.history.losses).all()
@@ -125,7 +126,7 @@ def test_preflight_check_names_both_devices_when_model_left_on_cpu():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("mixed_precision, atol", [(None, 1e-4), ("auto", 3e-2)])
+@pytest.mark.parametrize("mixed_precision, atol", [(None, 1e-4), ("auto", 2e-2)])
 def test_export_on_cuda_loads_on_cpu_with_same_predictions(tmp_path, mixed_precision, atol):
     set_seed(0)
     learn = Learner(_data(), tiny_mlp(8, 3), path=tmp_path, mixed_precision=mixed_precision, progress=False)

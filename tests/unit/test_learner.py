@@ -256,3 +256,32 @@ def test_plots_return_figures():
     learn.fit_one_cycle(2, 1e-2)
     for fig in (learn.plot_loss(), learn.plot_sched()):
         assert fig.axes and fig.axes[0].lines
+
+
+def test_cancelled_batches_and_epochs_record_nothing_stale():
+    from learnkit import CancelEpoch
+
+    class SkipOdd(Callback):
+        def before_batch(self, learn):
+            if learn.training and learn.batch_idx % 2:
+                raise CancelBatch()
+
+    class SkipEpoch1(Callback):
+        def before_epoch(self, learn):
+            if learn.epoch == 1:
+                raise CancelEpoch()
+
+    learn = Learner(synthetic_classification(), tiny_mlp(), progress=False)
+    learn.fit(3, callbacks=[SkipOdd(), SkipEpoch1()])
+    n = len(learn.data.train_dl)
+    assert len(learn.history.losses) == 2 * ((n + 1) // 2)
+    records = learn.history.epoch_records
+    assert [r["epoch"] for r in records] == [0, 1, 2]
+    assert "train_loss" not in records[1] and "valid_loss" not in records[1]
+    assert records[0]["train_loss"] != records[2]["train_loss"]
+
+
+def test_checkpoint_must_fall_on_accumulated_steps(tmp_path):
+    learn = Learner(synthetic_classification(), tiny_mlp(), progress=False, path=tmp_path)
+    with pytest.raises(ValueError, match="multiple of 2"):
+        learn.fit(1, callbacks=[lk.GradientAccumulation(2), lk.Checkpoint(every_n_batches=3)])
