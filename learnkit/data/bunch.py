@@ -14,7 +14,7 @@ from learnkit.core.device import default_device, to_device
 from learnkit.data.blocks import TransformBlock
 from learnkit.data.pipeline import BlockDataset, Collate
 
-__all__ = ["DataBunch", "make_loader"]
+__all__ = ["DataBunch", "make_loader", "n_items"]
 
 
 def _default_workers(device: torch.device) -> int:
@@ -34,6 +34,12 @@ def make_loader(dataset: BlockDataset, batch_size: int, shuffle: bool, device: t
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
                       num_workers=workers, persistent_workers=workers > 0, pin_memory=device.type == "cuda",
                       collate_fn=Collate(block_names), generator=generator)
+
+
+def n_items(dl: Any) -> int:
+    """Items behind a loader (a DataLoader's dataset, or a GPU-resident loader's `n_items`)."""
+    dataset = getattr(dl, "dataset", None)
+    return len(dataset) if dataset is not None else int(getattr(dl, "n_items", 0))
 
 
 class DataBunch:
@@ -91,7 +97,10 @@ class DataBunch:
     # --- devices and batches ---
     def to(self, device: torch.device | str) -> "DataBunch":
         """Send future batches (and the batch transforms) to `device`."""
-        self.device = torch.device(device)
+        device = torch.device(device)
+        if device.type == "cuda" and device.index is None:  # 'cuda' and 'cuda:0' must compare equal later
+            device = torch.device("cuda", torch.cuda.current_device())
+        self.device = device
         self.batch_tfms.to(self.device)
         return self
 
@@ -151,5 +160,5 @@ class DataBunch:
         return fig
 
     def __repr__(self) -> str:
-        return (f"DataBunch(train={len(self.train_dl.dataset)} items, valid={len(self.valid_dl.dataset)} items, "
-                f"batch_size={self.train_dl.batch_size}, blocks={self.blocks}, device={self.device})")
+        return (f"DataBunch(train={n_items(self.train_dl)} items, valid={n_items(self.valid_dl)} items, "
+                f"batch_size={getattr(self.train_dl, 'batch_size', '?')}, blocks={self.blocks}, device={self.device})")

@@ -19,6 +19,7 @@ from learnkit.core.random import current_seed
 from learnkit.core.registry import create_model, model_spec
 from learnkit.core.serialization import atomic_write, load_tensors, save_tensors, sha256_file
 from learnkit.data.blocks import TransformBlock, block_from_config
+from learnkit.data.bunch import n_items
 from learnkit.data.transforms import transform_from_config
 
 if TYPE_CHECKING:
@@ -69,7 +70,7 @@ def export(learn: "Learner", path: str | Path) -> Path:
         "mixed_precision": str(learn.amp_dtype).replace("torch.", "") if learn.amp_dtype else None,
         "versions": {"learnkit": _version(), "torch": torch.__version__, "python": platform.python_version()},
         "seed": current_seed(),
-        "training": {"train_items": len(data.train_dl.dataset), "valid_items": len(data.valid_dl.dataset),
+        "training": {"train_items": n_items(data.train_dl), "valid_items": n_items(data.valid_dl),
                      "epochs_recorded": len(learn.history.epoch_records),
                      "last_epoch": learn.history.epoch_records[-1] if learn.history.epoch_records else None},
         "weights": {"file": WEIGHTS, "sha256": sha256_file(folder / WEIGHTS)},

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from learnkit.core.random import get_rng_state, set_rng_state
-from learnkit.data.bunch import DataBunch
+from learnkit.data.bunch import DataBunch, n_items
 from learnkit.learner.events import (CANCELS, EVENTS, Callback, CancelBatch, CancelEpoch, CancelFit, CancelStep,
                                      CancelTrain, CancelValidate)
 from learnkit.learner.history import History
@@ -162,8 +162,10 @@ class Learner:
             raise ValueError(f"fit(n_epochs={n_epochs!r}): n_epochs must be a positive int")
         n_batches = len(self.data.train_dl)
         if n_batches == 0:
-            raise ValueError(f"fit: the training loader yields no batch ({len(self.data.train_dl.dataset)} items, "
-                             f"batch_size={self.data.train_dl.batch_size}, drop_last={self.data.train_dl.drop_last})")
+            dl = self.data.train_dl
+            raise ValueError(f"fit: the training loader yields no batch ({n_items(dl)} items, batch_size="
+                             f"{getattr(dl, 'batch_size', '?')}, drop_last={getattr(dl, 'drop_last', '?')}); use a "
+                             f"smaller batch_size or more training items")
         if self.opt is None:
             self.create_opt()
         self.n_epochs, self.n_iter, self.iter = n_epochs, n_epochs * n_batches, 0

@@ -31,9 +31,14 @@ def AdamW(params: Iterable[Any], lr: float = 1e-3, betas: tuple[float, float] = 
 
 
 def SGD(params: Iterable[Any], lr: float = 1e-2, momentum: float = 0.9, weight_decay: float = 0.0,
-        nesterov: bool = False) -> torch.optim.SGD:
-    """`torch.optim.SGD` with momentum 0.9 (scheduled as 'mom' like Adam's beta1)."""
-    return torch.optim.SGD(list(params), lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
+        nesterov: bool = False, fused: bool | None = None) -> torch.optim.SGD:
+    """`torch.optim.SGD` with momentum 0.9 (scheduled as 'mom' like Adam's beta1); fused on CUDA (which also
+    spares fp16 loss scaling a host sync per step)."""
+    params = list(params)
+    if fused is None:
+        fused = _all_cuda(params)
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov,
+                           fused=fused or None)
 
 
 def param_groups(layer_groups: Sequence[nn.Module], decay_norm_and_bias: bool = False) -> list[dict]:

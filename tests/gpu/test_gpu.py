@@ -166,10 +166,9 @@ def test_save_load_round_trip_is_bit_exact_on_cuda(tmp_path):
 
 
 @pytest.mark.gpu
-@pytest.mark.xfail(strict=False, reason="History.load_state_dict (used by lr_find and Checkpoint resume) puts the "
-                   "recorded losses back as CPU tensors; the next fit appends CUDA ones and History.losses' "
-                   "torch.stack fails on mixed devices")
 def test_history_losses_after_lr_find_then_fit_on_cuda():
+    # lr_find (and a Checkpoint resume) put the recorded losses back as CPU tensors; the next fit appends
+    # CUDA ones, which History must bring together before torch.stack (it failed on mixed devices).
     set_seed(0)
     data = _data()
     learn = Learner(data, tiny_mlp(8, 3), progress=False)

@@ -35,6 +35,22 @@ def first_values(dl):
     return [int(v) for xb, *_ in dl for v in xb[:, 0]]
 
 
+def loader_error(dl):
+    """The message of the PipelineError that iterating `dl` raises.
+
+    A worker error re-raised by torch sits in reference cycles with the loader's iterator; freed by the
+    cyclic GC, the iterator's queues may be finalized before it and torch then waits 5 s per worker to
+    join them. Clearing the traceback's frames (and keeping no ExceptionInfo) lets refcounting free it.
+    """
+    try:
+        for _ in dl:
+            pass
+    except PipelineError as e:
+        traceback.clear_frames(e.__traceback__)
+        return str(e)
+    pytest.fail("iterating the loader raised no PipelineError")
+
+
 class AddConst(nn.Module):
     def __init__(self, c):
         super().__init__()
@@ -182,13 +198,7 @@ def test_failing_get_y_names_step_item_and_value():
 def test_item_transform_error_names_step_and_source_item(num_workers):
     data = DataBlock(item_tfms=[explode_on_seven], splitter=IndexSplitter([0, 1, 2])).databunch(
         pairs(10), batch_size=2, device="cpu", num_workers=num_workers, seed=0, drop_last=False)
-    with pytest.raises(PipelineError) as err:
-        for _ in data.train_dl:
-            pass
-    msg = str(err.value)
-    # The re-raised worker error's traceback forms a reference cycle with the loader's iterator; when the
-    # cyclic GC frees it, torch waits 5 s per worker. Clearing the frames lets refcounting free it at once.
-    traceback.clear_frames(err.tb)
+    msg = loader_error(data.train_dl)
     # train item 4 is source item 7: the message names the item the user knows
     assert "data step 'explode_on_seven' failed on item 7" in msg
     assert "its input was Tensor(shape=(2,), dtype=torch.float32)" in msg
