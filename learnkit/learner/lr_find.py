@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from learnkit.learner.events import Callback, CancelFit, CancelValidate
+from learnkit.learner.progress import ProgressBar
 from learnkit.optim.schedules import Exp
 
 if TYPE_CHECKING:
@@ -104,9 +105,14 @@ def lr_find(learn: "Learner", start_lr: float = 1e-7, end_lr: float = 10, num_it
     total = n_epochs * n_batches
     # Exp over the fit's progress, stretched so that batch num_it - 1 gets exactly end_lr.
     last = Exp(start_lr, start_lr * (end_lr / start_lr) ** ((total - 1) / max(1, num_it - 1)))
+    # The sweep is not training: no metrics table (its rows would read like epochs of a real fit).
+    bars = [cb for cb in learn.callbacks if isinstance(cb, ProgressBar)]
+    for cb in bars:
+        learn.remove_callback(cb)
     try:
         learn.fit(n_epochs, schedules={"lr": last}, callbacks=[finder])
     finally:
+        learn.add_callbacks(bars)
         with torch.no_grad():
             for k, v in learn.model.state_dict().items():
                 v.copy_(saved_model[k])

@@ -82,3 +82,14 @@ def test_registry():
     assert create_model("test_registry_linear", n=3).in_features == 3
     x = create_model("simple_cnn", n_in=1, n_out=10)(torch.zeros(2, 1, 28, 28))
     assert x.shape == (2, 10)
+
+
+def test_atomic_write_gives_normal_permissions(tmp_path):
+    import os
+    umask = os.umask(0o022)
+    try:
+        with atomic_write(tmp_path / "new.txt") as tmp:
+            tmp.write_text("x")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "new.txt").stat().st_mode & 0o777 == 0o644

@@ -1,0 +1,83 @@
+"""`learnkit demo`: trains on the committed Fashion-MNIST sample and writes every promised file; bad
+arguments and a missing sample are one clear line and a non-zero exit, never a traceback."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import learnkit
+from learnkit import cli, load_learner, read_idx
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE = REPO / "datasets" / "fashion-mnist-sample"
+
+
+def test_demo_writes_plots_model_and_run_record(tmp_path, capsys):
+    assert cli.main(["demo", "--out", str(tmp_path), "--epochs", "1", "--no-progress"]) == 0
+    for name in ("loss.png", "lr_find.png", "sched.png", "confusion_matrix.png", "run.json",
+                 "model/recipe.json", "model/weights.safetensors"):
+        assert (tmp_path / name).is_file(), f"demo did not write {name}"
+        assert (tmp_path / name).stat().st_size > 0
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert record["metrics"]["accuracy"] > 0.5, record["metrics"]
+    assert record["seed"] == 0 and record["epochs"] == 1
+    assert record["versions"]["learnkit"] == learnkit.__version__
+    assert record["lr"] == record["lr_find"]["valley"] > 0
+    assert set(record["sample"]["sha256"]) >= {"train-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"}
+    assert record["seconds"]["total"] > 0
+    matrix = record["confusion_matrix"]["rows_actual_cols_predicted"]
+    assert sum(map(sum, matrix)) == 500
+
+    predictor = load_learner(tmp_path / "model")
+    classes = (SAMPLE / "classes.txt").read_text(encoding="utf-8").splitlines()
+    assert predictor.classes == classes
+    image = read_idx(SAMPLE / "t10k-images-idx3-ubyte.gz")[0].unsqueeze(0)  # (1, 28, 28) uint8, as in training
+    label, index, probs = predictor.predict(image)
+    assert label in classes and classes[index] == label
+    assert probs.shape == (10,) and abs(float(probs.sum()) - 1) < 1e-4
+    assert "accuracy" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["demo", "--epochs", "0"], "--epochs: expected a positive integer, got 0"),
+    (["demo", "--epochs", "three"], "--epochs: expected a positive integer, got 'three'"),
+    (["demo", "--seed", "-1"], "--seed: expected a seed"),
+    (["demo", "--bogus"], "unrecognized arguments: --bogus"),
+    (["train"], "invalid choice: 'train'"),
+    ([], "no command given"),
+])
+def test_bad_arguments_are_one_line_and_exit_2(argv, expected, capsys):
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert expected in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_out_that_is_a_file_is_an_error(tmp_path, capsys):
+    target = tmp_path / "taken"
+    target.write_text("")
+    assert cli.main(["demo", "--out", str(target), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "is a file" in err and err.count("\n") == 1
+
+
+def test_missing_sample_says_where_it_looked_and_how_to_rebuild(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(cli, "SAMPLE_DIR", tmp_path / "nowhere")
+    assert cli.main(["demo", "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "nowhere") in err and "build_fashion_mnist_sample.py" in err
+    assert err.count("\n") == 1 and not (tmp_path / "out").exists()
+
+
+def test_python_dash_m_learnkit_reports_errors_without_traceback():
+    result = subprocess.run([sys.executable, "-m", "learnkit", "demo", "--epochs", "-3"], capture_output=True,
+                            text=True, timeout=120, cwd=REPO)
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("learnkit demo: error: argument --epochs: expected a positive integer, "
+                                     "got -3 (see 'learnkit demo --help')")
