@@ -106,7 +106,9 @@ class DataBunch:
 
     def transfer(self, batch: Sequence[Any], training: bool) -> tuple[Any, ...]:
         """Move a batch from a loader to the device and apply the batch transforms to the first input."""
-        batch = to_device(tuple(batch), self.device, non_blocking=self.device.type == "cuda")
+        non_blocking = self.device.type == "cuda"
+        batch = tuple(t.to(self.device, non_blocking=non_blocking) if isinstance(t, torch.Tensor)
+                      else to_device(t, self.device, non_blocking) for t in batch)
         if len(self.batch_tfms) == 0:
             return batch
         if self.batch_tfms.training != training:

@@ -78,7 +78,7 @@ class History(Callback):
         if learn.training and getattr(learn, "loss", None) is not None:
             self._losses.append(learn.loss.detach())
             self._sizes.append(learn.xb[0].shape[0])
-            self.hypers.append({k: list(v) for k, v in learn.hypers.items()})
+            self.hypers.append(learn.hypers)  # the loop makes a new dict each batch
 
     def after_epoch(self, learn: "Learner") -> None:
         record: dict[str, float] = {"epoch": learn.epoch}

@@ -271,11 +271,15 @@ class Learner:
 
     def _apply_schedules(self) -> None:
         progress = self.iter / max(1, self.n_iter - 1)
-        n = len(self.layer_groups)
+        hypers = {}  # a new dict every batch: History keeps it as it is, without copying
         for name, sched in self.schedules.items():
-            values = [s(progress) for s in sched] if isinstance(sched, (list, tuple)) else [sched(progress)] * n
+            if isinstance(sched, (list, tuple)):
+                values = [s(progress) for s in sched]
+            else:
+                values = [sched(progress)] * len(self.layer_groups)
             set_hyper(self.opt, name, values)
-            self.hypers[name] = values
+            hypers[name] = values
+        self.hypers = hypers
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """The autocast context of this learner's mixed-precision setting (a no-op when off)."""

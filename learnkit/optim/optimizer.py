@@ -88,6 +88,9 @@ def set_hyper(opt: torch.optim.Optimizer, name: str, values: Sequence[float]) ->
     """Set hyper-parameter `name` ('lr', 'mom', 'weight_decay', 'eps', ...) to `values[layer_group]`."""
     for group in opt.param_groups:
         value = values[group.get("layer_group", 0)]
+        if name == "lr" and not isinstance(group["lr"], torch.Tensor):  # the per-batch common case, fast
+            group["lr"] = value
+            continue
         key, slot = _key(group, name)
         if slot is None:
             if isinstance(group[key], torch.Tensor):  # e.g. a tensor lr for capturable/fused optimizers
