@@ -10,14 +10,18 @@ from torch import nn
 import torch.nn.functional as F
 
 __all__ = ["TransformBlock", "TensorBlock", "CategoryBlock", "MultiCategoryBlock", "RegressionBlock",
-           "block_from_config"]
+           "block_from_config", "register_block"]
 
 _BLOCKS: dict[str, type["TransformBlock"]] = {}
 
 
-def _register(cls: type["TransformBlock"]) -> type["TransformBlock"]:
+def register_block(cls: type["TransformBlock"]) -> type["TransformBlock"]:
+    """Let `block_from_config` rebuild blocks of this class from exported recipes (class decorator)."""
     _BLOCKS[cls.__name__] = cls
     return cls
+
+
+_register = register_block
 
 
 def block_from_config(config: dict[str, Any]) -> "TransformBlock":

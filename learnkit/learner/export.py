@@ -108,7 +108,9 @@ class Predictor:
 
     def predict_batch(self, items: Sequence[Any]) -> tuple[list[Any], torch.Tensor]:
         """(decoded predictions, activated outputs) for raw inputs, without autograd."""
-        x = torch.stack([self._encode(item) for item in items]).to(self.device)
+        encoded = [self._encode(item) for item in items]
+        collate = getattr(self.blocks[0], "collate", None)  # variable-length inputs (text) say how to batch
+        x = (collate(encoded) if collate is not None else torch.stack(encoded)).to(self.device)
         with torch.no_grad():
             for tfm in self.batch_tfms:
                 x = tfm(x)

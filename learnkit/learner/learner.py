@@ -322,10 +322,30 @@ class Learner:
                  **kwargs)
 
     def fine_tune(self, epochs: int, base_lr: float = 2e-3, freeze_epochs: int = 1, lr_mult: float = 100,
-                  pct_start: float = 0.3, div_factor: float = 5.0, **kwargs: Any) -> None:
-        """Transfer learning: train the head frozen, then everything with discriminative rates."""
+                  pct_start: float = 0.3, div_factor: float = 5.0, strategy: str = "freeze",
+                  group_factor: float = 2.6, **kwargs: Any) -> None:
+        """Transfer learning in one call.
+
+        strategy='freeze' (fastai's): train the last layer group `freeze_epochs` with the rest frozen, then
+        everything for `epochs` with rates from base_lr/2/lr_mult to base_lr/2.
+        strategy='gradual' (ULMFiT): unfreeze one more layer group per stage (`freeze_epochs` each, lr halved
+        per stage, rates falling by `group_factor` per group), then everything for `epochs`.
+        """
+        if strategy not in ("freeze", "gradual"):
+            raise ValueError(f"fine_tune(strategy={strategy!r}): use 'freeze' or 'gradual'")
         self.freeze()
-        self.fit_one_cycle(freeze_epochs, slice(base_lr), pct_start=0.99, **kwargs)
+        self.fit_one_cycle(freeze_epochs, slice(base_lr), pct_start=0.99 if strategy == "freeze" else 0.25,
+                           **kwargs)
+        n = len(self.layer_groups)
+        if strategy == "gradual":
+            for k in range(2, n):
+                base_lr /= 2
+                self.freeze_to(-k)
+                self.fit_one_cycle(freeze_epochs, slice(base_lr / group_factor ** (n - 1), base_lr), **kwargs)
+            base_lr /= 2
+            self.unfreeze()
+            self.fit_one_cycle(epochs, slice(base_lr / group_factor ** (n - 1), base_lr), **kwargs)
+            return
         base_lr /= 2
         self.unfreeze()
         self.fit_one_cycle(epochs, slice(base_lr / lr_mult, base_lr), pct_start=pct_start, div_factor=div_factor,

@@ -1,0 +1,237 @@
+"""Text learners: `language_model_learner` and `text_classifier_learner` (AWD-LSTM / ULMFiT, or a
+pretrained BERT-family encoder from a local folder), encoder transfer with vocabulary remapping,
+perplexity, and the texts the model gets most wrong."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from learnkit.core.registry import create_model
+from learnkit.core.serialization import atomic_write, load_tensors, save_tensors
+from learnkit.learner.events import Callback
+from learnkit.learner.learner import Learner
+from learnkit.learner.metrics import Metric, accuracy
+from learnkit.optim.optimizer import AdamW
+from learnkit.text.awd_lstm import RNNRegularizer, classifier_splitter, lm_splitter
+from learnkit.text.data import SubwordTextBlock, TextBlock, TextDataBunch
+from learnkit.text.vocab import Vocab
+
+__all__ = ["language_model_learner", "text_classifier_learner", "save_encoder", "load_encoder", "Perplexity",
+           "ResetState", "top_losses", "find_model_dir", "AWD_LSTM_CONFIG"]
+
+AWD_LSTM_CONFIG = {"emb_size": 400, "hidden_size": 1152, "n_layers": 3}
+
+
+class Perplexity(Metric):
+    """exp(mean next-token cross-entropy) over the whole validation set."""
+
+    name = "perplexity"
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.total: torch.Tensor | float = 0.0
+        self.count = 0
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        self.total = self.total + F.cross_entropy(pred.reshape(-1, pred.shape[-1]).float(), target.reshape(-1),
+                                                  reduction="sum")
+        self.count += target.numel()
+
+    def compute(self) -> torch.Tensor:
+        return torch.exp(torch.as_tensor(self.total) / max(1, self.count))
+
+
+class ResetState(Callback):
+    """Zero a stateful model's hidden state at the start of training and of validation (new streams)."""
+
+    def before_train(self, learn: Learner) -> None:
+        learn.model.reset()
+
+    def before_validate(self, learn: Learner) -> None:
+        learn.model.reset()
+
+
+def _text_opt(params: Any, lr: float = 1e-3) -> torch.optim.Optimizer:
+    return AdamW(params, lr=lr, weight_decay=0.01)
+
+
+def language_model_learner(data: TextDataBunch, arch: str = "awd_lstm", pretrained: str | Path | None = None,
+                           drop_mult: float = 1.0, config: dict | None = None, metrics: Sequence[Any] | None = None,
+                           **kwargs: Any) -> Learner:
+    """An AWD-LSTM language model on `data` (built with is_lm=True).
+
+    Args:
+        pretrained: an LM bundle written by `learn.export()` (e.g. one pretrained on a large corpus); its
+            weights are loaded with the vocabulary remapped to this data's vocab.
+        drop_mult: scales every dropout.
+        config: emb_size / hidden_size / n_layers (default AWD_LSTM_CONFIG).
+    """
+    if arch != "awd_lstm":
+        raise ValueError(f"language_model_learner(arch={arch!r}): only 'awd_lstm' language models are available")
+    if not getattr(data, "is_lm", False):
+        raise ValueError("language_model_learner: the data must be built with is_lm=True")
+    block = data.x_block
+    cfg = {**AWD_LSTM_CONFIG, **(config or {})}
+    model = create_model("awd_lstm_lm", vocab_size=len(block.vocab_obj), pad_idx=block.pad_idx,
+                         drop_mult=drop_mult, **cfg)
+    callbacks = [ResetState(), RNNRegularizer(alpha=2.0, beta=1.0)] + list(kwargs.pop("callbacks", []))
+    learn = Learner(data, model, opt_fn=kwargs.pop("opt_fn", _text_opt), splitter=lm_splitter,
+                    metrics=[accuracy, Perplexity()] if metrics is None else metrics, callbacks=callbacks, **kwargs)
+    if pretrained is not None:
+        _load_pretrained_lm(learn, Path(pretrained))
+        learn.freeze()
+    return learn
+
+
+def _embedding(model: nn.Module) -> nn.Embedding:
+    return next(m for m in model.encoder.modules() if isinstance(m, nn.Embedding))
+
+
+def _remap_rows(old: torch.Tensor, old_itos: Sequence[str], new_itos: Sequence[str]) -> torch.Tensor:
+    """Rows of `old` re-ordered for the new vocab; tokens the old vocab lacks get the mean row."""
+    old_stoi = {t: i for i, t in enumerate(old_itos)}
+    mean = old.float().mean(0).to(old.dtype)
+    rows = [old[old_stoi[t]] if t in old_stoi else mean for t in new_itos]
+    return torch.stack(rows)
+
+
+def _load_pretrained_lm(learn: Learner, folder: Path) -> None:
+    recipe_file = folder / "recipe.json"
+    if not recipe_file.exists():
+        raise FileNotFoundError(f"pretrained={str(folder)!r}: no recipe.json there; pass a folder written by "
+                                f"learn.export() of a language model")
+    recipe = json.loads(recipe_file.read_text())
+    if recipe.get("model", {}).get("name") != "awd_lstm_lm":
+        raise ValueError(f"pretrained={str(folder)!r} holds a {recipe.get('model', {}).get('name')!r} model, not an "
+                         f"AWD-LSTM language model")
+    old_itos = recipe["blocks"][0]["itos"]
+    state = load_tensors(folder / recipe["weights"]["file"])
+    new_itos = learn.data.x_block.vocab_obj.itos
+    current = learn.model.state_dict()
+    for key, value in list(state.items()):
+        # Vocab-sized tensors (embedding, tied decoder weight, decoder bias) follow the tokens.
+        if key in current and value.ndim >= 1 and value.shape[0] == len(old_itos) \
+                and current[key].shape[0] == len(new_itos):
+            state[key] = _remap_rows(value, old_itos, new_itos)
+    missing = learn.model.load_state_dict(state, strict=False)
+    if missing.missing_keys or missing.unexpected_keys:
+        raise ValueError(f"pretrained LM {folder} does not fit this model: missing {missing.missing_keys[:5]}, "
+                         f"unexpected {missing.unexpected_keys[:5]}")
+
+
+def save_encoder(learn: Learner, name: str) -> Path:
+    """Save the encoder's weights and the vocab (path/models/name.safetensors + name.vocab.json)."""
+    folder = learn.path / learn.model_dir
+    state = {k: v.detach().cpu() for k, v in learn.model.encoder.state_dict().items()}
+    save_tensors(state, folder / f"{name}.safetensors", metadata={"format": "learnkit-encoder"})
+    learn.data.x_block.vocab_obj.save(folder / f"{name}.vocab.json")
+    return folder / f"{name}.safetensors"
+
+
+def load_encoder(learn: Learner, name: str) -> Learner:
+    """Load an encoder saved by `save_encoder`, remapping embedding rows to this data's vocab (shared tokens
+    keep their vectors, new tokens start at the mean vector)."""
+    folder = learn.path / learn.model_dir
+    file, vocab_file = folder / f"{name}.safetensors", folder / f"{name}.vocab.json"
+    for f in (file, vocab_file):
+        if not f.exists():
+            raise FileNotFoundError(f"load_encoder: {f} not found; write it with save_encoder(learn, {name!r})")
+    state = load_tensors(file)
+    old_itos = Vocab.load(vocab_file).itos
+    new_itos = learn.data.x_block.vocab_obj.itos
+    emb = _embedding(learn.model)
+    emb_key = next(k for k, p in learn.model.encoder.named_parameters() if p is emb.weight)
+    if state[emb_key].shape[1] != emb.weight.shape[1]:
+        raise ValueError(f"load_encoder: {file} has embeddings of size {state[emb_key].shape[1]}, this model "
+                         f"{emb.weight.shape[1]}; build the learner with the same config")
+    state[emb_key] = _remap_rows(state[emb_key], old_itos, new_itos)
+    learn.model.encoder.load_state_dict({k: v.to(learn.device) for k, v in state.items()})
+    shared = len(set(old_itos) & set(new_itos))
+    learn.encoder_transfer = {"shared_tokens": shared, "new_tokens": len(new_itos) - shared}
+    return learn
+
+
+def find_model_dir(name_or_path: str | Path) -> Path:
+    """A local Hugging Face model folder: the path itself, or a hub id found in the local hub cache
+    (HF_HUB_CACHE / HF_HOME / ~/.cache/huggingface). Nothing is downloaded."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    cache = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME", Path.home() / ".cache" /
+                                                                          "huggingface")) / "hub")
+    snapshots = cache / f"models--{str(name_or_path).replace('/', '--')}" / "snapshots"
+    found = sorted(snapshots.glob("*/config.json")) if snapshots.is_dir() else []
+    if found:
+        return found[-1].parent
+    raise FileNotFoundError(f"model {str(name_or_path)!r}: not a folder, and not in the local hub cache "
+                            f"({snapshots}). learnkit works offline: put the model folder (config.json, vocab.txt, "
+                            f"model.safetensors) on disk and pass its path.")
+
+
+def text_classifier_learner(data: TextDataBunch, arch: str | Path = "awd_lstm", drop_mult: float = 0.5,
+                            max_len: int = 256, pooling: str = "mean", config: dict | None = None,
+                            encoder: str | None = None, metrics: Sequence[Any] | None = None,
+                            **kwargs: Any) -> Learner:
+    """A text classifier on `data`.
+
+    Args:
+        arch: 'awd_lstm' (ULMFiT; load a fine-tuned LM encoder with `encoder=` or `load_encoder`), or the
+            path (or locally cached hub id) of a BERT-family model folder: the data is then re-encoded with
+            that model's own tokenizer (same texts, labels and split; `learn.data` is the new bunch).
+        max_len: tokens per document for transformers.
+        pooling: 'mean' or 'cls' for transformers.
+        encoder: name of an encoder saved with `save_encoder` (AWD-LSTM only).
+
+    Example:
+        >>> learn = text_classifier_learner(data, "/models/all-MiniLM-L6-v2")
+        >>> learn.fine_tune(3, base_lr=1e-4)
+    """
+    metrics = [accuracy] if metrics is None else metrics
+    if getattr(data, "is_lm", False):
+        raise ValueError("text_classifier_learner: the data is a language-model bunch; build it with labels")
+    n_out = len(data.vocab)
+    if str(arch) != "awd_lstm":
+        from learnkit.text.transformer import layer_groups, load_bert
+        folder = find_model_dir(arch)
+        bert, tokenizer, bert_config = load_bert(folder)
+        data = data.with_block(SubwordTextBlock(tokenizer, max_len=max_len))
+        model = create_model("bert_classifier", config=bert_config, n_out=n_out, pad_id=int(tokenizer.pad_id),
+                             pooling=pooling)
+        model.encoder.load_state_dict(bert.state_dict())
+        return Learner(data, model, splitter=layer_groups, metrics=metrics, **kwargs)
+    block = data.x_block
+    if not isinstance(block, TextBlock) or block.vocab_obj is None:
+        raise ValueError("text_classifier_learner('awd_lstm'): the data must be encoded by a TextBlock with a vocab")
+    cfg = {**AWD_LSTM_CONFIG, **(config or {})}
+    model = create_model("awd_lstm_classifier", vocab_size=len(block.vocab_obj), n_out=n_out, pad_idx=block.pad_idx,
+                         drop_mult=drop_mult, **cfg)
+    callbacks = [RNNRegularizer(alpha=2.0, beta=1.0)] + list(kwargs.pop("callbacks", []))
+    learn = Learner(data, model, opt_fn=kwargs.pop("opt_fn", _text_opt), splitter=classifier_splitter,
+                    metrics=metrics, callbacks=callbacks, **kwargs)
+    if encoder is not None:
+        load_encoder(learn, encoder)
+        learn.freeze()
+    return learn
+
+
+def top_losses(learn: Learner, k: int = 10) -> list[dict[str, Any]]:
+    """The k validation texts with the highest loss: text, actual and predicted label, probability, loss."""
+    probs, targets = learn.get_preds()
+    losses = F.nll_loss(torch.log(probs.clamp_min(1e-12)), targets, reduction="none")
+    ds = learn.data.valid_dl.dataset
+    order = [i for batch in learn.data.valid_dl.batch_sampler for i in batch]  # the loader sorts by length
+    out = []
+    for i in losses.argsort(descending=True)[:k].tolist():
+        pred = int(probs[i].argmax())
+        out.append({"text": learn.data.x_block.decode(ds[order[i]][0]), "actual": learn.data.vocab[int(targets[i])],
+                    "predicted": learn.data.vocab[pred], "probability": float(probs[i, pred]),
+                    "loss": float(losses[i])})
+    return out
