@@ -33,6 +33,11 @@ def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[.
     return deco
 
 
+def builder_module(name: str) -> str | None:
+    """The module that registered builder `name` (recorded in exports so loading can import it)."""
+    return _BUILDERS[name].__module__ if name in _BUILDERS else None
+
+
 def list_models() -> list[str]:
     """Names accepted by `create_model`."""
     return sorted(_BUILDERS)

@@ -6,6 +6,7 @@ path and the training data is not needed. A tampered or incompatible bundle is a
 """
 from __future__ import annotations
 
+import importlib
 import json
 import platform
 from pathlib import Path
@@ -16,7 +17,7 @@ from torch import nn
 
 from learnkit.core.device import default_device
 from learnkit.core.random import current_seed
-from learnkit.core.registry import create_model, model_spec
+from learnkit.core.registry import builder_module, create_model, model_spec
 from learnkit.core.serialization import atomic_write, load_tensors, save_tensors, sha256_file
 from learnkit.data.blocks import TransformBlock, block_from_config
 from learnkit.data.bunch import n_items
@@ -57,12 +58,17 @@ def export(learn: "Learner", path: str | Path) -> Path:
     item_cfgs = [_config(t, "item transform") for t in data.item_tfms]
     # A batch transform that only acts on training batches (augmentation) returns None: nothing to replay.
     batch_cfgs = [c for c in (_config(t, "batch transform") for t in data.batch_tfms) if c is not None]
+    # learnkit modules that register what the recipe names (imported again by load_learner; never user code)
+    modules = {builder_module(spec["name"]), *(type(b).__module__ for b in data.blocks),
+               *(type(t).__module__ for t in list(data.item_tfms) + list(data.batch_tfms))}
+    requires = sorted(m for m in modules if m and m.startswith("learnkit."))
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in learn.model.state_dict().items()}
     save_tensors(state, folder / WEIGHTS, metadata={"format": FORMAT})
     recipe = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "model": spec,
+        "requires": requires,
         "blocks": [b.to_config() for b in data.blocks], "n_inp": data.n_inp,
         "item_tfms": item_cfgs,
         "batch_tfms": batch_cfgs,
@@ -151,6 +157,11 @@ def load_learner(path: str | Path, device: str | torch.device | None = None) -> 
         raise ValueError(f"load_learner: {weights_file} does not match the sha256 recorded in {recipe_file} "
                          f"({digest[:12]}... != {recipe['weights']['sha256'][:12]}...): the file was modified or "
                          "damaged after export. Re-export the model.")
+    for module in recipe.get("requires", []):
+        if not (isinstance(module, str) and module.startswith("learnkit.")):
+            raise ValueError(f"load_learner: {recipe_file} asks to import {module!r}; only learnkit's own modules "
+                             "are imported when loading")
+        importlib.import_module(module)
     try:
         model = create_model(recipe["model"]["name"], **recipe["model"]["kwargs"])
     except KeyError as e:

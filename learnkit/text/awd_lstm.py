@@ -264,30 +264,16 @@ def awd_lstm_classifier(**kwargs: Any) -> nn.Module:
     return TextClassifier(**kwargs)
 
 
-class _ParamHolder(nn.Module):
-    """A layer group for a lone parameter (the tied decoder's bias)."""
-
-    def __init__(self, **params: nn.Parameter):
-        super().__init__()
-        for name, p in params.items():
-            self.register_parameter(name, p)
-
 
 def lm_splitter(model: LanguageModel) -> list[nn.Module]:
-    """Layer groups of a `LanguageModel`: [embedding + LSTM 0, LSTM 1, ..., decoder].
+    """Layer groups of a `LanguageModel`: [LSTM 0, ..., LSTM n-1, embedding + decoder].
 
-    Every parameter is in exactly one group. When tied, the decoder's weight is the embedding, so it is
-    in the first group and the last group holds only the decoder's bias: freezing all groups but the last
-    freezes the embedding too.
+    The embedding sits in the last group with the (tied) decoder, as in ULMFiT: fine-tuning a pretrained
+    LM frozen (`learn.freeze()`) still trains the vectors of the target corpus's new tokens.
     """
     enc = model.encoder
-    groups: list[nn.Module] = [nn.ModuleList([enc.embedding, enc.layers[0]])]
-    groups += [enc.layers[i] for i in range(1, enc.n_layers)]
-    if model.decoder.weight is enc.embedding.weight:
-        extra = {} if model.decoder.bias is None else {"bias": model.decoder.bias}
-        groups.append(_ParamHolder(**extra))
-    else:
-        groups.append(model.decoder)
+    groups: list[nn.Module] = list(enc.layers)
+    groups.append(nn.ModuleList([enc.embedding, model.decoder]))
     return groups
 
 

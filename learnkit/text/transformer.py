@@ -3,16 +3,11 @@ and a sequence classifier on top (registered as "bert_classifier").
 
 No `transformers` dependency: nothing is fetched, no remote code runs, every line can be stepped through
 with pdb. `hf_bert_state_dict` is the one place that knows Hugging Face's BERT weight names.
-
-Example:
-    >>> model, tok = transformer_classifier_from_dir("path/to/all-MiniLM-L6-v2", n_out=2)
-    >>> ids = torch.tensor([tok.encode("A man is eating food.")])
-    >>> model(ids).shape
-    torch.Size([1, 2])
 """
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 import re
@@ -40,9 +35,8 @@ _CONTROL = ("Cc", "Cf", "Co", "Cs")  # removed; unassigned code points (Cn) are 
 def _is_punctuation(ch: str) -> bool:
     # BERT counts every ASCII symbol that is not a letter or digit ('$', '^', '`', ...) as punctuation too.
     cp = ord(ch)
-    if 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:
-        return True
-    return unicodedata.category(ch).startswith("P")
+    return (33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126
+            or unicodedata.category(ch).startswith("P"))
 
 
 def _is_cjk(ch: str) -> bool:
@@ -88,7 +82,6 @@ class WordPieceTokenizer:
         self._special_re = re.compile("(" + "|".join(map(re.escape, specials)) + ")")
         self._word_cache: dict[str, list[str]] = {}
 
-    # -- construction and JSON round trip
     @classmethod
     def from_dir(cls, path: str | os.PathLike) -> "WordPieceTokenizer":
         """Read `vocab.txt` (one token per line; the line number is its id) and, when there,
@@ -97,22 +90,16 @@ class WordPieceTokenizer:
         if not (path / "vocab.txt").is_file():
             raise FileNotFoundError(f"WordPieceTokenizer.from_dir: {path / 'vocab.txt'} not found; a BERT model "
                                     "folder has vocab.txt with one WordPiece token per line")
-        vocab = [line.rstrip() for line in (path / "vocab.txt").read_text(encoding="utf-8").split("\n")]
-        if vocab and vocab[-1] == "":
-            vocab.pop()
+        lines = (path / "vocab.txt").read_text(encoding="utf-8").rstrip("\n").split("\n")
+        vocab = [line.rstrip() for line in lines]  # also drops the '\r' of Windows line ends
         cfg: dict[str, Any] = {}
         if (path / "tokenizer_config.json").is_file():
             cfg = json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8"))
-        specials = {}
-        for key in _SPECIAL_KEYS:
-            value = cfg.get(key)
-            if isinstance(value, dict):  # newer files store {"content": "[CLS]", ...}
-                value = value.get("content")
-            if isinstance(value, str):
-                specials[key] = value
+        # Newer files write a special token as {"content": "[CLS]", ...}, older ones as "[CLS]".
+        specials = {k: v.get("content") if isinstance(v, dict) else v for k, v in cfg.items() if k in _SPECIAL_KEYS}
+        specials = {k: v for k, v in specials.items() if isinstance(v, str)}
         max_len = cfg.get("model_max_length", 512)
-        if not isinstance(max_len, int) or max_len > 1_000_000:  # "no limit" is written as 1e30
-            max_len = 512
+        max_len = max_len if isinstance(max_len, int) and max_len <= 1_000_000 else 512  # "no limit": 1e30
         return cls(vocab, do_lower_case=cfg.get("do_lower_case", True), strip_accents=cfg.get("strip_accents"),
                    tokenize_chinese_chars=cfg.get("tokenize_chinese_chars", True), model_max_length=max_len,
                    special_tokens=specials)
@@ -131,58 +118,36 @@ class WordPieceTokenizer:
     def __len__(self) -> int:
         return len(self.vocab)
 
-    # -- text to tokens
     def _normalize(self, text: str) -> str:
         # Same order as the reference: drop control characters, spaces around CJK, strip accents, lower-case.
         chars = []
         for ch in text:
-            if ch in "\t\n\r":
-                chars.append(" ")
-            elif ch == "\x00" or ch == "\ufffd" or unicodedata.category(ch) in _CONTROL:
-                continue  # control and format characters, also the ones that count as spaces (\x0b, \x85)
-            elif ch.isspace():
-                chars.append(" ")
-            elif self.tokenize_chinese_chars and _is_cjk(ch):
-                chars.append(f" {ch} ")
-            else:
-                chars.append(ch)
+            if ch == "\ufffd" or (unicodedata.category(ch) in _CONTROL and ch not in "\t\n\r"):
+                continue  # control and format characters go, also those that count as spaces (\x0b, \x85)
+            chars.append(" " if ch.isspace() else f" {ch} " if self.tokenize_chinese_chars and _is_cjk(ch) else ch)
         text = "".join(chars)
         if self.do_lower_case if self.strip_accents is None else self.strip_accents:
             text = "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn")
-        return text.lower() if self.do_lower_case else text
-
-    def _split_punctuation(self, word: str) -> list[str]:
-        out, current = [], []
-        for ch in word:
-            if _is_punctuation(ch):
-                if current:
-                    out.append("".join(current))
-                    current = []
-                out.append(ch)
-            else:
-                current.append(ch)
-        if current:
-            out.append("".join(current))
-        return out
+        if not self.do_lower_case:
+            return text
+        # Per character, like the reference: str.lower() would turn a word-final 'Σ' into 'ς', not 'σ'.
+        return "".join(c.lower() for c in text) if "Σ" in text else text.lower()
 
     def _wordpiece(self, word: str) -> list[str]:
-        cached = self._word_cache.get(word)
-        if cached is not None:
-            return cached
-        pieces, start, unk = [], 0, [self.special_tokens["unk_token"]]
-        if len(word) > _MAX_CHARS_PER_WORD:
-            pieces = unk
-        while start < len(word) and pieces is not unk:
-            end = len(word)
-            while end > start:  # longest vocab entry that starts here; '##' marks a word's continuation
-                piece = word[start:end] if start == 0 else "##" + word[start:end]
+        if word in self._word_cache:
+            return self._word_cache[word]
+        pieces, start = [], 0
+        while start < len(word) <= _MAX_CHARS_PER_WORD:
+            for end in range(len(word), start, -1):  # the longest vocab entry that starts at `start`
+                piece = word[start:end] if start == 0 else "##" + word[start:end]  # '##': inside a word
                 if piece in self.token_to_id:
-                    pieces.append(piece)
                     break
-                end -= 1
             else:
-                pieces = unk  # one unmatchable stretch makes the whole word unknown, as in BERT
+                break
+            pieces.append(piece)
             start = end
+        if start < len(word):  # one unmatchable stretch, or over 100 characters: the whole word is unknown
+            pieces = [self.special_tokens["unk_token"]]
         if len(self._word_cache) > 200_000:
             self._word_cache.clear()
         self._word_cache[word] = pieces
@@ -196,8 +161,9 @@ class WordPieceTokenizer:
                 tokens.append(part)
                 continue
             for word in self._normalize(part).split():
-                for piece in self._split_punctuation(word):
-                    tokens.extend(self._wordpiece(piece))
+                for is_punct, chars in itertools.groupby(word, _is_punctuation):  # each punctuation mark alone
+                    for piece in (chars if is_punct else ["".join(chars)]):
+                        tokens.extend(self._wordpiece(piece))
         return tokens
 
     def encode(self, text: str, max_len: int = 128) -> list[int]:
@@ -213,17 +179,8 @@ class WordPieceTokenizer:
         since they stand for content). Lower-casing and stripped accents cannot be undone."""
         if isinstance(ids, torch.Tensor):
             ids = ids.tolist()
-        drop = {self.cls_id, self.sep_id, self.pad_id}
-        words: list[str] = []
-        for i in ids:
-            if i in drop:
-                continue
-            token = self.vocab[i]
-            if token.startswith("##") and words:
-                words[-1] += token[2:]
-            else:
-                words.append(token)
-        return " ".join(words)
+        tokens = [self.vocab[i] for i in ids if i not in (self.cls_id, self.sep_id, self.pad_id)]
+        return " ".join(tokens).replace(" ##", "")
 
 
 # ----------------------------------------------------------------------------------------------- config
@@ -335,10 +292,7 @@ class BertEncoder(nn.Module):
     """BERT without a head: ids (B, L) → hidden states (B, L, hidden_size).
 
     Example:
-        >>> enc = BertEncoder({"vocab_size": 100, "hidden_size": 32, "num_hidden_layers": 2,
-        ...                    "num_attention_heads": 4, "intermediate_size": 64})
-        >>> enc(torch.tensor([[2, 5, 3, 0]]), torch.tensor([[True, True, True, False]])).shape
-        torch.Size([1, 4, 32])
+        >>> hidden = BertEncoder(config)(input_ids, input_ids != tok.pad_id)  # (B, L, hidden_size)
     """
 
     def __init__(self, config: dict[str, Any] | BertConfig):
@@ -354,7 +308,7 @@ class BertEncoder(nn.Module):
             nn.init.normal_(m.weight, std=self.config.initializer_range)
         if isinstance(m, nn.Linear):
             nn.init.zeros_(m.bias)
-        if isinstance(m, nn.Embedding) and m.padding_idx is not None:
+        elif isinstance(m, nn.Embedding) and m.padding_idx is not None:
             nn.init.zeros_(m.weight[m.padding_idx])
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -402,17 +356,13 @@ def hf_bert_state_dict(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tens
     prefixed = any(name.startswith("bert.") for name in tensors)
     out, unknown = {}, []
     for name, tensor in tensors.items():
-        if prefixed:
-            if not name.startswith("bert."):
-                continue
-            name = name[len("bert."):]
-        if _IGNORED.fullmatch(name):
+        if prefixed and not name.startswith("bert."):
             continue
-        ours = _our_name(name)
-        if ours is None:
-            unknown.append(name)
-        else:
-            out[ours] = tensor
+        name = name[len("bert."):] if prefixed else name
+        if not _IGNORED.fullmatch(name):
+            ours = _our_name(name)
+            unknown += [name] if ours is None else []
+            out[ours or name] = tensor
     if unknown:
         raise ValueError(f"hf_bert_state_dict: {len(unknown)} weights are not part of a BERT encoder: "
                          f"{unknown[:8]}{' ...' if len(unknown) > 8 else ''}; is this a BERT checkpoint?")
@@ -443,7 +393,7 @@ def _read_model_dir(path: str | os.PathLike) -> tuple[dict[str, Any], WordPieceT
         hint = ""
         if "model.safetensors" in missing and (path / "pytorch_model.bin").is_file():
             hint = (" It has pytorch_model.bin, a pickle, which learnkit does not load: convert it once with "
-                    "safetensors.torch.save_file(torch.load(bin, weights_only=True), 'model.safetensors').")
+                    "learnkit.save_tensors(torch.load(bin_path, weights_only=True), folder / 'model.safetensors').")
         raise FileNotFoundError(f"{path} is missing {', '.join(missing)}: a BERT model folder must contain "
                                 f"{', '.join(MODEL_FILES)} (and optionally tokenizer_config.json), as a Hugging "
                                 f"Face model download does.{hint}")
@@ -471,9 +421,7 @@ class TransformerClassifier(nn.Module):
     → dropout → Linear. Input: ids (B, L) right-padded with `pad_id`; output: logits (B, n_out).
 
     Example:
-        >>> model = TransformerClassifier(config, n_out=3, pad_id=tok.pad_id)
-        >>> model(torch.tensor([tok.encode("good"), tok.encode("bad") + [tok.pad_id]])).shape
-        torch.Size([2, 3])
+        >>> logits = TransformerClassifier(config, n_out=3, pad_id=tok.pad_id)(input_ids)  # (B, 3)
     """
 
     def __init__(self, config: dict[str, Any] | BertConfig, n_out: int, pad_id: int, pooling: str = "mean",
@@ -492,7 +440,7 @@ class TransformerClassifier(nn.Module):
         if self.pooling == "cls":
             return hidden[:, 0]
         mask = mask.unsqueeze(-1).to(hidden.dtype)
-        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        return hidden.mean(1)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.head(self.pool(input_ids))
