@@ -17,6 +17,13 @@ What is measured (validation accuracy of a model fitted on the training rows onl
 
 Data: learnkit.text.corpora.fortunes_classification(seed=42): cross-category duplicates removed,
 stratified 80/20 split. Runs on the CPU; the embeddings take about a minute on 2 cores.
+
+Results (measured; CPU, 2 cores, torch 2.14.1, scikit-learn 1.9.1, Debian fortunes 1:1.99.1-7.3):
+    full set, 3438 train / 860 valid, 6 classes (majority class 0.244 of valid):
+        tfidf + logistic regression                         0.6791   (C=10 by CV)
+        all-MiniLM-L6-v2 frozen, mean-pooled + logistic     0.7500   (C=1 by CV)
+    committed sample (--csv datasets/fortunes-sample/fortunes.csv), 480 train / 120 valid:
+        tfidf 0.4917, minilm 0.6917
 """
 from __future__ import annotations
 

@@ -440,7 +440,7 @@ class TransformerClassifier(nn.Module):
         if self.pooling == "cls":
             return hidden[:, 0]
         mask = mask.unsqueeze(-1).to(hidden.dtype)
-        return hidden.mean(1)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.head(self.pool(input_ids))
