@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import platform
 import time
 from pathlib import Path
@@ -45,17 +46,36 @@ def run_minilm(rows: list[dict], model_dir: str, epochs: int, lr: float, bs: int
             "epochs": [round(r["accuracy"], 4) for r in learn.history.epoch_records]}
 
 
-def run_ulmfit(rows: list[dict], bible: str | None, out: Path, lm_epochs: int, ft_epochs: int, clas_epochs: int,
-               bs: int) -> dict:
+def fortunes_lm_entries(rows: list[dict], path: str | None) -> list[str]:
+    """Every fortune of every Debian category, minus the 6-class validation texts (they stay unseen)."""
+    if path:
+        return json.loads(Path(path).read_text())
+    from learnkit.text.corpora import read_fortune_file
+    valid = {" ".join(r["text"].lower().split()) for r in rows if r["is_valid"]}
+    root = Path("/usr/share/games/fortunes")
+    return [e for p in sorted(root.iterdir()) if p.is_file() and not p.suffix and not p.is_symlink()
+            for e in read_fortune_file(p) if " ".join(e.lower().split()) not in valid]
+
+
+def _show(stage: str, learn) -> None:
+    for r in learn.history.epoch_records:
+        print(f"  [{stage}] " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                                         for k, v in r.items()), flush=True)
+
+
+def run_ulmfit(rows: list[dict], bible: str | None, fortunes_lm: str | None, out: Path, lm_epochs: int,
+               ft_epochs: int, clas_epochs: int, bs: int, drop_mult: float) -> dict:
     lk.set_seed(42)
     start = time.perf_counter()
     verses = Path(bible).read_text().splitlines() if bible else bible_kjv_verses()
-    # Pretraining documents: chapters of ~30 verses, so the stream keeps some long-range context.
-    docs = [" ".join(verses[i:i + 30]) for i in range(0, len(verses), 30)]
+    # Pretraining documents: bible chapters of ~30 verses (long-range context) + every fortune except the
+    # classification set's validation texts.
+    docs = [" ".join(verses[i:i + 30]) for i in range(0, len(verses), 30)] + fortunes_lm_entries(rows, fortunes_lm)
     lm_data = TextDataBunch.from_lists(docs, is_lm=True, valid_pct=0.05, seed=42, batch_size=bs, bptt=70,
                                        min_freq=2)
     lm = language_model_learner(lm_data, path=out, drop_mult=0.3)
     lm.fit_one_cycle(lm_epochs, 5e-3, moms=(0.8, 0.7, 0.8))
+    _show("pretrain LM", lm)
     pre = lm.history.epoch_records[-1]
     bundle = lm.export("bible_lm")
     t_pre = time.perf_counter() - start
@@ -67,10 +87,12 @@ def run_ulmfit(rows: list[dict], bible: str | None, out: Path, lm_epochs: int, f
     ft.fit_one_cycle(1, 2e-2, moms=(0.8, 0.7, 0.8))
     ft.unfreeze()
     ft.fit_one_cycle(ft_epochs, 2e-3, moms=(0.8, 0.7, 0.8))
+    _show("fine-tune LM", ft)
     save_encoder(ft, "fortunes_enc")
     data = classification_data(rows, batch_size=bs, seed=42, block=lk.text.TextBlock(vocab=ft_data.x_block.vocab_obj))
-    clas = text_classifier_learner(data, path=out, drop_mult=0.5, encoder="fortunes_enc", metrics=[lk.accuracy])
+    clas = text_classifier_learner(data, path=out, drop_mult=drop_mult, encoder="fortunes_enc", metrics=[lk.accuracy])
     clas.fine_tune(clas_epochs, base_lr=2e-2, strategy="gradual", moms=(0.8, 0.7, 0.8))
+    _show("classifier", clas)
     acc = clas.validate()["accuracy"]
     return {"model": "ULMFiT AWD-LSTM (bible LM -> fortunes LM -> classifier)", "accuracy": acc,
             "seconds": time.perf_counter() - start, "pretrain_seconds": t_pre,
@@ -83,6 +105,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--csv"), parser.add_argument("--bible"), parser.add_argument("--minilm")
     parser.add_argument("--only", choices=["minilm", "ulmfit"])
+    parser.add_argument("--fortunes-lm", help="JSON list of fortune entries for LM pretraining (default: Debian's)")
+    parser.add_argument("--drop-mult", type=float, default=0.5)
     parser.add_argument("--out", default="runs/text_fortunes")
     parser.add_argument("--minilm-epochs", type=int, default=4), parser.add_argument("--minilm-lr", type=float, default=2e-3)
     parser.add_argument("--lm-epochs", type=int, default=10), parser.add_argument("--ft-epochs", type=int, default=6)
@@ -100,8 +124,8 @@ def main() -> None:
         results.append(run_minilm(rows, args.minilm, args.minilm_epochs, args.minilm_lr, 32))
         print(results[-1], flush=True)
     if args.only in (None, "ulmfit"):
-        results.append(run_ulmfit(rows, args.bible, Path(args.out), args.lm_epochs, args.ft_epochs, args.clas_epochs,
-                                  args.bs))
+        results.append(run_ulmfit(rows, args.bible, args.fortunes_lm, Path(args.out), args.lm_epochs, args.ft_epochs,
+                                  args.clas_epochs, args.bs, args.drop_mult))
         print(results[-1], flush=True)
     print("\nmodel                                                    valid accuracy   seconds")
     for r in results:
