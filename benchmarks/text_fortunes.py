@@ -73,7 +73,7 @@ def run_ulmfit(rows: list[dict], bible: str | None, fortunes_lm: str | None, out
     docs = [" ".join(verses[i:i + 30]) for i in range(0, len(verses), 30)] + fortunes_lm_entries(rows, fortunes_lm)
     lm_data = TextDataBunch.from_lists(docs, is_lm=True, valid_pct=0.05, seed=42, batch_size=bs, bptt=70,
                                        min_freq=2)
-    lm = language_model_learner(lm_data, path=out, drop_mult=0.3)
+    lm = language_model_learner(lm_data, path=out, drop_mult=0.5)
     lm.fit_one_cycle(lm_epochs, 5e-3, moms=(0.8, 0.7, 0.8))
     _show("pretrain LM", lm)
     pre = lm.history.epoch_records[-1]
@@ -86,11 +86,12 @@ def run_ulmfit(rows: list[dict], bible: str | None, fortunes_lm: str | None, out
     ft = language_model_learner(ft_data, path=out, drop_mult=0.5, pretrained=bundle)
     ft.fit_one_cycle(1, 2e-2, moms=(0.8, 0.7, 0.8))
     ft.unfreeze()
-    ft.fit_one_cycle(ft_epochs, 2e-3, moms=(0.8, 0.7, 0.8))
+    ft.fit_one_cycle(ft_epochs, 1e-3, moms=(0.8, 0.7, 0.8))
     _show("fine-tune LM", ft)
     save_encoder(ft, "fortunes_enc")
     data = classification_data(rows, batch_size=bs, seed=42, block=lk.text.TextBlock(vocab=ft_data.x_block.vocab_obj))
-    clas = text_classifier_learner(data, path=out, drop_mult=drop_mult, encoder="fortunes_enc", metrics=[lk.accuracy])
+    clas = text_classifier_learner(data, path=out, drop_mult=drop_mult, encoder="fortunes_enc", metrics=[lk.accuracy],
+                                   callbacks=[lk.TerminateOnNaN()])
     clas.fine_tune(clas_epochs, base_lr=2e-2, strategy="gradual", moms=(0.8, 0.7, 0.8))
     _show("classifier", clas)
     acc = clas.validate()["accuracy"]

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from learnkit.callbacks.training import GradientClipping
 from learnkit.core.registry import create_model
 from learnkit.core.serialization import atomic_write, load_tensors, save_tensors
 from learnkit.learner.events import Callback
@@ -59,13 +60,17 @@ class ResetState(Callback):
         learn.model.reset()
 
 
+def _clipping(clip: float | None) -> list[Callback]:
+    return [] if clip is None else [GradientClipping(clip)]
+
+
 def _text_opt(params: Any, lr: float = 1e-3) -> torch.optim.Optimizer:
     return AdamW(params, lr=lr, weight_decay=0.01)
 
 
 def language_model_learner(data: TextDataBunch, arch: str = "awd_lstm", pretrained: str | Path | None = None,
                            drop_mult: float = 1.0, config: dict | None = None, metrics: Sequence[Any] | None = None,
-                           **kwargs: Any) -> Learner:
+                           clip: float | None = 0.25, **kwargs: Any) -> Learner:
     """An AWD-LSTM language model on `data` (built with is_lm=True).
 
     Args:
@@ -73,6 +78,7 @@ def language_model_learner(data: TextDataBunch, arch: str = "awd_lstm", pretrain
             weights are loaded with the vocabulary remapped to this data's vocab.
         drop_mult: scales every dropout.
         config: emb_size / hidden_size / n_layers (default AWD_LSTM_CONFIG).
+        clip: gradient-norm clipping (AWD-LSTM trains with 0.25); None turns it off.
     """
     if arch != "awd_lstm":
         raise ValueError(f"language_model_learner(arch={arch!r}): only 'awd_lstm' language models are available")
@@ -82,7 +88,7 @@ def language_model_learner(data: TextDataBunch, arch: str = "awd_lstm", pretrain
     cfg = {**AWD_LSTM_CONFIG, **(config or {})}
     model = create_model("awd_lstm_lm", vocab_size=len(block.vocab_obj), pad_idx=block.pad_idx,
                          drop_mult=drop_mult, **cfg)
-    callbacks = [ResetState(), RNNRegularizer(alpha=2.0, beta=1.0)] + list(kwargs.pop("callbacks", []))
+    callbacks = [ResetState(), RNNRegularizer(alpha=2.0, beta=1.0)] + _clipping(clip) + list(kwargs.pop("callbacks", []))
     learn = Learner(data, model, opt_fn=kwargs.pop("opt_fn", _text_opt), splitter=lm_splitter,
                     metrics=[accuracy, Perplexity()] if metrics is None else metrics, callbacks=callbacks, **kwargs)
     if pretrained is not None:
@@ -179,7 +185,7 @@ def find_model_dir(name_or_path: str | Path) -> Path:
 def text_classifier_learner(data: TextDataBunch, arch: str | Path = "awd_lstm", drop_mult: float = 0.5,
                             max_len: int = 256, pooling: str = "mean", config: dict | None = None,
                             encoder: str | None = None, metrics: Sequence[Any] | None = None,
-                            **kwargs: Any) -> Learner:
+                            clip: float | None = 0.25, **kwargs: Any) -> Learner:
     """A text classifier on `data`.
 
     Args:
@@ -189,6 +195,7 @@ def text_classifier_learner(data: TextDataBunch, arch: str | Path = "awd_lstm", 
         max_len: tokens per document for transformers.
         pooling: 'mean' or 'cls' for transformers.
         encoder: name of an encoder saved with `save_encoder` (AWD-LSTM only).
+        clip: gradient-norm clipping for the AWD-LSTM (0.25, as the AWD-LSTM paper); None turns it off.
 
     Example:
         >>> learn = text_classifier_learner(data, "/models/all-MiniLM-L6-v2")
@@ -213,7 +220,7 @@ def text_classifier_learner(data: TextDataBunch, arch: str | Path = "awd_lstm", 
     cfg = {**AWD_LSTM_CONFIG, **(config or {})}
     model = create_model("awd_lstm_classifier", vocab_size=len(block.vocab_obj), n_out=n_out, pad_idx=block.pad_idx,
                          drop_mult=drop_mult, **cfg)
-    callbacks = [RNNRegularizer(alpha=2.0, beta=1.0)] + list(kwargs.pop("callbacks", []))
+    callbacks = [RNNRegularizer(alpha=2.0, beta=1.0)] + _clipping(clip) + list(kwargs.pop("callbacks", []))
     learn = Learner(data, model, opt_fn=kwargs.pop("opt_fn", _text_opt), splitter=classifier_splitter,
                     metrics=metrics, callbacks=callbacks, **kwargs)
     if encoder is not None:
