@@ -81,15 +81,18 @@ def run_ulmfit(rows: list[dict], bible: str | None, fortunes_lm: str | None, out
     t_pre = time.perf_counter() - start
     # Fine-tune the LM on the fortunes TRAINING texts only (the validation texts stay unseen).
     train_texts = [r["text"] for r in rows if not r["is_valid"]]
+    # One vocab all the way (the pretraining corpus's): words rare in the 3.4k training texts but known from
+    # the other fortunes keep their pretrained vectors instead of becoming xxunk.
+    vocab = lm_data.x_block.vocab_obj
     ft_data = TextDataBunch.from_lists(train_texts, is_lm=True, valid_pct=0.1, seed=42, batch_size=bs, bptt=70,
-                                       min_freq=2)
+                                       block=lk.text.TextBlock(vocab=vocab))
     ft = language_model_learner(ft_data, path=out, drop_mult=0.5, pretrained=bundle)
     ft.fit_one_cycle(1, 2e-2, moms=(0.8, 0.7, 0.8))
     ft.unfreeze()
     ft.fit_one_cycle(ft_epochs, 1e-3, moms=(0.8, 0.7, 0.8))
     _show("fine-tune LM", ft)
     save_encoder(ft, "fortunes_enc")
-    data = classification_data(rows, batch_size=bs, seed=42, block=lk.text.TextBlock(vocab=ft_data.x_block.vocab_obj))
+    data = classification_data(rows, batch_size=bs, seed=42, block=lk.text.TextBlock(vocab=vocab))
     clas = text_classifier_learner(data, path=out, drop_mult=drop_mult, encoder="fortunes_enc", metrics=[lk.accuracy],
                                    callbacks=[lk.TerminateOnNaN()])
     clas.fine_tune(clas_epochs, base_lr=2e-2, strategy="gradual", moms=(0.8, 0.7, 0.8))
