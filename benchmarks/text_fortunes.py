@@ -64,16 +64,19 @@ def _show(stage: str, learn) -> None:
 
 
 def run_ulmfit(rows: list[dict], bible: str | None, fortunes_lm: str | None, out: Path, lm_epochs: int,
-               ft_epochs: int, clas_epochs: int, bs: int, drop_mult: float) -> dict:
+               ft_epochs: int, clas_epochs: int, bs: int, drop_mult: float, corpus: str = "bible+fortunes",
+               lm_drop: float = 0.5) -> dict:
     lk.set_seed(42)
     start = time.perf_counter()
-    verses = Path(bible).read_text().splitlines() if bible else bible_kjv_verses()
-    # Pretraining documents: bible chapters of ~30 verses (long-range context) + every fortune except the
+    # Pretraining documents: bible chapters of ~30 verses (long-range context) and/or every fortune except the
     # classification set's validation texts.
-    docs = [" ".join(verses[i:i + 30]) for i in range(0, len(verses), 30)] + fortunes_lm_entries(rows, fortunes_lm)
+    docs = fortunes_lm_entries(rows, fortunes_lm)
+    if "bible" in corpus:
+        verses = Path(bible).read_text().splitlines() if bible else bible_kjv_verses()
+        docs = [" ".join(verses[i:i + 30]) for i in range(0, len(verses), 30)] + docs
     lm_data = TextDataBunch.from_lists(docs, is_lm=True, valid_pct=0.05, seed=42, batch_size=bs, bptt=70,
                                        min_freq=2)
-    lm = language_model_learner(lm_data, path=out, drop_mult=0.5)
+    lm = language_model_learner(lm_data, path=out, drop_mult=lm_drop)
     lm.fit_one_cycle(lm_epochs, 5e-3, moms=(0.8, 0.7, 0.8))
     _show("pretrain LM", lm)
     pre = lm.history.epoch_records[-1]
@@ -98,7 +101,7 @@ def run_ulmfit(rows: list[dict], bible: str | None, fortunes_lm: str | None, out
     clas.fine_tune(clas_epochs, base_lr=2e-2, strategy="gradual", moms=(0.8, 0.7, 0.8))
     _show("classifier", clas)
     acc = clas.validate()["accuracy"]
-    return {"model": "ULMFiT AWD-LSTM (bible LM -> fortunes LM -> classifier)", "accuracy": acc,
+    return {"model": f"ULMFiT AWD-LSTM ({corpus} LM -> fortunes LM -> classifier)", "accuracy": acc,
             "seconds": time.perf_counter() - start, "pretrain_seconds": t_pre,
             "bible_lm_valid_perplexity": pre.get("perplexity"), "fortunes_lm_perplexity":
             ft.history.epoch_records[-1].get("perplexity"),
@@ -111,6 +114,8 @@ def main() -> None:
     parser.add_argument("--only", choices=["minilm", "ulmfit"])
     parser.add_argument("--fortunes-lm", help="JSON list of fortune entries for LM pretraining (default: Debian's)")
     parser.add_argument("--drop-mult", type=float, default=0.5)
+    parser.add_argument("--corpus", default="bible+fortunes", choices=["bible+fortunes", "fortunes"])
+    parser.add_argument("--lm-drop", type=float, default=0.5)
     parser.add_argument("--out", default="runs/text_fortunes")
     parser.add_argument("--minilm-epochs", type=int, default=4), parser.add_argument("--minilm-lr", type=float, default=2e-3)
     parser.add_argument("--lm-epochs", type=int, default=10), parser.add_argument("--ft-epochs", type=int, default=6)
@@ -129,7 +134,7 @@ def main() -> None:
         print(results[-1], flush=True)
     if args.only in (None, "ulmfit"):
         results.append(run_ulmfit(rows, args.bible, args.fortunes_lm, Path(args.out), args.lm_epochs, args.ft_epochs,
-                                  args.clas_epochs, args.bs, args.drop_mult))
+                                  args.clas_epochs, args.bs, args.drop_mult, args.corpus, args.lm_drop))
         print(results[-1], flush=True)
     print("\nmodel                                                    valid accuracy   seconds")
     for r in results:
