@@ -65,7 +65,7 @@ def _show(stage: str, learn) -> None:
 
 def run_ulmfit(rows: list[dict], bible: str | None, fortunes_lm: str | None, out: Path, lm_epochs: int,
                ft_epochs: int, clas_epochs: int, bs: int, drop_mult: float, corpus: str = "bible+fortunes",
-               lm_drop: float = 0.5) -> dict:
+               lm_drop: float = 0.5, amp: str | None = "auto") -> dict:
     lk.set_seed(42)
     start = time.perf_counter()
     # Pretraining documents: bible chapters of ~30 verses (long-range context) and/or every fortune except the
@@ -76,7 +76,7 @@ def run_ulmfit(rows: list[dict], bible: str | None, fortunes_lm: str | None, out
         docs = [" ".join(verses[i:i + 30]) for i in range(0, len(verses), 30)] + docs
     lm_data = TextDataBunch.from_lists(docs, is_lm=True, valid_pct=0.05, seed=42, batch_size=bs, bptt=70,
                                        min_freq=2)
-    lm = language_model_learner(lm_data, path=out, drop_mult=lm_drop)
+    lm = language_model_learner(lm_data, path=out, drop_mult=lm_drop, mixed_precision=amp)
     lm.fit_one_cycle(lm_epochs, 5e-3, moms=(0.8, 0.7, 0.8))
     _show("pretrain LM", lm)
     pre = lm.history.epoch_records[-1]
@@ -89,7 +89,7 @@ def run_ulmfit(rows: list[dict], bible: str | None, fortunes_lm: str | None, out
     vocab = lm_data.x_block.vocab_obj
     ft_data = TextDataBunch.from_lists(train_texts, is_lm=True, valid_pct=0.1, seed=42, batch_size=bs, bptt=70,
                                        block=lk.text.TextBlock(vocab=vocab))
-    ft = language_model_learner(ft_data, path=out, drop_mult=0.5, pretrained=bundle)
+    ft = language_model_learner(ft_data, path=out, drop_mult=0.5, pretrained=bundle, mixed_precision=amp)
     ft.fit_one_cycle(1, 2e-2, moms=(0.8, 0.7, 0.8))
     ft.unfreeze()
     ft.fit_one_cycle(ft_epochs, 1e-3, moms=(0.8, 0.7, 0.8))
@@ -97,7 +97,7 @@ def run_ulmfit(rows: list[dict], bible: str | None, fortunes_lm: str | None, out
     save_encoder(ft, "fortunes_enc")
     data = classification_data(rows, batch_size=bs, seed=42, block=lk.text.TextBlock(vocab=vocab))
     clas = text_classifier_learner(data, path=out, drop_mult=drop_mult, encoder="fortunes_enc", metrics=[lk.accuracy],
-                                   callbacks=[lk.TerminateOnNaN()])
+                                   callbacks=[lk.TerminateOnNaN()], mixed_precision=amp)
     clas.fine_tune(clas_epochs, base_lr=2e-2, strategy="gradual", moms=(0.8, 0.7, 0.8))
     _show("classifier", clas)
     acc = clas.validate()["accuracy"]
@@ -116,6 +116,7 @@ def main() -> None:
     parser.add_argument("--drop-mult", type=float, default=0.5)
     parser.add_argument("--corpus", default="bible+fortunes", choices=["bible+fortunes", "fortunes"])
     parser.add_argument("--lm-drop", type=float, default=0.5)
+    parser.add_argument("--no-amp", action="store_true", help="train the AWD-LSTM in float32")
     parser.add_argument("--out", default="runs/text_fortunes")
     parser.add_argument("--minilm-epochs", type=int, default=4), parser.add_argument("--minilm-lr", type=float, default=2e-3)
     parser.add_argument("--lm-epochs", type=int, default=10), parser.add_argument("--ft-epochs", type=int, default=6)
@@ -134,7 +135,8 @@ def main() -> None:
         print(results[-1], flush=True)
     if args.only in (None, "ulmfit"):
         results.append(run_ulmfit(rows, args.bible, args.fortunes_lm, Path(args.out), args.lm_epochs, args.ft_epochs,
-                                  args.clas_epochs, args.bs, args.drop_mult, args.corpus, args.lm_drop))
+                                  args.clas_epochs, args.bs, args.drop_mult, args.corpus, args.lm_drop,
+                                  None if args.no_amp else "auto"))
         print(results[-1], flush=True)
     print("\nmodel                                                    valid accuracy   seconds")
     for r in results:
