@@ -65,7 +65,7 @@ def _show(stage: str, learn) -> None:
 
 def run_ulmfit(rows: list[dict], bible: str | None, fortunes_lm: str | None, out: Path, lm_epochs: int,
                ft_epochs: int, clas_epochs: int, bs: int, drop_mult: float, corpus: str = "bible+fortunes",
-               lm_drop: float = 0.5, amp: str | None = "auto") -> dict:
+               lm_drop: float = 0.5, amp: str | None = None) -> dict:
     lk.set_seed(42)
     start = time.perf_counter()
     # Pretraining documents: bible chapters of ~30 verses (long-range context) and/or every fortune except the
@@ -116,7 +116,7 @@ def main() -> None:
     parser.add_argument("--drop-mult", type=float, default=0.5)
     parser.add_argument("--corpus", default="bible+fortunes", choices=["bible+fortunes", "fortunes"])
     parser.add_argument("--lm-drop", type=float, default=0.5)
-    parser.add_argument("--no-amp", action="store_true", help="train the AWD-LSTM in float32")
+    parser.add_argument("--amp", action="store_true", help="train the AWD-LSTM with bf16 autocast (default float32)")
     parser.add_argument("--out", default="runs/text_fortunes")
     parser.add_argument("--minilm-epochs", type=int, default=4), parser.add_argument("--minilm-lr", type=float, default=2e-3)
     parser.add_argument("--lm-epochs", type=int, default=10), parser.add_argument("--ft-epochs", type=int, default=6)
@@ -136,7 +136,7 @@ def main() -> None:
     if args.only in (None, "ulmfit"):
         results.append(run_ulmfit(rows, args.bible, args.fortunes_lm, Path(args.out), args.lm_epochs, args.ft_epochs,
                                   args.clas_epochs, args.bs, args.drop_mult, args.corpus, args.lm_drop,
-                                  None if args.no_amp else "auto"))
+                                  "bf16" if args.amp else None))
         print(results[-1], flush=True)
     print("\nmodel                                                    valid accuracy   seconds")
     for r in results:

@@ -27,6 +27,10 @@ __all__ = ["language_model_learner", "text_classifier_learner", "save_encoder", 
            "ResetState", "top_losses", "find_model_dir", "AWD_LSTM_CONFIG"]
 
 AWD_LSTM_CONFIG = {"emb_size": 400, "hidden_size": 1152, "n_layers": 3}
+# AWD-LSTM learners train in float32 unless asked otherwise (mixed_precision="bf16"): on an H100, bf16
+# autocast made the classifier's weights NaN a few hundred steps into gradual unfreezing (finite losses,
+# gradients clipped), float32 never did. Transformer learners keep the default ('auto').
+AWD_LSTM_PRECISION = None
 
 
 class Perplexity(Metric):
@@ -89,6 +93,7 @@ def language_model_learner(data: TextDataBunch, arch: str = "awd_lstm", pretrain
     model = create_model("awd_lstm_lm", vocab_size=len(block.vocab_obj), pad_idx=block.pad_idx,
                          drop_mult=drop_mult, **cfg)
     callbacks = [ResetState(), RNNRegularizer(alpha=2.0, beta=1.0)] + _clipping(clip) + list(kwargs.pop("callbacks", []))
+    kwargs.setdefault("mixed_precision", AWD_LSTM_PRECISION)
     learn = Learner(data, model, opt_fn=kwargs.pop("opt_fn", _text_opt), splitter=lm_splitter,
                     metrics=[accuracy, Perplexity()] if metrics is None else metrics, callbacks=callbacks, **kwargs)
     if pretrained is not None:
@@ -221,6 +226,7 @@ def text_classifier_learner(data: TextDataBunch, arch: str | Path = "awd_lstm", 
     model = create_model("awd_lstm_classifier", vocab_size=len(block.vocab_obj), n_out=n_out, pad_idx=block.pad_idx,
                          drop_mult=drop_mult, **cfg)
     callbacks = [RNNRegularizer(alpha=2.0, beta=1.0)] + _clipping(clip) + list(kwargs.pop("callbacks", []))
+    kwargs.setdefault("mixed_precision", AWD_LSTM_PRECISION)
     learn = Learner(data, model, opt_fn=kwargs.pop("opt_fn", _text_opt), splitter=classifier_splitter,
                     metrics=metrics, callbacks=callbacks, **kwargs)
     if encoder is not None:
