@@ -22,6 +22,7 @@ class _Monitor(Callback):
     perplexity), 'max' otherwise (mode='auto')."""
 
     order = 60
+    state_keys: tuple[str, ...] = ("best",)  # what a checkpoint keeps (subclasses add theirs)
 
     def __init__(self, monitor: str = "valid_loss", mode: str = "auto", min_delta: float = 0.0):
         if mode not in ("auto", "min", "max"):
@@ -56,16 +57,18 @@ class _Monitor(Callback):
         return value > self.best + self.min_delta
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best}
+        return {k: getattr(self, k) for k in self.state_keys}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.best = state["best"]
+        for k in self.state_keys:
+            setattr(self, k, state[k])
         self._restored = True
 
 
 class EarlyStopping(_Monitor):
     """Stop when `monitor` has not improved by `min_delta` for `patience` epochs."""
 
+    state_keys = ("best", "wait")
     def __init__(self, monitor: str = "valid_loss", patience: int = 3, mode: str = "auto", min_delta: float = 0.0):
         self.patience = patience
         super().__init__(monitor, mode, min_delta)
@@ -85,17 +88,12 @@ class EarlyStopping(_Monitor):
                   f"(best {self.best:.6g}); stopping after epoch {learn.epoch}.")
             raise CancelFit()
 
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "wait": self.wait}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.wait = state["wait"]
 
 
 class SaveBestModel(_Monitor):
     """Save the weights whenever `monitor` improves; reload the best ones when the fit ends."""
 
+    state_keys = ("best", "best_epoch")
     def __init__(self, monitor: str = "valid_loss", name: str = "best", mode: str = "auto", min_delta: float = 0.0,
                  reload: bool = True):
         self.name, self.reload = name, reload
@@ -115,17 +113,12 @@ class SaveBestModel(_Monitor):
         if self.reload and self.best_epoch is not None:
             learn.load(self.name, with_opt=False)
 
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "best_epoch": self.best_epoch}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.best_epoch = state["best_epoch"]
 
 
 class ReduceLROnPlateau(_Monitor):
     """Multiply the lr schedule by `factor` when `monitor` has not improved for `patience` epochs."""
 
+    state_keys = ("best", "wait", "scale")
     def __init__(self, monitor: str = "valid_loss", patience: int = 2, factor: float = 0.2, mode: str = "auto",
                  min_delta: float = 0.0, min_lr: float = 0.0):
         self.patience, self.factor, self.min_lr = patience, factor, min_lr
@@ -158,12 +151,6 @@ class ReduceLROnPlateau(_Monitor):
             else _Scaled(base, scale, floor)
         learn.schedules = {**learn.schedules, "lr": scaled}
 
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "wait": self.wait, "scale": self.scale}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.wait, self.scale = state["wait"], state["scale"]
 
 
 class _Scaled:

@@ -25,16 +25,6 @@ from learnkit.testing import synthetic_classification, synthetic_regression, tin
 N_BATCHES = 6  # training batches per epoch in `make_learner`'s data
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These models are tiny: intra-op threads only add overhead, and on a busy machine their spin-waits
-    # make a 5-epoch fit take seconds instead of milliseconds.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def make_learner(tmp_path, seed: int = 0, batch_size: int = 32, **kwargs) -> Learner:
     data = synthetic_classification(n=256, n_features=8, n_classes=3, seed=seed, batch_size=batch_size)
     torch.manual_seed(seed)
