@@ -83,3 +83,27 @@ def test_pretrained_lm_bundle_is_remapped_to_new_vocab(tmp_path):
     assert not lm_b.model.encoder.layers[0].weight_ih_l0.requires_grad and emb_b.requires_grad  # frozen, emb trains
     with pytest.raises(FileNotFoundError, match="recipe.json"):
         language_model_learner(data_b, config=TINY, pretrained=tmp_path / "nowhere", progress=False)
+
+
+def test_transformer_one_liner_trains_exports_and_reloads(tmp_path):
+    from test_transformer import write_model_dir  # the tiny random BERT folder in Hugging Face's layout
+    folder = write_model_dir(tmp_path / "tiny-bert")
+    lk.set_seed(0)
+    texts = [("the cat sat on the mat" if i % 2 else "hello world big dog") + " !" * (i % 3) for i in range(96)]
+    labels = ["cat" if i % 2 else "dog" for i in range(96)]
+    data = TextDataBunch.from_lists(texts, labels, seed=0, batch_size=16, device="cpu", min_freq=1)
+    learn = text_classifier_learner(data, folder, metrics=[lk.accuracy], progress=False, path=tmp_path, max_len=12)
+    assert learn.data is not data and isinstance(learn.data.x_block, lk.text.SubwordTextBlock)
+    assert learn.data.split == data.split and learn.data.vocab == data.vocab       # same texts and split
+    assert len(learn.layer_groups) == 3                                            # embeddings, layers 0-1, head
+    ids, _ = learn.data.one_batch()
+    assert ids[0, 0].item() == 2 and ids.shape[1] <= 12                            # [CLS] first, max_len kept
+    learn.fine_tune(2, base_lr=1e-2)
+    assert learn.validate()["accuracy"] == 1.0
+    label, _, probs = learn.predict("the cat sat on the mat")
+    assert label == "cat"
+    predictor = lk.load_learner(learn.export("bert"), device="cpu")
+    assert predictor.predict("the cat sat on the mat")[0] == "cat"
+    assert torch.allclose(predictor.predict("the cat sat on the mat")[2], probs, atol=1e-5)
+    with pytest.raises(FileNotFoundError, match="learnkit works offline"):
+        text_classifier_learner(data, "some-org/not-cached-model", progress=False)
