@@ -19,6 +19,10 @@ _FLOAT_LOSSES = (nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss, nn.BCEWit
 class LearnerCheckError(ValueError):
     """The pre-flight check found a mistake that would make training fail or silently go wrong."""
 
+    def __str__(self) -> str:
+        return (super().__str__() + " [pre-flight check; if this set-up is intended, build the learner with "
+                "Learner(..., preflight=False)]")
+
 
 def _shape(t: Any) -> str:
     return f"{tuple(t.shape)} {str(t.dtype).replace('torch.', '')}" if isinstance(t, torch.Tensor) else type(t).__name__

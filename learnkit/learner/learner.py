@@ -55,6 +55,7 @@ class Learner:
         mixed_precision: 'auto' (bf16 or fp16 autocast on CUDA, off on CPU), 'bf16', 'fp16' or None.
         progress: show fastprogress bars and the metrics table.
         train_bn: keep normalization layers trainable in frozen layer groups.
+        preflight: run the pre-flight check (`check()`) before the first fit.
 
     Example:
         >>> learn = Learner(data, create_model("mlp", n_in=784, n_out=10), metrics=[accuracy])
@@ -65,7 +66,8 @@ class Learner:
                  opt_fn: Callable[..., torch.optim.Optimizer] = AdamW, metrics: Sequence[Any] = (),
                  callbacks: Iterable[Callback] = (), path: str | Path = ".", model_dir: str = "models",
                  splitter: Callable[[nn.Module], Sequence[nn.Module]] | None = None,
-                 mixed_precision: Any = "auto", progress: bool = True, train_bn: bool = True):
+                 mixed_precision: Any = "auto", progress: bool = True, train_bn: bool = True,
+                 preflight: bool = True):
         self.data, self.device = data, data.device
         self.model = model.to(self.device)
         self.loss_fn = loss_fn if loss_fn is not None else data.loss_fn()
@@ -88,7 +90,7 @@ class Learner:
         self.hypers: dict[str, list[float]] = {}
         self.val_results: dict[str, float] = {}
         self.training = False
-        self._checked = False
+        self._checked = not preflight
         self._resume_point: tuple[int, dict] | None = None
 
     # ------------------------------------------------------------------ callbacks

@@ -96,3 +96,24 @@ def test_check_touches_no_state():
     assert torch.equal(rng, torch.get_rng_state())
     assert all(torch.equal(before[k], v) for k, v in learn.model.state_dict().items())
     assert learn.model.training
+
+
+def test_preflight_can_be_switched_off_for_intended_setups():
+    data = synthetic_regression()
+
+    class Squeezed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 1)
+
+        def forward(self, x):
+            return self.lin(x).squeeze(-1)
+
+    def loss(pred, target):  # a custom loss that handles the shapes itself
+        return ((pred - target.squeeze(-1)) ** 2).mean()
+
+    with pytest.raises(LearnerCheckError, match=r"preflight=False"):
+        _learner(data, Squeezed(), loss_fn=loss).fit(1)
+    learn = _learner(data, Squeezed(), loss_fn=loss, preflight=False)
+    learn.fit(1)
+    assert len(learn.history.epoch_records) == 1
