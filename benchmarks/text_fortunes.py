@@ -4,7 +4,9 @@ training texts, then a classifier with gradual unfreezing). Reference baselines 
 (benchmarks/text_baselines.py): TF-IDF + logistic regression 0.679, frozen MiniLM + LR 0.750.
 
 Command (a GPU is much faster; the data can come from Debian's packages or from files made beforehand):
-    python benchmarks/text_fortunes.py --minilm DIR [--csv fortunes.csv] [--bible bible.txt] [--only minilm|ulmfit]
+    python benchmarks/text_fortunes.py --minilm DIR [--csv fortunes.csv] [--bible bible.txt]
+        [--fortunes-lm entries.json] [--only minilm|ulmfit|scratch]
+The defaults are the configuration reported in benchmarks/README.md.
 """
 from __future__ import annotations
 
@@ -133,14 +135,14 @@ def main() -> None:
     parser.add_argument("--csv"), parser.add_argument("--bible"), parser.add_argument("--minilm")
     parser.add_argument("--only", choices=["minilm", "ulmfit", "scratch"])
     parser.add_argument("--fortunes-lm", help="JSON list of fortune entries for LM pretraining (default: Debian's)")
-    parser.add_argument("--drop-mult", type=float, default=0.5)
+    parser.add_argument("--drop-mult", type=float, default=0.7)
     parser.add_argument("--corpus", default="bible+fortunes", choices=["bible+fortunes", "fortunes"])
-    parser.add_argument("--lm-drop", type=float, default=0.5)
-    parser.add_argument("--clas-recipe", default="gradual", choices=["gradual", "one_cycle", "both"])
+    parser.add_argument("--lm-drop", type=float, default=1.0)
+    parser.add_argument("--clas-recipe", default="both", choices=["gradual", "one_cycle", "both"])
     parser.add_argument("--amp", action="store_true", help="train the AWD-LSTM with bf16 autocast (default float32)")
     parser.add_argument("--out", default="runs/text_fortunes")
     parser.add_argument("--minilm-epochs", type=int, default=4), parser.add_argument("--minilm-lr", type=float, default=2e-3)
-    parser.add_argument("--lm-epochs", type=int, default=10), parser.add_argument("--ft-epochs", type=int, default=6)
+    parser.add_argument("--lm-epochs", type=int, default=12), parser.add_argument("--ft-epochs", type=int, default=3)
     parser.add_argument("--clas-epochs", type=int, default=6), parser.add_argument("--bs", type=int, default=64)
     args = parser.parse_args()
     rows = load_rows(args.csv)
