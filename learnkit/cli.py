@@ -1,8 +1,10 @@
 """The `learnkit` command. `learnkit demo` trains a small CNN on the bundled Fashion-MNIST sample and
 writes its plots, exported model and a run record: the shortest check that an install works end to end.
+`learnkit datasets list|get NAME` lists the named data sets and fetches one into the cache.
 
 Example:
     $ python -m learnkit demo --out runs/demo --epochs 3
+    $ learnkit datasets get fashion-mnist --offline
 """
 from __future__ import annotations
 
@@ -71,6 +73,22 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--epochs", type=_positive_int, default=3, help="epochs of fit_one_cycle (default: 3)")
     demo.add_argument("--seed", type=_seed, default=0, help="random seed (default: 0)")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars (the final summary still prints)")
+    datasets = commands.add_parser(
+        "datasets", help="list the named data sets, or fetch one into the cache and print its folder",
+        description="Named data sets with checksums and licences. 'get' takes each file from the cache, a mirror "
+                    "folder, a package path (e.g. Debian's) or the network, verifies it and converts the set into "
+                    "learnkit's on-disk form under $LEARNKIT_HOME (default ~/.learnkit).")
+    actions = datasets.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    listing = actions.add_parser("list", help="name, size, licence and whether it is cached, per data set")
+    get = actions.add_parser("get", help="fetch, verify and convert NAME (if not cached); print its folder")
+    get.add_argument("name", metavar="NAME", help="a name from 'learnkit datasets list'")
+    for sub in (listing, get):
+        sub.add_argument("--home", type=Path, default=None,
+                         help="cache folder (default: $LEARNKIT_HOME, else ~/.learnkit)")
+    get.add_argument("--mirror", type=Path, default=None,
+                     help="folder holding the source files, as NAME/FILE or FILE (default: $LEARNKIT_MIRROR)")
+    get.add_argument("--offline", action="store_true", help="never use the network")
+    get.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 
 
@@ -85,13 +103,53 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as e:  # --help / --version: argparse has printed what was asked
         return e.code if isinstance(e.code, int) else 0
     if args.command is None:
-        print("learnkit: error: no command given; choose one of: demo (see 'learnkit --help')", file=sys.stderr)
+        print("learnkit: error: no command given; choose one of: demo, datasets (see 'learnkit --help')",
+              file=sys.stderr)
         return 2
     try:
+        if args.command == "datasets":
+            return datasets_command(args)
         return demo(args.out, epochs=args.epochs, seed=args.seed, progress=not args.no_progress)
     except KeyboardInterrupt:
-        print("learnkit demo: interrupted", file=sys.stderr)
+        print(f"learnkit {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+# ------------------------------------------------------------------------------------------------ datasets
+def _size(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return ""
+
+
+def datasets_command(args: argparse.Namespace) -> int:
+    """`learnkit datasets list|get NAME`. Returns the exit status: 2 on a bad name or unusable data."""
+    if args.action is None:
+        print("learnkit datasets: error: no action given; choose one of: list, get NAME "
+              "(see 'learnkit datasets --help')", file=sys.stderr)
+        return 2
+    from learnkit.datasets import DatasetError, dataset_home, get_dataset, is_cached, list_datasets
+    if args.action == "list":
+        rows = [(d.name, _size(d.size), d.licence, "yes" if is_cached(d.name, args.home) else "no")
+                for d in list_datasets()]
+        widths = [max(len(r[i]) for r in rows + [("name", "size", "licence", "cached")]) for i in range(3)]
+        for row in [("name", "size", "licence", "cached")] + rows:
+            print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[3])
+        print(f"cache: {dataset_home(args.home)}")
+        return 0
+    try:
+        folder = get_dataset(args.name, home=args.home, mirror=args.mirror, offline=args.offline,
+                             progress=not args.no_progress)
+    except KeyError as e:  # unknown name; KeyError's str() would add quotes
+        print(f"learnkit datasets get: error: {e.args[0]}", file=sys.stderr)
+        return 2
+    except (DatasetError, OSError) as e:
+        print(f"learnkit datasets get: error: {e}", file=sys.stderr)
+        return 2
+    print(folder)
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------------- demo

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import learnkit
 
-ORDER = ["core", "data", "optim", "learner", "callbacks", "vision", "text", "cli"]
+ORDER = ["core", "data", "optim", "learner", "callbacks", "vision", "text", "datasets", "cli"]
 ROOT = Path(learnkit.__file__).parent
 
 
