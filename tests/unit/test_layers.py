@@ -1,4 +1,4 @@
-"""The layer rule: imports only point left (core ← data ← optim ← learner ← callbacks ← vision | text ← cli)."""
+"""The layer rule: imports only point left (core ← data ← optim ← learner ← callbacks ← vision | text ← datasets ← cli)."""
 import ast
 from pathlib import Path
 
