@@ -146,7 +146,7 @@ class DataBlock:
         return DataBunch(train_dl, valid_dl, self.blocks, self.n_inp, self.batch_tfms, device, pipelines,
                          self.item_tfms, self._pipelines(with_getters=False))
 
-    def summary(self, source: Any, file: TextIO | None = None) -> None:
+    def summary(self, source: Any, file: TextIO | None = None, seed: int | None = None) -> None:
         """Walk the first training item through every step, printing each result.
 
         On failure, the step, the item and the value it received are printed and the error is raised.
@@ -157,7 +157,7 @@ class DataBlock:
         say(f"DataBlock summary\n  blocks: {self.blocks}, n_inp={self.n_inp}")
         items = self._items(source)
         say(f"  get_items: {len(items)} items; first: {_short(items[0])}")
-        train_idx, valid_idx = self._split(items, None)
+        train_idx, valid_idx = self._split(items, seed)  # the same split as databunch(source, seed=seed)
         say(f"  splitter: {len(train_idx)} train, {len(valid_idx)} valid")
         for i, block in enumerate(self.blocks):
             try:
