@@ -23,6 +23,9 @@ def current_seed() -> int | None:
 def set_seed(seed: int, deterministic: bool = False) -> None:
     """Seed Python, NumPy and torch (CPU and every CUDA device).
 
+    A DataBunch built with its own `seed=` shuffles from its own generator, which this does not touch:
+    reseed it with `data.train_dl.generator.manual_seed(n)` to repeat the same order.
+
     Args:
         seed: any integer.
         deterministic: also ask torch for deterministic kernels (slower on GPU; CPU training with

@@ -30,8 +30,9 @@ def run_step(name: str, fn: Callable[[Any], Any], value: Any, index: int, item: 
     except PipelineError:
         raise
     except Exception as e:
-        raise PipelineError(f"data step '{name}' failed on item {index} ({_short(item)}); its input was "
-                            f"{_short(value)}: {type(e).__name__}: {e}") from e
+        given = "" if value is item else f"; its input was {_short(value)}"
+        raise PipelineError(f"data step '{name}' failed on item {index} ({_short(item)}){given}: "
+                            f"{type(e).__name__}: {e}") from e
 
 
 class BlockDataset(Dataset):

@@ -140,7 +140,7 @@ class Tokenizer:
                 i += 1
                 continue
             if tok == MAJ:
-                words.append(nxt[:1].upper() + nxt[1:])
+                words.append(nxt if nxt.startswith("xx") else nxt[:1].upper() + nxt[1:])  # never "Xxunk"
                 i += 2
             elif tok == UP:
                 words.append(nxt.upper())
