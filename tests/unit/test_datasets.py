@@ -257,12 +257,12 @@ def test_link_escaping_the_target_is_refused(server, entry, home, member):
     _no_leftovers(home)
 
 
-def test_symlink_chain_escape_is_caught_by_the_data_filter(tmp_path):
+def test_symlink_chain_escape_is_refused(tmp_path):
     # 'c' -> '.' is harmless and 'b' -> 'c/../z' looks inside when read lexically, but on disk it resolves to
-    # <dest>/../z: tarfile's 'data' filter resolves links against what is on disk and refuses it.
+    # <dest>/../z. Python 3.12.3's data filter misses it (seen on the GPU machine), so learnkit checks chains.
     archive = tmp_path / "chain.tar"
     archive.write_bytes(_tar([_link("c", "."), _link("b", "c/../z")]))
-    with pytest.raises(DatasetError, match="cannot extract .* safely"):
+    with pytest.raises(DatasetError, match="goes through another link"):
         extract_archive(archive, tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["chain.tar"]
 
