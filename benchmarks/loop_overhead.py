@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import gc
 import importlib.util
 import io

@@ -1,10 +1,14 @@
 """The `learnkit` command. `learnkit demo` trains a small CNN on the bundled Fashion-MNIST sample and
 writes its plots, exported model and a run record: the shortest check that an install works end to end.
 `learnkit datasets list|get NAME` lists the named data sets and fetches one into the cache.
+`learnkit train|lr-find CSV` and `learnkit predict MODEL FILES...` train, tune and use a text classifier
+(learnkit/cli_train.py).
 
 Example:
     $ python -m learnkit demo --out runs/demo --epochs 3
     $ learnkit datasets get fashion-mnist --offline
+    $ learnkit train datasets/fortunes-sample/fortunes.csv --epochs 3 --out runs/train
+    $ learnkit predict runs/train/model --text "Never trust a computer you can't throw out a window."
 """
 from __future__ import annotations
 
@@ -16,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any, NoReturn, Sequence
+
+from learnkit import cli_train
 
 __all__ = ["main", "SAMPLE_DIR"]
 
@@ -89,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="folder holding the source files, as NAME/FILE or FILE (default: $LEARNKIT_MIRROR)")
     get.add_argument("--offline", action="store_true", help="never use the network")
     get.add_argument("--no-progress", action="store_true", help="no progress bars")
+    cli_train.add_commands(commands, _positive_int, _seed)
     return parser
 
 
@@ -103,12 +110,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as e:  # --help / --version: argparse has printed what was asked
         return e.code if isinstance(e.code, int) else 0
     if args.command is None:
-        print("learnkit: error: no command given; choose one of: demo, datasets (see 'learnkit --help')",
-              file=sys.stderr)
+        print("learnkit: error: no command given; choose one of: demo, datasets, train, lr-find, predict "
+              "(see 'learnkit --help')", file=sys.stderr)
         return 2
     try:
         if args.command == "datasets":
             return datasets_command(args)
+        if args.command in cli_train.COMMANDS:
+            return cli_train.run_command(args)
         return demo(args.out, epochs=args.epochs, seed=args.seed, progress=not args.no_progress)
     except KeyboardInterrupt:
         print(f"learnkit {args.command}: interrupted", file=sys.stderr)

@@ -56,6 +56,15 @@ class _Monitor(Callback):
             return value < self.best - self.min_delta
         return value > self.best + self.min_delta
 
+    def _waited_out(self, learn: Learner) -> bool:
+        """Take this epoch's value; True once it has not improved for `self.patience` epochs in a row."""
+        value = self._value(learn)
+        if self._improved(value):
+            self.best, self.wait = value, 0
+            return False
+        self.wait += 1
+        return self.wait >= self.patience
+
     def state_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.state_keys}
 
@@ -69,6 +78,7 @@ class EarlyStopping(_Monitor):
     """Stop when `monitor` has not improved by `min_delta` for `patience` epochs."""
 
     state_keys = ("best", "wait")
+
     def __init__(self, monitor: str = "valid_loss", patience: int = 3, mode: str = "auto", min_delta: float = 0.0):
         self.patience = patience
         super().__init__(monitor, mode, min_delta)
@@ -78,12 +88,7 @@ class EarlyStopping(_Monitor):
         self.wait = 0
 
     def after_epoch(self, learn: Learner) -> None:
-        value = self._value(learn)
-        if self._improved(value):
-            self.best, self.wait = value, 0
-            return
-        self.wait += 1
-        if self.wait >= self.patience:
+        if self._waited_out(learn):
             print(f"EarlyStopping: no improvement of {self.monitor} for {self.wait} epochs "
                   f"(best {self.best:.6g}); stopping after epoch {learn.epoch}.")
             raise CancelFit()
@@ -94,6 +99,7 @@ class SaveBestModel(_Monitor):
     """Save the weights whenever `monitor` improves; reload the best ones when the fit ends."""
 
     state_keys = ("best", "best_epoch")
+
     def __init__(self, monitor: str = "valid_loss", name: str = "best", mode: str = "auto", min_delta: float = 0.0,
                  reload: bool = True):
         self.name, self.reload = name, reload
@@ -119,6 +125,7 @@ class ReduceLROnPlateau(_Monitor):
     """Multiply the lr schedule by `factor` when `monitor` has not improved for `patience` epochs."""
 
     state_keys = ("best", "wait", "scale")
+
     def __init__(self, monitor: str = "valid_loss", patience: int = 2, factor: float = 0.2, mode: str = "auto",
                  min_delta: float = 0.0, min_lr: float = 0.0):
         self.patience, self.factor, self.min_lr = patience, factor, min_lr
@@ -135,12 +142,7 @@ class ReduceLROnPlateau(_Monitor):
             self._apply(learn)
 
     def after_epoch(self, learn: Learner) -> None:
-        value = self._value(learn)
-        if self._improved(value):
-            self.best, self.wait = value, 0
-            return
-        self.wait += 1
-        if self.wait >= self.patience:
+        if self._waited_out(learn):
             self.wait = 0
             self.scale *= self.factor
             self._apply(learn)

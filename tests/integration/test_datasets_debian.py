@@ -10,7 +10,6 @@ import csv
 import gzip
 import hashlib
 import json
-import os
 import struct
 from collections import Counter
 from pathlib import Path
@@ -21,6 +20,7 @@ from PIL import Image
 
 from learnkit import read_idx
 from learnkit.datasets import MANIFEST, dataset_info, get_dataset
+from ci_rules import skip_or_fail
 
 pytestmark = pytest.mark.integration
 
@@ -32,18 +32,11 @@ UPSTREAM_MTIME = {"train-images-idx3-ubyte.gz": 1504176606, "train-labels-idx1-u
                   "t10k-images-idx3-ubyte.gz": 1504176627, "t10k-labels-idx1-ubyte.gz": 1504176627}
 
 
-def in_ci() -> bool:
-    """CI systems set CI (GitHub: CI=true); an empty value or 0/false means "not CI"."""
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
 def require(name: str, package: str) -> None:
     missing = [p for f in dataset_info(name).files for p in f.local_paths if not Path(p).is_file()]
     if missing:
         message = f"{name}: {', '.join(missing)} not found. Install it with `apt-get install {package}`."
-        if in_ci():
-            pytest.fail(message + " (CI is set, so this test fails instead of skipping.)", pytrace=False)
-        pytest.skip(message)
+        skip_or_fail(message)
 
 
 def test_debian_fashion_mnist_files_match_the_registry():

@@ -6,7 +6,6 @@ Debian's `dataset-fashion-mnist` (skipped without it, except in CI, where a miss
 from __future__ import annotations
 
 import gzip
-import os
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ import torch
 import learnkit
 from learnkit import (CategoryBlock, DataBlock, IndexSplitter, Learner, Normalize, TensorBlock, accuracy,
                       create_model, read_idx, set_seed)
+from ci_rules import skip_or_fail
 
 pytestmark = pytest.mark.integration
 
@@ -25,11 +25,6 @@ CLASSES = (SAMPLE / "classes.txt").read_text(encoding="utf-8").splitlines()
 MEAN, STD = 0.2860, 0.3530  # Fashion-MNIST training-set pixel statistics (after scaling to [0, 1])
 
 
-def in_ci() -> bool:
-    """CI systems set CI (GitHub: CI=true); an empty value or 0/false means "not CI"."""
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
 def require_debian_data() -> Path:
     """The Debian data folder; skip without it, but fail in CI, where a skip would go unnoticed."""
     files = [f"{s}-{k}-ubyte.gz" for s in ("train", "t10k") for k in ("images-idx3", "labels-idx1")]
@@ -37,9 +32,7 @@ def require_debian_data() -> Path:
     if missing:
         message = (f"Fashion-MNIST not found: {DEBIAN} lacks {', '.join(missing)}. "
                    "Install it with `apt-get install dataset-fashion-mnist`.")
-        if in_ci():
-            pytest.fail(message + " (CI is set, so this test fails instead of skipping.)", pytrace=False)
-        pytest.skip(message)
+        skip_or_fail(message)
     return DEBIAN
 
 

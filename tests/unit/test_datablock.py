@@ -8,7 +8,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from learnkit.data import (CategoryBlock, DataBlock, DataBunch, IndexSplitter, MultiCategoryBlock, Normalize,
-                           PipelineError, RandomSplitter, RegressionBlock, TensorBlock)
+                           PipelineError, RegressionBlock, TensorBlock)
 
 
 def pairs(n=10):

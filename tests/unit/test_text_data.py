@@ -1,10 +1,8 @@
 """Tokenizer rules, Vocab, TextBlock and the text loaders (LM streams, length buckets, padding)."""
-import warnings
-
 import pytest
 import torch
 
-from learnkit.text.data import (BucketBatchSampler, LMLoader, LMLoss, TextBlock, TextDataBunch, pad_batch,
+from learnkit.text.data import (LMLoader, LMLoss, TextBlock, TextDataBunch, pad_batch,
                                 read_text_file)
 from learnkit.text.tokenizer import Tokenizer
 from learnkit.text.vocab import Vocab

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import learnkit as lk
-from learnkit.text import (TextDataBunch, language_model_learner, load_encoder, save_encoder,
+from learnkit.text import (TextDataBunch, language_model_learner, save_encoder,
                            text_classifier_learner, top_losses)
 
 TINY = {"emb_size": 16, "hidden_size": 24, "n_layers": 2}

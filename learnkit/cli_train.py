@@ -1,0 +1,258 @@
+"""`learnkit train`, `learnkit lr-find` and `learnkit predict`: text classification from a CSV on the
+command line. Part of the cli layer (imported by learnkit/cli.py only); it imports from the library, never
+the other way round.
+
+Example:
+    $ learnkit train datasets/fortunes-sample/fortunes.csv --epochs 3 --lr auto --out runs/fortunes
+    $ learnkit predict runs/fortunes/model note.txt --text "The meeting is at nine."
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+__all__ = ["add_commands", "run_command", "COMMANDS", "SMALL_AWD_LSTM"]
+
+COMMANDS = ("train", "lr-find", "predict")
+SMALL_AWD_LSTM = {"emb_size": 128, "hidden_size": 256, "n_layers": 2}  # CPU-sized; --big uses the library's
+
+
+class _DataError(Exception):
+    """Bad input data or arguments found after parsing; printed as one line, exit status 2."""
+
+
+# ------------------------------------------------------------------------------------------------ parsing
+def _lr(text: str) -> str | float:
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a positive number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a positive number, got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1 (exclusive), got {text!r}")
+    return value
+
+
+def add_commands(commands: Any, positive_int: Callable[[str], int], seed: Callable[[str], int]) -> None:
+    """Add the train, lr-find and predict sub-parsers to `commands` (cli.py's subparsers action)."""
+    train = commands.add_parser(
+        "train", help="train a text classifier on a CSV and write plots, model and run.json",
+        description="Train a text classifier on PATH, a CSV with a header (text and label columns, optionally "
+                    "is_valid; otherwise a seeded random --valid-pct split). Writes loss.png, lr_find.png "
+                    "(with --lr auto), the exported model (model/) and run.json to --out.")
+    finder = commands.add_parser(
+        "lr-find", help="run the learning-rate finder on a text CSV; print its suggestions, save lr_find.png",
+        description="Run the learning-rate finder for a text classifier on PATH (a CSV, as for 'train'), print "
+                    "the valley, minimum and steepest suggestions and save lr_find.png to --out.")
+    for sub, out in ((train, "runs/train"), (finder, "runs/lr-find")):
+        sub.add_argument("path", metavar="PATH", type=Path, help="a CSV file with a header")
+        sub.add_argument("--arch", default="awd_lstm",
+                         help="'awd_lstm' or the folder of a BERT-family model (default: awd_lstm)")
+        sub.add_argument("--big", action="store_true",
+                         help="full-size AWD-LSTM instead of the small CPU config " + str(SMALL_AWD_LSTM))
+        sub.add_argument("--valid-pct", type=_fraction, default=0.2,
+                         help="validation share when the CSV has no is_valid column (default: 0.2)")
+        sub.add_argument("--batch-size", type=positive_int, default=32, help="batch size (default: 32)")
+        sub.add_argument("--text-col", default="text", help="text column (default: text)")
+        sub.add_argument("--label-col", default="label", help="label column (default: label)")
+        sub.add_argument("--seed", type=seed, default=0, help="random seed (default: 0)")
+        sub.add_argument("--out", type=Path, default=Path(out), help=f"output folder (default: {out})")
+        sub.add_argument("--no-progress", action="store_true", help="no progress bars")
+    train.add_argument("--epochs", type=positive_int, default=3, help="epochs (default: 3)")
+    train.add_argument("--lr", type=_lr, default="auto",
+                       help="learning rate, or 'auto' for the lr_find valley suggestion (default: auto)")
+    predict = commands.add_parser(
+        "predict", help="classify texts with an exported model; print NAME, label and probability per input",
+        description="Load MODEL (a folder written by 'learnkit train' or learn.export()) and print "
+                    "NAME<TAB>label<TAB>probability for each FILE (a text file) and each --text value "
+                    "(named text-1, text-2, ...).")
+    predict.add_argument("model", metavar="MODEL", type=Path, help="exported model folder")
+    predict.add_argument("files", metavar="FILES", nargs="*", type=Path, help="text files to classify")
+    predict.add_argument("--text", action="append", default=[], help="a text to classify (repeatable)")
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run train / lr-find / predict. Returns the exit status; data and argument errors are one line, 2."""
+    try:
+        if args.command == "predict":
+            return predict(args)
+        return train(args, find_only=args.command == "lr-find")
+    except _DataError as e:
+        print(f"learnkit {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+# ------------------------------------------------------------------------------------------- train, lr-find
+def _check_inputs(args: argparse.Namespace) -> Path:
+    path = Path(args.path).expanduser()
+    if path.is_dir() or (path.suffix.lower() != ".csv" and path.exists()):
+        kind = "a folder" if path.is_dir() else "not a .csv file"
+        raise _DataError(f"{path} is {kind}: train takes a text CSV; image training needs learnkit.vision, "
+                         f"which is not in this version")
+    if not path.is_file():
+        raise _DataError(f"{path}: no such file")
+    if args.arch != "awd_lstm":
+        from learnkit.text.learner import find_model_dir
+        try:
+            find_model_dir(args.arch)
+        except FileNotFoundError as e:
+            raise _DataError(f"--arch: {e}") from None
+    out = Path(args.out).expanduser().resolve()
+    if out.exists() and not out.is_dir():
+        raise _DataError(f"--out {out} is a file, not a folder; pass another --out")
+    return path
+
+
+def _build(args: argparse.Namespace, path: Path, out: Path) -> Any:
+    from learnkit import set_seed
+    from learnkit.text import TextDataBunch, text_classifier_learner
+    set_seed(args.seed)
+    try:
+        data = TextDataBunch.from_csv(path, text_col=args.text_col, label_col=args.label_col,
+                                      valid_pct=args.valid_pct, seed=args.seed, batch_size=args.batch_size)
+    except KeyError as e:  # a missing column; KeyError's str() would add quotes
+        message = str(e.args[0]) if e.args else str(e)
+        raise _DataError(message.replace("Pass text_col=/label_col=", "Pass --text-col/--label-col")) from None
+    except (ValueError, TypeError, OSError, csv.Error) as e:
+        raise _DataError(str(e) if path.name in str(e) else f"cannot use {path}: {e}") from None
+    config = None if args.big or args.arch != "awd_lstm" else SMALL_AWD_LSTM
+    try:
+        return text_classifier_learner(data, args.arch, config=config, path=out, progress=not args.no_progress)
+    except (ValueError, OSError, KeyError) as e:
+        raise _DataError(f"cannot build a {args.arch!r} classifier: {e}") from None
+
+
+def _lr_find(learn: Any) -> Any:
+    from learnkit import ProgressBar
+    # The sweep gets no progress bar: its bars and table rows would read like training epochs.
+    bar = next((cb for cb in learn.callbacks if isinstance(cb, ProgressBar)), None)
+    if bar is not None:
+        learn.remove_callback(bar)
+    try:
+        suggestions = learn.lr_find(show_plot=False)
+    finally:
+        if bar is not None:
+            learn.add_callback(bar)
+    print(f"lr_find: valley {suggestions.valley:.2e}, minimum {suggestions.minimum:.2e}, "
+          f"steepest {suggestions.steepest:.2e}")
+    return suggestions
+
+
+def _save(fig: Any, file: Path) -> None:
+    import matplotlib.pyplot as plt
+    fig.savefig(file, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def train(args: argparse.Namespace, find_only: bool = False) -> int:
+    """`learnkit train` (or, with find_only, `learnkit lr-find`) on a text CSV."""
+    start = time.perf_counter()
+    path = _check_inputs(args)
+    out = Path(args.out).expanduser().resolve()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        print(f"learnkit {args.command}: cannot create the output folder {out}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    import matplotlib
+    matplotlib.use("Agg")  # files only: no window, no display needed
+    learn = _build(args, path, out)
+    data = learn.data
+    train_n, valid_n = (len(s) for s in data.split)
+    print(f"learnkit {args.command}: {train_n} training and {valid_n} validation texts from {path}, "
+          f"{len(data.vocab)} classes, arch {args.arch}, device {data.device}, seed {args.seed}")
+    suggestions = None
+    if find_only or args.lr == "auto":
+        suggestions = _lr_find(learn)
+        _save(learn.plot_lr_find(), out / "lr_find.png")
+        if find_only:
+            print(f"wrote {out / 'lr_find.png'}")
+            return 0
+    lr = suggestions.valley if suggestions is not None else float(args.lr)
+    print(f"training {args.epochs} epoch(s) with lr={lr:.2e}")
+    fit_start = time.perf_counter()
+    if args.arch == "awd_lstm":
+        learn.unfreeze()
+        learn.fit_one_cycle(args.epochs, lr)
+    else:
+        learn.fine_tune(args.epochs, base_lr=lr)
+    fit_seconds = time.perf_counter() - fit_start
+    _save(learn.plot_loss(), out / "loss.png")
+    learn.export(out / "model")
+    final = learn.history.epoch_records[-1]
+    metrics = {k: v for k, v in final.items() if k not in ("epoch", "time")}
+
+    import torch
+
+    import learnkit
+    record = {
+        "command": "train",
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "versions": {"learnkit": learnkit.__version__, "torch": torch.__version__,
+                     "python": platform.python_version()},
+        "device": str(data.device),
+        "data": {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                 "train_items": train_n, "valid_items": valid_n, "classes": list(data.vocab)},
+        "model_config": SMALL_AWD_LSTM if args.arch == "awd_lstm" and not args.big else None,
+        "lr": lr,
+        "lr_find": suggestions._asdict() if suggestions is not None else None,
+        "metrics": metrics,
+        "history": learn.history.epoch_records,
+        "seconds": {"fit": round(fit_seconds, 3), "total": round(time.perf_counter() - start, 3)},
+        "files": ["loss.png"] + (["lr_find.png"] if suggestions is not None else []) + ["model/", "run.json"],
+    }
+    (out / "run.json").write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
+    shown = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
+    print(f"{shown}; {record['seconds']['total']:.1f} s; wrote {out}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ predict
+def predict(args: argparse.Namespace) -> int:
+    """`learnkit predict MODEL FILES... [--text ...]`: one NAME<TAB>label<TAB>probability line per input."""
+    if not args.files and not args.text:
+        raise _DataError("nothing to classify; pass text files and/or --text \"...\"")
+    from learnkit import load_learner
+    from learnkit.text.data import read_text_file
+    items = []
+    for file in args.files:
+        if not Path(file).is_file():
+            raise _DataError(f"{file}: no such file")
+        try:
+            items.append((str(file), read_text_file(file)[0]))
+        except OSError as e:
+            raise _DataError(f"cannot read {file}: {e.strerror or e}") from None
+    items += [(f"text-{i}", text) for i, text in enumerate(args.text, 1)]
+    try:
+        predictor = load_learner(args.model)
+    except (OSError, ValueError) as e:
+        raise _DataError(str(e)) from None
+    except (KeyError, TypeError, AttributeError) as e:  # a recipe edited by hand
+        raise _DataError(f"load_learner: {Path(args.model) / 'recipe.json'} is damaged ({type(e).__name__}: "
+                         f"{e}); re-export the model") from None
+    kind = type(predictor.blocks[0]).__name__
+    if kind not in ("TextBlock", "SubwordTextBlock"):
+        raise _DataError(f"{args.model} is not a text model (its input is a {kind}); predict takes text")
+    for name, text in items:
+        label, _, probs = predictor.predict(text)
+        print(f"{name}\t{label}\t{float(probs.max()):.4f}")
+    return 0
