@@ -49,7 +49,8 @@ def test_demo_writes_plots_model_and_run_record(tmp_path, capsys):
     (["demo", "--epochs", "three"], "--epochs: expected a positive integer, got 'three'"),
     (["demo", "--seed", "-1"], "--seed: expected a seed"),
     (["demo", "--bogus"], "unrecognized arguments: --bogus"),
-    (["train"], "invalid choice: 'train'"),
+    (["fly"], "invalid choice: 'fly'"),
+    (["train"], "required: PATH"),
     ([], "no command given"),
 ])
 def test_bad_arguments_are_one_line_and_exit_2(argv, expected, capsys):
