@@ -8,6 +8,17 @@ from learnkit import Learner, LearnerCheckError
 from learnkit.testing import synthetic_classification, synthetic_regression, tiny_mlp
 
 
+class Squeezed(nn.Module):
+    """A regression model that returns (B,) while RegressionBlock's targets are (B, 1)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 1)
+
+    def forward(self, x):
+        return self.lin(x).squeeze(-1)
+
+
 def _learner(data, model, **kwargs):
     return Learner(data, model, progress=False, **kwargs)
 
@@ -58,14 +69,6 @@ def test_missing_flatten_loses_batch_dimension():
 def test_regression_broadcasting_b1_vs_b():
     data = synthetic_regression()
 
-    class Squeezed(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.lin = nn.Linear(4, 1)
-
-        def forward(self, x):
-            return self.lin(x).squeeze(-1)  # (B,) against targets (B, 1)
-
     with pytest.raises(LearnerCheckError, match=r"\(32,\) float32.*\(32, 1\) float32.*broadcast to \(32, 32\)"):
         _learner(data, Squeezed()).check()
 
@@ -100,14 +103,6 @@ def test_check_touches_no_state():
 
 def test_preflight_can_be_switched_off_for_intended_setups():
     data = synthetic_regression()
-
-    class Squeezed(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.lin = nn.Linear(4, 1)
-
-        def forward(self, x):
-            return self.lin(x).squeeze(-1)
 
     def loss(pred, target):  # a custom loss that handles the shapes itself
         return ((pred - target.squeeze(-1)) ** 2).mean()
