@@ -118,6 +118,12 @@ class DataBunch:
             x = tfm(x)
         return (x,) + tuple(batch[1:])
 
+    def generators(self) -> list[torch.Generator]:
+        """The random generators behind training batches: the training order's and those of batch transforms
+        that draw their own numbers (augmentation). A bit-exact save/restore (lr_find, resume) covers these."""
+        found = [getattr(self.train_dl, "generator", None)] + [getattr(t, "generator", None) for t in self.batch_tfms]
+        return [g for g in found if isinstance(g, torch.Generator)]
+
     def one_batch(self, split: str = "train") -> tuple[Any, ...]:
         """The first batch of a split, on the device, batch transforms applied."""
         if split not in ("train", "valid"):

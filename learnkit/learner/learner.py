@@ -291,7 +291,7 @@ class Learner:
 
     def _generators(self) -> list[torch.Generator]:
         """The data's own generators, which a bit-exact restore must include."""
-        return [g for g in (getattr(self.data.train_dl, "generator", None),) if g is not None]
+        return self.data.generators()
 
     def rng_state(self) -> dict:
         return get_rng_state(self._generators())
