@@ -1,10 +1,11 @@
-"""`learnkit train`, `learnkit lr-find` and `learnkit predict`: text classification from a CSV on the
-command line. Part of the cli layer (imported by learnkit/cli.py only); it imports from the library, never
+"""`learnkit train`, `learnkit lr-find` and `learnkit predict`: text classification from a CSV, or image
+classification from a folder (cli_vision.py), on the command line. Part of the cli layer (imported by learnkit/cli.py only); it imports from the library, never
 the other way round.
 
 Example:
     $ learnkit train datasets/fortunes-sample/fortunes.csv --epochs 3 --lr auto --out runs/fortunes
     $ learnkit predict runs/fortunes/model note.txt --text "The meeting is at nine."
+    $ learnkit train datasets/fashion-mnist-sample/png --arch resnet18 --no-pretrained --grayscale --out runs/fm
 """
 from __future__ import annotations
 
@@ -55,18 +56,20 @@ def _fraction(text: str) -> float:
 def add_commands(commands: Any, positive_int: Callable[[str], int], seed: Callable[[str], int]) -> None:
     """Add the train, lr-find and predict sub-parsers to `commands` (cli.py's subparsers action)."""
     train = commands.add_parser(
-        "train", help="train a text classifier on a CSV and write plots, model and run.json",
-        description="Train a text classifier on PATH, a CSV with a header (text and label columns, optionally "
-                    "is_valid; otherwise a seeded random --valid-pct split). Writes loss.png, lr_find.png "
+        "train", help="train a text classifier (CSV) or an image classifier (folder); write plots, model, run.json",
+        description="Train a classifier on PATH: a CSV with a header (text and label columns, optionally "
+                    "is_valid; otherwise a seeded random --valid-pct split), or a folder of images (train/ and "
+                    "valid/ sub-folders of class folders, or class folders only). Writes loss.png, lr_find.png "
                     "(with --lr auto), the exported model (model/) and run.json to --out.")
     finder = commands.add_parser(
-        "lr-find", help="run the learning-rate finder on a text CSV; print its suggestions, save lr_find.png",
-        description="Run the learning-rate finder for a text classifier on PATH (a CSV, as for 'train'), print "
+        "lr-find", help="run the learning-rate finder on a CSV or image folder; print suggestions, save lr_find.png",
+        description="Run the learning-rate finder for a classifier on PATH (as for 'train'), print "
                     "the valley, minimum and steepest suggestions and save lr_find.png to --out.")
     for sub, out in ((train, "runs/train"), (finder, "runs/lr-find")):
-        sub.add_argument("path", metavar="PATH", type=Path, help="a CSV file with a header")
-        sub.add_argument("--arch", default="awd_lstm",
-                         help="'awd_lstm' or the folder of a BERT-family model (default: awd_lstm)")
+        sub.add_argument("path", metavar="PATH", type=Path, help="a CSV file with a header, or an image folder")
+        sub.add_argument("--arch", default=None,
+                         help="text: 'awd_lstm' (default) or the folder of a BERT-family model; images: a torchvision "
+                              "name, 'efficientnet_lite0' or 'resnet9' (default: resnet34)")
         sub.add_argument("--big", action="store_true",
                          help="full-size AWD-LSTM instead of the small CPU config " + str(SMALL_AWD_LSTM))
         sub.add_argument("--valid-pct", type=_fraction, default=0.2,
@@ -77,6 +80,13 @@ def add_commands(commands: Any, positive_int: Callable[[str], int], seed: Callab
         sub.add_argument("--seed", type=seed, default=0, help="random seed (default: 0)")
         sub.add_argument("--out", type=Path, default=Path(out), help=f"output folder (default: {out})")
         sub.add_argument("--no-progress", action="store_true", help="no progress bars")
+        images = sub.add_argument_group("image folders")
+        images.add_argument("--no-pretrained", action="store_true", help="train from scratch (no ImageNet weights)")
+        images.add_argument("--size", type=positive_int, default=None, help="resize batches to SIZE px on the device")
+        images.add_argument("--augment", action="store_true", help="GPU batch augmentation (aug_transforms)")
+        images.add_argument("--grayscale", action="store_true", help="one channel instead of RGB")
+        images.add_argument("--skip-bad", action="store_true", help="leave unreadable images out (listed) "
+                                                                     "instead of stopping")
     train.add_argument("--epochs", type=positive_int, default=3, help="epochs (default: 3)")
     train.add_argument("--lr", type=_lr, default="auto",
                        help="learning rate, or 'auto' for the lr_find valley suggestion (default: auto)")
@@ -92,11 +102,12 @@ def add_commands(commands: Any, positive_int: Callable[[str], int], seed: Callab
 
 def run_command(args: argparse.Namespace) -> int:
     """Run train / lr-find / predict. Returns the exit status; data and argument errors are one line, 2."""
+    from learnkit.cli_vision import ImageDataError
     try:
         if args.command == "predict":
             return predict(args)
         return train(args, find_only=args.command == "lr-find")
-    except _DataError as e:
+    except (_DataError, ImageDataError) as e:
         print(f"learnkit {args.command}: error: {e}", file=sys.stderr)
         return 2
 
@@ -104,13 +115,13 @@ def run_command(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------- train, lr-find
 def _check_inputs(args: argparse.Namespace) -> Path:
     path = Path(args.path).expanduser()
-    if path.is_dir() or (path.suffix.lower() != ".csv" and path.exists()):
-        kind = "a folder" if path.is_dir() else "not a .csv file"
-        raise _DataError(f"{path} is {kind}: train takes a text CSV; image training needs learnkit.vision, "
-                         f"which is not in this version")
-    if not path.is_file():
-        raise _DataError(f"{path}: no such file")
-    if args.arch != "awd_lstm":
+    if path.suffix.lower() != ".csv" and path.is_file():
+        raise _DataError(f"{path} is not a .csv file: train takes a text CSV or a folder of images")
+    if not path.exists():
+        raise _DataError(f"{path}: no such file or folder")
+    if path.is_file() and args.arch is None:
+        args.arch = "awd_lstm"
+    if path.is_file() and args.arch != "awd_lstm":
         from learnkit.text.learner import find_model_dir
         try:
             find_model_dir(args.arch)
@@ -123,6 +134,9 @@ def _check_inputs(args: argparse.Namespace) -> Path:
 
 
 def _build(args: argparse.Namespace, path: Path, out: Path) -> Any:
+    if path.is_dir():
+        from learnkit.cli_vision import build_image_learner
+        return build_image_learner(args, path, out)
     from learnkit import set_seed
     from learnkit.text import TextDataBunch, text_classifier_learner
     set_seed(args.seed)
@@ -164,7 +178,7 @@ def _save(fig: Any, file: Path) -> None:
 
 
 def train(args: argparse.Namespace, find_only: bool = False) -> int:
-    """`learnkit train` (or, with find_only, `learnkit lr-find`) on a text CSV."""
+    """`learnkit train` (or, with find_only, `learnkit lr-find`) on a text CSV or an image folder."""
     start = time.perf_counter()
     path = _check_inputs(args)
     out = Path(args.out).expanduser().resolve()
@@ -177,8 +191,11 @@ def train(args: argparse.Namespace, find_only: bool = False) -> int:
     matplotlib.use("Agg")  # files only: no window, no display needed
     learn = _build(args, path, out)
     data = learn.data
-    train_n, valid_n = (len(s) for s in data.split)
-    print(f"learnkit {args.command}: {train_n} training and {valid_n} validation texts from {path}, "
+    from learnkit.data.bunch import n_items
+    train_n, valid_n = n_items(data.train_dl), n_items(data.valid_dl)
+    images = path.is_dir()
+    print(f"learnkit {args.command}: {train_n} training and {valid_n} validation {'images' if images else 'texts'} "
+          f"from {path}, "
           f"{len(data.vocab)} classes, arch {args.arch}, device {data.device}, seed {args.seed}")
     suggestions = None
     if find_only or args.lr == "auto":
@@ -190,7 +207,7 @@ def train(args: argparse.Namespace, find_only: bool = False) -> int:
     lr = suggestions.valley if suggestions is not None else float(args.lr)
     print(f"training {args.epochs} epoch(s) with lr={lr:.2e}")
     fit_start = time.perf_counter()
-    if args.arch == "awd_lstm":
+    if args.arch == "awd_lstm" or (images and getattr(learn, "pretrained_source", None) is None):
         learn.unfreeze()
         learn.fit_one_cycle(args.epochs, lr)
     else:
@@ -210,7 +227,7 @@ def train(args: argparse.Namespace, find_only: bool = False) -> int:
         "versions": {"learnkit": learnkit.__version__, "torch": torch.__version__,
                      "python": platform.python_version()},
         "device": str(data.device),
-        "data": {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "data": {"path": str(path), "sha256": _digest(path),
                  "train_items": train_n, "valid_items": valid_n, "classes": list(data.vocab)},
         "model_config": SMALL_AWD_LSTM if args.arch == "awd_lstm" and not args.big else None,
         "lr": lr,
@@ -226,13 +243,29 @@ def train(args: argparse.Namespace, find_only: bool = False) -> int:
     return 0
 
 
+def _digest(path: Path) -> str:
+    if path.is_dir():
+        from learnkit.cli_vision import folder_digest
+        return folder_digest(path)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 # ------------------------------------------------------------------------------------------------ predict
 def predict(args: argparse.Namespace) -> int:
     """`learnkit predict MODEL FILES... [--text ...]`: one NAME<TAB>label<TAB>probability line per input."""
     if not args.files and not args.text:
-        raise _DataError("nothing to classify; pass text files and/or --text \"...\"")
-    from learnkit import load_learner
+        raise _DataError("nothing to classify; pass text (or image) files and/or --text \"...\"")
     from learnkit.text.data import read_text_file
+    predictor = _load(args.model)
+    if type(predictor.blocks[0]).__name__ == "ImageBlock":
+        from learnkit.cli_vision import image_inputs
+        for name, file in image_inputs(list(args.files), list(args.text)):
+            try:
+                label, _, probs = predictor.predict(file)
+            except ValueError as e:
+                raise _DataError(" ".join(str(e).split())) from None
+            print(f"{name}\t{label}\t{float(probs.max()):.4f}")
+        return 0
     items = []
     for file in args.files:
         if not Path(file).is_file():
@@ -242,13 +275,6 @@ def predict(args: argparse.Namespace) -> int:
         except OSError as e:
             raise _DataError(f"cannot read {file}: {e.strerror or e}") from None
     items += [(f"text-{i}", text) for i, text in enumerate(args.text, 1)]
-    try:
-        predictor = load_learner(args.model)
-    except (OSError, ValueError) as e:
-        raise _DataError(str(e)) from None
-    except (KeyError, TypeError, AttributeError) as e:  # a recipe edited by hand
-        raise _DataError(f"load_learner: {Path(args.model) / 'recipe.json'} is damaged ({type(e).__name__}: "
-                         f"{e}); re-export the model") from None
     kind = type(predictor.blocks[0]).__name__
     if kind not in ("TextBlock", "SubwordTextBlock"):
         raise _DataError(f"{args.model} is not a text model (its input is a {kind}); predict takes text")
@@ -256,3 +282,14 @@ def predict(args: argparse.Namespace) -> int:
         label, _, probs = predictor.predict(text)
         print(f"{name}\t{label}\t{float(probs.max()):.4f}")
     return 0
+
+
+def _load(model: Path) -> Any:
+    from learnkit import load_learner
+    try:
+        return load_learner(model)
+    except (OSError, ValueError) as e:
+        raise _DataError(str(e)) from None
+    except (KeyError, TypeError, AttributeError) as e:  # a recipe edited by hand
+        raise _DataError(f"load_learner: {Path(model) / 'recipe.json'} is damaged ({type(e).__name__}: "
+                         f"{e}); re-export the model") from None

@@ -1,0 +1,470 @@
+"""Images as uint8 (C,H,W) tensors: decoding (`load_image`), the `ImageBlock`, file getters and labellers,
+and checking or decoding many files at once on a thread pool (`verify_images`, `decode_images`).
+
+Decoding rules, the same for files, bytes, PIL images, arrays and tensors:
+
+- EXIF orientation is applied, so the tensor looks like the photo does in a viewer.
+- Transparency (RGBA, LA, palettes or gray/RGB images with a transparent colour) is composited on a white
+  background, never dropped: a transparent pixel's stored colour is arbitrary (often black), while logos,
+  icons and product photos are drawn to be seen on white pages.
+- 16-bit gray ("I;16", "I;16B", "I" with values in 0..65535) is scaled to 8 bits as round(v / 257):
+  65535 -> 255, 32768 -> 128, 0 -> 0 (never clipped). Other "I" and "F" images are min-max scaled per image
+  (float images already in [0, 1] are scaled by 255).
+- CMYK, YCbCr, HSV use Pillow's conversion to RGB; 1-bit images become 0/255.
+- Only the first frame of an animated or multi-page file is decoded.
+- A file whose header claims more than `max_pixels` pixels is refused before any pixel is decoded. Pillow's
+  own guard (`PIL.Image.MAX_IMAGE_PIXELS`, error at twice that) still applies on top of it.
+- Truncated PNG and JPEG files are errors even when `PIL.ImageFile.LOAD_TRUNCATED_IMAGES` has been set: the
+  file must hold its end marker (PNG IEND; JPEG EOI after the last scan), on top of Pillow's own check.
+"""
+from __future__ import annotations
+
+import io
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from learnkit.data.blocks import TransformBlock, register_block
+from learnkit.vision.transforms import Resize
+
+__all__ = ["IMAGE_EXTENSIONS", "DEFAULT_MAX_PIXELS", "ImageLoadError", "load_image", "ImageBlock",
+           "get_image_files", "parent_label", "RegexLabeller", "verify_images", "decode_images"]
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".dib", ".gif", ".tif", ".tiff",
+                              ".webp", ".ppm", ".pgm", ".pbm", ".pnm", ".ico", ".tga", ".jp2"})
+DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's default MAX_IMAGE_PIXELS: about 0.25 GB of RGB pixels
+_FIX = "re-download or delete it (verify_images(files) lists every bad file of a folder)"
+_ORIENTATION = 0x0112
+
+
+class ImageLoadError(ValueError):
+    """An image could not be loaded. `path` is the file (a Path) or a description of an in-memory source;
+    `reason` says what was wrong; the message adds the fix."""
+
+    def __init__(self, path: Path | str, reason: str, fix: str = _FIX):
+        self.path, self.reason, self.fix = path, reason, fix
+        super().__init__(f"cannot load image {path}: {reason}. Fix: {fix}")
+
+    def __reduce__(self) -> tuple:  # keep (path, reason, fix) when sent between processes
+        return type(self), (self.path, self.reason, self.fix)
+
+
+def _check_mode(mode: str | None, where: str) -> None:
+    if mode not in ("RGB", "L", None):
+        raise ValueError(f"{where}: mode={mode!r} is not supported; use 'RGB' (3 channels), 'L' (1 channel) or "
+                         "None (1 or 3 channels, as the file has them)")
+
+
+def load_image(source: Any, mode: str | None = "RGB", max_pixels: int | None = DEFAULT_MAX_PIXELS) -> torch.Tensor:
+    """Decode an image into a contiguous uint8 tensor (C,H,W), following the module's decoding rules.
+
+    Args:
+        source: a path (str or Path), the file's bytes, a PIL image, a NumPy array (H,W) or (H,W,C), or a
+            tensor (C,H,W) or (H,W). Arrays and tensors may be uint8, bool, uint16 (scaled by 1/257) or
+            float in [0, 1].
+        mode: 'RGB' (3 channels), 'L' (1 channel, ITU-R 601 luma) or None (1 or 3, as the source has them).
+        max_pixels: refuse images whose header claims more pixels (a guard against decompression bombs);
+            None for no learnkit limit.
+
+    Raises:
+        ImageLoadError: missing, empty, truncated, non-image or oversized files, each with its own reason.
+
+    Example:
+        >>> x = load_image("cat.jpg")            # tensor (3, H, W), uint8
+        >>> x = load_image(png_bytes, mode="L")  # tensor (1, H, W)
+    """
+    _check_mode(mode, "load_image")
+    if isinstance(source, (torch.Tensor, np.ndarray)):
+        return _from_array(source, mode)
+    data = None
+    if isinstance(source, Image.Image):
+        name: Path | str = f"<PIL image {source.mode} {source.size[0]}x{source.size[1]}>"
+        im = source
+    else:
+        name, data = _read(source)
+        im = _open(data, name)
+    w, h = im.size
+    if max_pixels is not None and w * h > max_pixels:
+        raise ImageLoadError(name, f"its header says {w}x{h} = {w * h:,} pixels, more than max_pixels={max_pixels:,} "
+                             "(a guard against decompression bombs)",
+                             f"if the image is genuine, raise the limit: max_pixels={w * h} (or None)")
+    try:
+        im.load()  # decode every pixel now, so that truncated data fails here and not later
+    except MemoryError:
+        raise
+    except Exception as e:  # Pillow's plugins raise many types on bad data (OSError, SyntaxError, struct.error...)
+        raise ImageLoadError(name, f"its {im.format or 'image'} data is corrupt or truncated "
+                             f"({type(e).__name__}: {e})") from None
+    if data is not None and _truncated(im.format, data):
+        raise ImageLoadError(name, f"its {im.format} data is truncated (the end marker is missing)")
+    try:
+        if im.getexif().get(_ORIENTATION, 1) not in (1, None):
+            im = ImageOps.exif_transpose(im)
+    except (OSError, SyntaxError, ValueError, TypeError, KeyError):
+        pass  # a malformed EXIF block: the pixels themselves are fine, keep them as stored
+    return _finish(_pil_array(im, name), mode)
+
+
+def _read(source: Any) -> tuple[Path | str, bytes]:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        name = f"<{len(data)} bytes>"
+        if not data:
+            raise ImageLoadError(name, "the data is empty (0 bytes)", "pass the bytes of an image file")
+        return name, data
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"load_image: cannot load a {type(source).__name__}; pass a path, bytes, a PIL image, a "
+                        "NumPy array (H,W[,C]) or a tensor (C,H,W)")
+    path = Path(source)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ImageLoadError(path, "file not found", f"check the path (relative paths start at {Path.cwd()})") from None
+    except IsADirectoryError:
+        raise ImageLoadError(path, "it is a folder, not a file", "list its images with get_image_files") from None
+    except OSError as e:
+        raise ImageLoadError(path, f"the file cannot be read ({e.strerror})", "check its permissions") from None
+    if not data:
+        raise ImageLoadError(path, "the file is empty (0 bytes)")
+    return path, data
+
+
+def _open(data: bytes, name: Path | str) -> Image.Image:
+    try:
+        return Image.open(io.BytesIO(data))  # reads the header only
+    except Image.DecompressionBombError as e:
+        raise ImageLoadError(name, f"Pillow's own size guard refused it ({e})",
+                             "if the image is genuine, raise PIL.Image.MAX_IMAGE_PIXELS (and max_pixels)") from None
+    except Image.UnidentifiedImageError:
+        raise ImageLoadError(name, f"it is not an image Pillow can read (it starts with {data[:16]!r})") from None
+    except MemoryError:
+        raise
+    except Exception as e:
+        raise ImageLoadError(name, f"its header is corrupt ({type(e).__name__}: {e})") from None
+
+
+def _truncated(fmt: str | None, data: bytes) -> bool:
+    """True when a PNG lacks its IEND chunk or a JPEG lacks an EOI marker after its last scan (0xFFD9
+    cannot occur inside entropy-coded data), whatever LOAD_TRUNCATED_IMAGES says."""
+    if fmt == "PNG":
+        return data.rfind(b"IEND") < 0
+    if fmt in ("JPEG", "MPO"):
+        return data.find(b"\xff\xd9", max(data.rfind(b"\xff\xda"), 0)) < 0
+    return False
+
+
+def _pil_array(im: Image.Image, name: Path | str) -> np.ndarray:
+    """A loaded PIL image as a uint8 array (H,W) or (H,W,C) with C in 2, 3, 4 (alpha last)."""
+    m = im.mode
+    if m in ("I", "F") or m.startswith("I;16"):
+        return _high_depth(np.asarray(im), m == "F")
+    if m == "1":
+        im = im.convert("L")
+    elif m in ("P", "PA"):
+        im = im.convert("RGBA" if m == "PA" or "transparency" in im.info else "RGB")
+    elif m in ("L", "RGB") and "transparency" in im.info:
+        im = im.convert(m + "A")  # a colour declared transparent (PNG tRNS)
+    elif m in ("La", "RGBa"):
+        im = im.convert(m.upper())  # premultiplied alpha
+    elif m not in ("L", "LA", "RGB", "RGBA"):
+        try:
+            im = im.convert("RGB")
+        except (ValueError, OSError) as e:
+            raise ImageLoadError(name, f"its colour mode {m!r} cannot be converted to RGB ({e})",
+                                 "convert it to RGB with another tool") from None
+    return np.asarray(im)
+
+
+def _high_depth(a: np.ndarray, is_float: bool) -> np.ndarray:
+    """16-bit, 32-bit or float gray to uint8 by scaling (see the module docstring), never by clipping."""
+    a = a.astype(np.float64)
+    lo, hi = float(a.min(initial=0.0)), float(a.max(initial=0.0))
+    if lo >= 0 and hi <= (1.0 if is_float else 65535.0):
+        lo, hi = 0.0, (1.0 if is_float else 65535.0)
+    return np.rint((a - lo) * (255.0 / max(hi - lo, 1e-12))).astype(np.uint8)
+
+
+def _from_array(source: np.ndarray | torch.Tensor, mode: str | None) -> torch.Tensor:
+    if isinstance(source, torch.Tensor):
+        t = source.detach().cpu()
+        arr = (t.permute(1, 2, 0) if t.ndim == 3 else t).numpy()
+        layout = "a tensor (C,H,W) or (H,W)"
+    else:
+        arr, layout = source, "an array (H,W) or (H,W,C)"
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (2, 3, 4))):
+        raise ValueError(f"load_image: got {type(source).__name__} of shape {tuple(source.shape)}; pass {layout} "
+                         "with 1, 2 (gray + alpha), 3 or 4 (RGBA) channels")
+    if arr.dtype == np.bool_:
+        arr = arr.astype(np.uint8) * 255
+    elif arr.dtype == np.uint16:
+        arr = _high_depth(arr, False)
+    elif arr.dtype.kind == "f" and arr.size and (arr.min() < 0 or arr.max() > 1):
+        raise ValueError(f"load_image: a float {type(source).__name__} must hold values in [0, 1], got "
+                         f"[{arr.min():.3g}, {arr.max():.3g}]; scale it, or convert it to uint8 first")
+    elif arr.dtype.kind == "f":
+        arr = np.rint(arr * 255.0).astype(np.uint8)
+    elif arr.dtype != np.uint8:
+        raise ValueError(f"load_image: cannot read image values of dtype {arr.dtype}; use uint8 (0..255), uint16, "
+                         "bool or float in [0, 1]")
+    return _finish(arr, mode)
+
+
+def _finish(arr: np.ndarray, mode: str | None) -> torch.Tensor:
+    """uint8 (H,W) or (H,W,C) → composite alpha on white → the requested channels → contiguous (C,H,W)."""
+    if arr.ndim == 3 and arr.shape[2] in (2, 4):
+        color, alpha = arr[..., :-1].astype(np.uint32), arr[..., -1:].astype(np.uint32)
+        arr = ((color * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
+        arr = arr[..., 0] if arr.shape[2] == 1 else arr
+    if mode == "L" and arr.ndim == 3:  # Pillow's own fixed-point ITU-R 601-2 luma, so both paths agree
+        a = arr.astype(np.uint32)
+        arr = ((a[..., 0] * 19595 + a[..., 1] * 38470 + a[..., 2] * 7471 + 0x8000) >> 16).astype(np.uint8)
+    chw = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+    if mode == "RGB" and chw.shape[0] == 1:
+        chw = np.broadcast_to(chw, (3, *chw.shape[1:]))
+    return torch.from_numpy(np.array(chw, dtype=np.uint8, order="C"))  # one copy: writable, owns its memory
+
+
+@register_block
+class ImageBlock(TransformBlock):
+    """An image input: a path (or bytes, PIL image, array) decoded by `load_image` to uint8 (C,H,W).
+
+    Images stay uint8 through the item transforms and the collate; a `Normalize` batch transform turns them
+    into floats on the device.
+
+    Args:
+        mode: 'RGB', 'L' or None (keep 1 or 3 channels as each file has them).
+        max_pixels: the decompression-bomb guard of `load_image`.
+
+    Example:
+        >>> block = ImageBlock(mode="L")
+        >>> block.encode("digit.png").shape
+        torch.Size([1, 28, 28])
+    """
+
+    def __init__(self, mode: str | None = "RGB", max_pixels: int | None = DEFAULT_MAX_PIXELS):
+        _check_mode(mode, "ImageBlock")
+        self.mode, self.max_pixels = mode, max_pixels
+
+    @property
+    def n_channels(self) -> int | None:
+        """3 for 'RGB', 1 for 'L', None when each file keeps its own."""
+        return {"RGB": 3, "L": 1}.get(self.mode) if self.mode else None
+
+    def encode(self, value: Any) -> torch.Tensor:
+        return load_image(value, self.mode, self.max_pixels)
+
+    def show(self, tensor: torch.Tensor, ax: Any) -> None:
+        """Draw a (C,H,W) image: uint8 as is; floats outside [0, 1] (normalized) rescaled to [0, 1] per image."""
+        t = tensor.detach().cpu()
+        t = t[None] if t.ndim == 2 else t
+        if t.ndim != 3 or t.shape[0] not in (1, 3):
+            raise ValueError(f"ImageBlock.show: expected one image (C,H,W) with 1 or 3 channels, got shape "
+                             f"{tuple(tensor.shape)}; pass a single item, not a batch")
+        img = t.float() / 255 if t.dtype == torch.uint8 else t.float()
+        lo, hi = float(img.min()), float(img.max())
+        if lo < 0 or hi > 1:
+            img = (img - lo) / max(hi - lo, 1e-8)
+        img = img.permute(1, 2, 0).numpy()
+        if img.shape[2] == 1:
+            ax.imshow(img[..., 0], cmap="gray", vmin=0, vmax=1)
+        else:
+            ax.imshow(img)
+        ax.set_xticks([])
+        ax.set_yticks([])
+
+    def to_config(self) -> dict[str, Any]:
+        return {"type": "ImageBlock", "mode": self.mode, "max_pixels": self.max_pixels}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "ImageBlock":
+        return cls(mode=config.get("mode", "RGB"), max_pixels=config.get("max_pixels", DEFAULT_MAX_PIXELS))
+
+    def __repr__(self) -> str:
+        return f"ImageBlock(mode={self.mode!r})"
+
+
+def get_image_files(path: str | Path, recurse: bool = True,
+                    folders: str | Sequence[str] | None = None) -> list[Path]:
+    """Image files under `path`, sorted; extensions from IMAGE_EXTENSIONS (any case). Hidden files and folders
+    (names starting with '.') below `path` are skipped; symlinked folders are followed (once each).
+
+    Args:
+        path: the root folder (it may itself sit inside a hidden folder such as ~/.cache).
+        recurse: also look in sub-folders.
+        folders: only these sub-folders of `path` (e.g. ['train', 'valid']).
+
+    Example:
+        >>> files = get_image_files("data/pets", folders=["train"])
+    """
+    root = Path(path)
+    if not root.exists():
+        raise FileNotFoundError(f"get_image_files: {str(root)!r} does not exist (resolved to {root.resolve()}); "
+                                "check the path or download the data first")
+    if not root.is_dir():
+        raise NotADirectoryError(f"get_image_files: {str(root)!r} is a file; pass the folder that holds the images")
+    names = [folders] if isinstance(folders, (str, os.PathLike)) else folders
+    tops = [root] if names is None else [root / f for f in names]
+    for top in tops:
+        if not top.is_dir():
+            raise FileNotFoundError(f"get_image_files: folder {str(top)!r} (from folders={folders!r}) does not "
+                                    f"exist; sub-folders of {str(root)!r}: {sorted(p.name for p in root.iterdir() if p.is_dir())[:20]}")
+    found: set[Path] = set()
+    seen: set[str] = set()
+    for top in tops:
+        for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
+            real = os.path.realpath(dirpath)
+            if real in seen:  # a symlink loop, or a folder reached twice
+                dirnames[:] = []
+                continue
+            seen.add(real)
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")] if recurse else []
+            found.update(Path(dirpath, f) for f in filenames
+                         if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS)
+    return sorted(found)
+
+
+def parent_label(path: str | Path) -> str:
+    """The name of the folder holding the file: 'data/train/cat/1.jpg' → 'cat'."""
+    return Path(path).parent.name
+
+
+class RegexLabeller:
+    """Label = a regular expression's group 1 (or whole match) on the file name, or on the full posix path.
+
+    Args:
+        pattern: the regular expression, e.g. r'^(.+)_\\d+\\.jpg$' for 'great_pyrenees_173.jpg'.
+        match: anchor at the start (`re.match`) instead of searching anywhere (`re.search`).
+        on: 'name' (the file name) or 'path' (the whole path, with '/' separators).
+
+    Example:
+        >>> RegexLabeller(r"^(.+)_\\d+\\.jpg$")("images/great_pyrenees_173.jpg")
+        'great_pyrenees'
+    """
+
+    def __init__(self, pattern: str, match: bool = False, on: str = "name"):
+        if on not in ("name", "path"):
+            raise ValueError(f"RegexLabeller: on={on!r}; use 'name' (the file name) or 'path' (the full path)")
+        try:
+            self.regex = re.compile(pattern)
+        except re.error as e:
+            raise ValueError(f"RegexLabeller: pattern {pattern!r} is not a valid regular expression: {e}") from None
+        self.pattern, self.match, self.on = pattern, match, on
+
+    def __call__(self, path: str | Path) -> str:
+        text = Path(path).name if self.on == "name" else Path(path).as_posix()
+        found = (self.regex.match if self.match else self.regex.search)(text)
+        label = None if found is None else found.group(1 if self.regex.groups else 0)
+        if label is None:
+            raise ValueError(f"RegexLabeller: pattern {self.pattern!r} does not match the file {self.on} {text!r} "
+                             f"({path}); fix the pattern" + (", or use on='path'" if self.on == "name" else ""))
+        return label
+
+    def __repr__(self) -> str:
+        return f"RegexLabeller({self.pattern!r}, match={self.match}, on={self.on!r})"
+
+
+def _workers(num_workers: int | None, n: int) -> int:
+    if num_workers is None:
+        num_workers = min(8, os.cpu_count() or 1)
+    if num_workers < 0:
+        raise ValueError(f"num_workers={num_workers}: use 0 (decode in this thread), a positive count, or None")
+    return max(0, min(num_workers, n))
+
+
+def _parallel(fn: Callable[[Path], Any], files: Sequence[Path], num_workers: int | None) -> Iterable[Any]:
+    """fn over files in order, on a thread pool: Pillow's decoders and torch's resize release the GIL, and
+    threads need no pickling of results (see the README of decode speeds; processes were slower here)."""
+    n = _workers(num_workers, len(files))
+    if n <= 1:
+        return map(fn, files)
+    pool = ThreadPoolExecutor(n, thread_name_prefix="learnkit-decode")
+    return _drain(pool, pool.map(fn, files))
+
+
+def _drain(pool: ThreadPoolExecutor, results: Iterable[Any]) -> Iterable[Any]:
+    with pool:
+        yield from results
+
+
+def _decode_one(file: Path, mode: str | None, max_pixels: int | None,
+                resize: Callable | None) -> tuple[torch.Tensor | None, str | None]:
+    try:
+        x = load_image(file, mode, max_pixels)
+    except ImageLoadError as e:
+        return None, e.reason
+    return (resize(x) if resize is not None else x), None
+
+
+def verify_images(files: Iterable[str | Path], mode: str | None = "RGB", max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                  num_workers: int | None = None) -> list[tuple[Path, str]]:
+    """Fully decode every file (in parallel) and return (file, reason) for the bad ones, in the files' order.
+
+    Example:
+        >>> for file, reason in verify_images(get_image_files("data")):
+        ...     print(file, reason)
+    """
+    _check_mode(mode, "verify_images")
+    paths = [Path(f) for f in files]
+    check = partial(_decode_one, mode=mode, max_pixels=max_pixels, resize=None)
+    return [(f, why) for f, (_, why) in zip(paths, _parallel(check, paths, num_workers)) if why is not None]
+
+
+def decode_images(files: Iterable[str | Path], mode: str | None = "RGB", size: int | tuple[int, int] | None = None,
+                  num_workers: int | None = None, on_bad: str = "error", method: str = "squish",
+                  max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[torch.Tensor | list[torch.Tensor],
+                                                                       list[tuple[Path, str]]]:
+    """Decode many files once, in parallel: (images, bad files).
+
+    Images are one uint8 tensor (N,C,H,W) when all have one shape (always when `size` is given: each is
+    resized with `Resize(size, method)`), else a list of (C,H,W) tensors. The (N,C,H,W) tensor is allocated
+    once, when the first image's shape is known, and filled in place.
+
+    Args:
+        on_bad: 'error' raises an ImageLoadError naming the first bad file and the count; 'skip' leaves bad
+            files out (they are returned, with reasons, in the files' order).
+        method: the `Resize` method used with `size`: 'squish' (default; keeps all the content), 'crop', 'pad'.
+
+    Example:
+        >>> images, bad = decode_images(get_image_files("mnist_png"), mode="L", on_bad="skip")
+    """
+    if on_bad not in ("error", "skip"):
+        raise ValueError(f"decode_images: on_bad={on_bad!r}; use 'error' (raise) or 'skip' (leave them out)")
+    _check_mode(mode, "decode_images")
+    paths = [Path(f) for f in files]
+    resize = Resize(size, method) if size is not None else None
+    decode = partial(_decode_one, mode=mode, max_pixels=max_pixels, resize=resize)
+    out: torch.Tensor | None = None
+    items: list[torch.Tensor] | None = None
+    bad: list[tuple[Path, str]] = []
+    k = 0
+    for f, (x, why) in zip(paths, _parallel(decode, paths, num_workers)):
+        if x is None:
+            bad.append((f, why or ""))
+        elif items is not None:
+            items.append(x)
+        elif out is None or x.shape == out.shape[1:]:
+            if out is None:
+                out = torch.empty((len(paths), *x.shape), dtype=torch.uint8)
+            out[k] = x
+            k += 1
+        else:  # shapes differ: a list from now on (the filled part copied out, the big buffer freed)
+            items = [out[i].clone() for i in range(k)] + [x]
+            out = None
+    if bad and on_bad == "error":
+        more = f" (and {len(bad) - 1} more bad file(s) of {len(paths)})" if len(bad) > 1 else ""
+        raise ImageLoadError(bad[0][0], bad[0][1] + more, "re-download or delete the bad files (verify_images lists "
+                             "them all), or pass on_bad='skip' to leave them out")
+    if items is not None:
+        return items, bad
+    if out is None:
+        return torch.empty((0, 0, 0, 0), dtype=torch.uint8), bad
+    return out[:k], bad

