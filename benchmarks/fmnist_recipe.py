@@ -24,14 +24,14 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def recipe(folder: Path, epochs: int, max_lr: float, batch_size: int, seed: int, widths: list[int],
-           use_tta: bool = True) -> dict:
+           use_tta: bool = True, valid_name: str = "test") -> dict:
     from learnkit import set_seed
     from learnkit.vision import ImageDataBunch, LabelSmoothingCrossEntropy, aug_transforms, tta, vision_learner
 
     torch.cuda.synchronize() if torch.cuda.is_available() else None
     start = time.perf_counter()
     set_seed(seed)
-    data = ImageDataBunch.from_folder(folder, train="train", valid="test", mode="L", batch_size=batch_size,
+    data = ImageDataBunch.from_folder(folder, train="train", valid=valid_name, mode="L", batch_size=batch_size,
                                       seed=seed, batch_tfms=aug_transforms(max_rotate=0.0, max_warp=0.0,
                                                                            max_lighting=0.0, p_affine=0.5))
     loaded = time.perf_counter()
@@ -61,18 +61,22 @@ def recipe(folder: Path, epochs: int, max_lr: float, batch_size: int, seed: int,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--folder", type=Path, default=Path("/tmp/fmnist-png"))
+    parser.add_argument("--source", type=Path, default=Path("/usr/share/datasets/fashion-mnist"),
+                        help="the four IDX files the PNG folder is written from (when not there yet)")
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--max-lr", type=float, default=4e-3)
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--widths", type=int, nargs=4, default=None)
     parser.add_argument("--no-tta", action="store_true")
+    parser.add_argument("--valid-name", default="test", help="'valid' for the committed sample (a smoke run)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    from fmnist_png import write_png_folder
-    write_png_folder(args.folder)
+    if args.valid_name == "test":
+        from fmnist_png import write_png_folder
+        write_png_folder(args.folder, source=args.source)
     result = recipe(args.folder, args.epochs, args.max_lr, args.batch_size, args.seed, args.widths or [],
-                    not args.no_tta)
+                    not args.no_tta, args.valid_name)
     print(json.dumps(result, indent=2))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -35,7 +35,7 @@ def build_image_learner(args: argparse.Namespace, path: Path, out: Path) -> Any:
                                                                         _resize(size)),
             mode="L" if args.grayscale else "RGB", verbose=True)
     except (ValueError, OSError) as e:
-        raise ImageDataError(_one_line(e)) from None
+        raise ImageDataError(_one_line(e).replace("pass on_bad='skip'", "pass --skip-bad")) from None
     try:
         return vision_learner(data, arch, pretrained=not args.no_pretrained, path=out,
                               progress=not args.no_progress)

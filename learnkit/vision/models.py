@@ -2,9 +2,7 @@
 fastai's head (`vision_model`: registered, never downloads, so exports rebuild it), layer groups, and
 `load_pretrained` (body children keep their original names, so the original state_dicts load unchanged).
 
-Example:
-    >>> model = create_model("vision_model", arch="resnet34", n_out=10)
-    >>> load_pretrained(model, "resnet34"); mean, std = pretrained_stats("resnet34")
+Example: `model = create_model("vision_model", arch="resnet34", n_out=10); load_pretrained(model, "resnet34")`.
 """
 from __future__ import annotations
 
@@ -18,22 +16,20 @@ from typing import Any, Callable, Sequence
 from urllib.parse import urlparse
 
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import nn
 
 from learnkit.core.registry import create_model, register_model
 from learnkit.core.serialization import load_tensors
 
-__all__ = [
-    "IMAGENET_MEAN", "IMAGENET_STD", "AdaptiveConcatPool2d", "PretrainedWeightsNotFound", "VisionModel",
-    "adapt_input_conv", "create_head", "create_vision_model", "load_pretrained", "pretrained_stats",
-    "vision_model", "vision_splitter",
-]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "AdaptiveConcatPool2d", "PretrainedWeightsNotFound", "VisionModel",
+           "adapt_input_conv", "create_head", "create_vision_model", "load_pretrained", "pretrained_stats",
+           "vision_model", "vision_splitter"]
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
-# Ported from TensorFlow, these want inputs in [-1, 1]: torchvision's full model converts ImageNet-normalized
-# inputs itself (transform_input=True), which the cut body does not do.
+# TensorFlow ports that want inputs in [-1, 1] (torchvision's full model converts with transform_input=True).
 _HALF_STATS = ("inception_v3", "googlenet")
 Arch = str | Callable[..., nn.Module]
 Stats = tuple[tuple[float, ...], tuple[float, ...]]
@@ -44,14 +40,10 @@ class PretrainedWeightsNotFound(FileNotFoundError):
 
 
 class AdaptiveConcatPool2d(nn.Module):
-    """Adaptive max pool and adaptive average pool, concatenated on channels (2x the input channels)."""
-
-    def __init__(self, size: int = 1):
-        super().__init__()
-        self.max, self.avg = nn.AdaptiveMaxPool2d(size), nn.AdaptiveAvgPool2d(size)
+    """Global max pool and global average pool, concatenated on channels: (B, C, H, W) → (B, 2C, 1, 1)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.max(x), self.avg(x)], 1)
+        return torch.cat([F.adaptive_max_pool2d(x, 1), F.adaptive_avg_pool2d(x, 1)], 1)
 
 
 def _init_head_module(m: nn.Module) -> None:
@@ -65,7 +57,7 @@ def _init_head_module(m: nn.Module) -> None:
 def create_head(num_features: int, n_out: int, concat_pool: bool = True,
                 head_hidden: int | Sequence[int] | None = 512, dropout: float = 0.5) -> nn.Sequential:
     """fastai's head: pool → Flatten → [BatchNorm1d → Dropout → Linear (→ ReLU)] per layer; `dropout / 2` before
-    hidden Linears, `dropout` before the last; Linears without bias, Kaiming-normal. None: a single Linear.
+    hidden Linears, `dropout` before the last; Linears without bias, Kaiming-normal. `head_hidden=None`: one Linear.
 
     Example:
         >>> create_head(512, 10)(torch.randn(2, 512, 7, 7)).shape   # torch.Size([2, 10])
@@ -109,8 +101,7 @@ class VisionModel(nn.Module):
         super().__init__()
         self.body, self.num_features, self.n_in = body, num_features, n_in
         self.head = create_head(num_features, n_out, concat_pool, head_hidden, dropout)
-        self.pretrained_source: str | None = None
-        self.input_stats: Stats | None = None
+        self.pretrained_source, self.input_stats = None, None  # set by load_pretrained
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(x))
@@ -143,8 +134,7 @@ class VisionModel(nn.Module):
 def vision_splitter(model: nn.Module) -> list[nn.Module]:
     """`Learner(splitter=vision_splitter)`: the layer groups of a `VisionModel` (see `VisionModel.layer_groups`)."""
     if not isinstance(model, VisionModel):
-        raise TypeError(f"vision_splitter: expected a VisionModel, got {type(model).__name__}; build the model "
-                        "with vision_model / create_vision_model, or pass your own splitter")
+        raise TypeError(f"vision_splitter: expected a VisionModel, got {type(model).__name__}; pass your splitter")
     return model.layer_groups()
 
 
@@ -155,8 +145,12 @@ def _timm() -> ModuleType | None:
         return None
 
 
-def _resolve(arch: str) -> tuple[str, str]:
-    """(family, name), family one of 'lite0', 'torchvision', 'timm'; an unknown name lists close known ones."""
+def _resolve(arch: Arch) -> tuple[str, str]:
+    """(family, name), family one of 'callable', 'lite0', 'torchvision', 'timm'; unknown names list close ones."""
+    if not isinstance(arch, str):
+        if not callable(arch):
+            raise TypeError(f"arch={arch!r} is neither a model name nor a callable returning a model")
+        return "callable", getattr(arch, "__name__", repr(arch))
     if arch == "efficientnet_lite0":
         return "lite0", arch
     tv_names = torchvision.models.list_models(module=torchvision.models)
@@ -175,13 +169,6 @@ def _resolve(arch: str) -> tuple[str, str]:
                      f"{'' if timm is not None else ' (pip install timm)'}")
 
 
-def _first_conv(body: nn.Module) -> tuple[str, nn.Conv2d]:
-    name, conv = next(((n, m) for n, m in body.named_modules() if isinstance(m, nn.Conv2d)), (None, None))
-    if conv is None:
-        raise ValueError("the body has no nn.Conv2d whose input channels could be changed; use n_in=3")
-    return name, conv
-
-
 def adapt_input_conv(weight: torch.Tensor, n_in: int) -> torch.Tensor:
     """A (out, c, kh, kw) kernel for n_in input channels: n_in=1 sums the channels; otherwise they repeat
     cyclically, scaled by c/n_in (n_in=2 from RGB: R and G times 3/2), so activations keep their scale."""
@@ -191,8 +178,8 @@ def adapt_input_conv(weight: torch.Tensor, n_in: int) -> torch.Tensor:
 
 
 def _set_in_channels(body: nn.Module, n_in: int) -> None:
-    name, conv = _first_conv(body)
-    if conv.in_channels == n_in:
+    name, conv = next(((n, m) for n, m in body.named_modules() if isinstance(m, nn.Conv2d)), ("", None))
+    if conv is None or conv.in_channels == n_in:
         return
     new = type(conv)(n_in, conv.out_channels, conv.kernel_size, stride=conv.stride, padding=conv.padding,
                      dilation=conv.dilation, bias=conv.bias is not None, padding_mode=conv.padding_mode)
@@ -209,11 +196,9 @@ def _cut(model: nn.Module) -> nn.Sequential:
     maxvit) all but the last child, the classifier. Names are kept, so the original state_dict keys apply."""
     children = list(model.named_children())
     pools = [i for i, (_, m) in enumerate(children) if isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d))]
-    kept = OrderedDict()
-    for name, child in children[:pools[0] if pools else len(children) - 1]:
-        if name.lower().startswith("aux"):  # inception / googlenet auxiliary classifiers run only in training
-            continue
-        kept[name] = nn.Sequential(*child) if isinstance(child, nn.ModuleList) else child  # maxvit's blocks
+    # Inception's and GoogLeNet's auxiliary classifiers run only in training; maxvit's ModuleList is not callable.
+    kept = OrderedDict((n, nn.Sequential(*c) if isinstance(c, nn.ModuleList) else c)
+                       for n, c in children[:pools[0] if pools else -1] if not n.lower().startswith("aux"))
     if isinstance(model, torchvision.models.DenseNet):  # its forward applies this ReLU functionally
         kept["relu"] = nn.ReLU(inplace=True)
     return nn.Sequential(kept)
@@ -246,30 +231,25 @@ def vision_model(arch: Arch, n_out: int, n_in: int = 3, concat_pool: bool = True
 
     Args:
         arch: a torchvision classification model name ('resnet34', 'efficientnet_b0', 'convnext_tiny',
-            'mobilenet_v3_large', 'regnet_y_400mf', 'densenet121', 'vgg16_bn', ...), 'efficientnet_lite0',
-            'timm:<name>', a timm name unknown to torchvision (timm installed), or a callable returning a
-            torchvision-style model (called with `arch_kwargs`; such a model cannot be exported by name).
-        n_out: outputs of the head. n_in: input channels (the first convolution is rebuilt when not 3).
-        concat_pool, head_hidden, dropout: see `create_head`.
-        arch_kwargs: extra arguments for the architecture (e.g. {"drop_path_rate": 0.1} for timm).
+            'mobilenet_v3_large', 'regnet_y_400mf', 'densenet121', ...), 'efficientnet_lite0', 'timm:<name>' (or
+            a timm name unknown to torchvision), or a callable returning a model (not exportable by name).
+        n_out, n_in: outputs; input channels (the first convolution is rebuilt when not 3).
+        concat_pool, head_hidden, dropout: see `create_head`. arch_kwargs: for the architecture's constructor.
 
     Example:
         >>> model = create_model("vision_model", arch="resnet18", n_out=10)   # recorded for export
     """
     if n_out < 1 or n_in < 1 or not 0 <= dropout < 1:
         raise ValueError(f"vision_model: n_out={n_out} and n_in={n_in} must be >= 1 and dropout={dropout} in [0, 1)")
-    kwargs, name = dict(arch_kwargs or {}), arch if isinstance(arch, str) else getattr(arch, "__name__", repr(arch))
-    family, name = _resolve(arch) if isinstance(arch, str) else ("callable", name)
+    family, name = _resolve(arch)
+    kwargs = dict(arch_kwargs or {})
     if family == "timm":  # timm adapts in_chans itself and returns the unpooled feature map
         body = _timm().create_model(name, pretrained=False, num_classes=0, global_pool="", in_chans=n_in, **kwargs)
     else:
         if family == "lite0":
             from learnkit.vision.efficientnet import EfficientNetLite0
-            full = EfficientNetLite0(n_in=n_in, **kwargs)
-        elif family == "callable":
-            full = arch(**kwargs)
-        else:
-            full = torchvision.models.get_model(name, weights=None, **kwargs)
+        full = EfficientNetLite0(n_in=n_in, **kwargs) if family == "lite0" else arch(**kwargs) \
+            if family == "callable" else torchvision.models.get_model(name, weights=None, **kwargs)
         body = _cut(full)
         _set_in_channels(body, n_in)
     return VisionModel(body, _num_features(body, n_in, name), n_out, n_in, concat_pool, head_hidden, dropout)
@@ -279,16 +259,13 @@ def create_vision_model(arch: Arch, n_out: int, n_in: int = 3, pretrained: bool 
                         weights: str | Path | None = None, concat_pool: bool = True,
                         head_hidden: int | list[int] | None = 512, dropout: float = 0.5,
                         arch_kwargs: dict[str, Any] | None = None) -> VisionModel:
-    """`vision_model`, through `create_model` for a name (so that it can be exported), then `load_pretrained`
-    if `pretrained` or `weights` is given.
+    """`vision_model` (through `create_model` for a name: exportable), then `load_pretrained` if asked.
 
     Example:
         >>> model = create_vision_model(torchvision.models.resnet18, n_out=3, pretrained=True)
     """
     kwargs = {"n_out": n_out, "n_in": n_in, "concat_pool": concat_pool, "head_hidden": head_hidden,
               "dropout": dropout, "arch_kwargs": arch_kwargs}
-    if not isinstance(arch, str) and not callable(arch):
-        raise TypeError(f"create_vision_model: arch={arch!r} is neither a name nor a callable returning a model")
     model = create_model("vision_model", arch=arch, **kwargs) if isinstance(arch, str) else vision_model(arch, **kwargs)
     if pretrained or weights is not None:
         load_pretrained(model, arch, weights)
@@ -303,10 +280,9 @@ def _fetch(url: str, check_hash: bool) -> Path:  # url's file in torch.hub's cac
         try:
             torch.hub.download_url_to_file(url, str(path), match.group(1) if match else None, progress=False)
         except OSError as e:  # URLError, HTTPError, socket errors: offline, proxy, not found
-            raise PretrainedWeightsNotFound(
-                f"pretrained weights are not cached at {path} and downloading {url} failed ({e}). Download it on "
-                f"a machine with internet and copy it to {path} (the folder follows TORCH_HOME), or pass "
-                "weights=<file>") from e
+            raise PretrainedWeightsNotFound(f"pretrained weights are not cached at {path} and downloading {url} "
+                                            f"failed ({e}). Download it on a machine with internet and copy it to "
+                                            f"{path} (the folder follows TORCH_HOME), or pass weights=<file>") from e
     return path
 
 
@@ -317,10 +293,8 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     except Exception as e:  # unpickling errors come in many types; all mean "not a plain state_dict"
         raise ValueError(f"{path}: cannot be read as a state_dict (torch.load with weights_only=True, or "
                          f"safetensors) ({e}); save one with torch.save(model.state_dict(), path)") from None
-    for key in ("state_dict", "model", "model_state_dict"):
-        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
-            sd = sd[key]
-            break
+    sd = next((sd[k] for k in ("state_dict", "model", "model_state_dict") if isinstance(sd, dict)
+               and isinstance(sd.get(k), dict)), sd)
     sd = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)} if isinstance(sd, dict) else {}
     if not sd:
         raise ValueError(f"{path}: holds no state_dict (a dict of tensors, possibly under 'model' or 'state_dict')")
@@ -333,11 +307,11 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 def _load_body(model: VisionModel, sd: dict[str, torch.Tensor], source: str) -> None:
     own = model.body.state_dict()
     prefixes = tuple(f"{n}." for n, m in model.body.named_children() if next(iter(m.state_dict()), None))
-    kept = {k: v for k, v in sd.items() if k.startswith(prefixes)}
+    kept = {k: v for k, v in sd.items() if k.startswith(prefixes) or ("." not in k and k in own)}  # or the body's own
     if not kept:
         raise ValueError(f"{source}: none of its keys belong to this model's body (file keys like {list(sd)[:3]}, "
                          f"body keys like {list(own)[:3]}); pass weights of the same architecture")
-    key = f"{_first_conv(model.body)[0]}.weight"
+    key = next((f"{n}.weight" for n, m in model.body.named_modules() if isinstance(m, nn.Conv2d)), "")
     if key in kept and key in own and kept[key].ndim == 4 and kept[key].shape[1] != own[key].shape[1]:
         kept[key] = adapt_input_conv(kept[key], own[key].shape[1])
     missing = [k for k in own if k not in kept and not k.endswith("num_batches_tracked")]
@@ -353,7 +327,7 @@ def _load_body(model: VisionModel, sd: dict[str, torch.Tensor], source: str) -> 
 
 def load_pretrained(model: VisionModel, arch: Arch, weights: str | Path | None = None) -> str:
     """Load pretrained weights into `model.body` (any n_in: the first conv's RGB kernels are adapted; the head is
-    left as is), set `model.pretrained_source` / `model.input_stats`, and return where the weights came from.
+    left as is), set `model.pretrained_source` / `model.input_stats`; return where the weights came from.
 
     Args:
         arch: as for `vision_model`, or the callable given to `create_vision_model`.
@@ -368,7 +342,7 @@ def load_pretrained(model: VisionModel, arch: Arch, weights: str | Path | None =
     Example:
         >>> load_pretrained(model, "resnet50", weights="resnet50_finetuned.pth")
     """
-    family, name = _resolve(arch) if isinstance(arch, str) else ("callable", getattr(arch, "__name__", repr(arch)))
+    family, name = _resolve(arch)
     is_url = isinstance(weights, str) and weights.startswith(("http://", "https://"))
     path = _fetch(str(weights), check_hash=False) if is_url else None if weights is None else Path(weights)
     if family == "lite0":
@@ -381,20 +355,17 @@ def load_pretrained(model: VisionModel, arch: Arch, weights: str | Path | None =
         try:
             full = _timm().create_model(name, pretrained=True, num_classes=0, global_pool="", in_chans=model.n_in)
         except Exception as e:  # hub, network and cache errors come in many types
-            raise PretrainedWeightsNotFound(
-                f"timm could not load pretrained weights for {name!r} ({type(e).__name__}: {e}). If offline, load "
-                "them once on a machine with internet and copy its Hugging Face cache (HF_HOME) here, or pass "
-                "weights=<file>") from e
+            raise PretrainedWeightsNotFound(f"timm could not load pretrained weights for {name!r} ({e!r}). Offline? "
+                                            "Load them on a machine with internet and copy its Hugging Face cache "
+                                            "(HF_HOME) here, or pass weights=<file>") from e
         _load_body(model, full.state_dict(), f"timm:{name}")
-        cfg = getattr(full, "pretrained_cfg", None) or {}
-        source = f"timm pretrained weights for {name} ({cfg.get('hf_hub_id') or cfg.get('url') or 'default'})"
+        source = f"timm:{name} pretrained weights ({(getattr(full, 'pretrained_cfg', None) or {}).get('hf_hub_id')})"
     else:
         if path is None:  # torchvision's DEFAULT weights, through torch.hub's cache
             try:
                 url = torchvision.models.get_model_weights(arch).DEFAULT.url
             except (ValueError, KeyError, AttributeError):
-                raise ValueError(f"no torchvision weights are known for arch {name!r}; pass weights=<file or URL>"
-                                 ) from None
+                raise ValueError(f"no torchvision weights known for arch {name!r}; pass weights=<file|URL>") from None
             path = _fetch(url, check_hash=True)
         elif not path.is_file():
             raise FileNotFoundError(f"weights file {str(path)!r} does not exist; pass an existing file, an "
@@ -406,15 +377,14 @@ def load_pretrained(model: VisionModel, arch: Arch, weights: str | Path | None =
 
 
 def pretrained_stats(arch: Arch, n_in: int = 3) -> Stats:
-    """(mean, std) per input channel that `arch`'s pretrained weights expect, for inputs scaled to [0, 1].
-
+    """(mean, std) per input channel that `arch`'s pretrained weights expect, for inputs scaled to [0, 1]:
     ImageNet's for torchvision ((0.5,)*3 for inception_v3 and googlenet), the `pretrained_cfg` for timm,
     `EFFICIENTNET_LITE0_MEAN/STD` for efficientnet_lite0. For n_in=1 the mean of the three; otherwise cyclic.
 
     Example:
         >>> pretrained_stats("resnet18", n_in=1)   # ((0.449,), (0.226,)) up to rounding
     """
-    family, name = _resolve(arch) if isinstance(arch, str) else ("callable", getattr(arch, "__name__", ""))
+    family, name = _resolve(arch)
     if family == "lite0":
         from learnkit.vision.efficientnet import EFFICIENTNET_LITE0_MEAN as mean, EFFICIENTNET_LITE0_STD as std
     elif family == "timm":
@@ -422,7 +392,6 @@ def pretrained_stats(arch: Arch, n_in: int = 3) -> Stats:
         mean, std = (cfg["mean"], cfg["std"]) if isinstance(cfg, dict) else (cfg.mean, cfg.std)
     else:
         mean, std = ((0.5,) * 3, (0.5,) * 3) if name in _HALF_STATS else (IMAGENET_MEAN, IMAGENET_STD)
-
-    def adapt(v: Sequence[float]) -> tuple[float, ...]:
-        return (sum(v) / len(v),) if n_in == 1 else tuple(float(v[i % len(v)]) for i in range(n_in))
-    return adapt(mean), adapt(std)
+    mean, std = ((sum(v) / len(v),) if n_in == 1 else tuple(float(v[i % len(v)]) for i in range(n_in))
+                 for v in (mean, std))
+    return mean, std

@@ -107,7 +107,7 @@ def test_train_data_errors_are_one_line(tmp_path, capsys):
     _one_error_line(capsys, cli.main(["train", str(tmp_path / "missing.csv"), "--out", out]), "no such file")
     images = tmp_path / "images"
     images.mkdir()
-    _one_error_line(capsys, cli.main(["train", str(images), "--out", out]), "learnkit.vision")
+    _one_error_line(capsys, cli.main(["train", str(images), "--out", out]), "no image files", str(images))
     _one_error_line(capsys, cli.main(["train", str(FORTUNES), "--text-col", "body", "--out", out]),
                     "no column(s) ['body']", "--text-col")
     _one_error_line(capsys, cli.main(["train", str(FORTUNES), "--arch", str(tmp_path / "no-arch"), "--out", out]),

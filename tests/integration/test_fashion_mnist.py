@@ -103,12 +103,21 @@ def test_build_script_reproduces_the_committed_sample(tmp_path):
     import runpy
     build = runpy.run_path(str(REPO / "datasets" / "build_fashion_mnist_sample.py"))["build"]
     build(folder, tmp_path, seed=0)
-    for name in sorted(p.name for p in SAMPLE.iterdir()):
+    for name in sorted(p.name for p in SAMPLE.iterdir() if p.is_file()):
         ours, committed = (tmp_path / name).read_bytes(), (SAMPLE / name).read_bytes()
         if name.endswith(".gz"):
             ours, committed = gzip.decompress(ours), gzip.decompress(committed)
         assert ours == committed, f"{name} differs from the committed sample; rebuild and commit it"
     assert learnkit.read_idx(tmp_path / "t10k-labels-idx1-ubyte.gz").shape == (500,)
+
+
+def test_png_build_script_reproduces_the_committed_png_folder(tmp_path):
+    """The PNG folder is the IDX sample, pixel for pixel and byte for byte (its build script is deterministic)."""
+    import runpy
+    script = runpy.run_path(str(REPO / "datasets" / "build_fashion_mnist_png_sample.py"))
+    counts = script["build"](SAMPLE, tmp_path)
+    assert counts == {"train": 2000, "valid": 500}
+    assert script["tree_digest"](tmp_path) == script["tree_digest"](SAMPLE / "png")
 
 
 def test_missing_data_skips_locally_but_fails_in_ci(monkeypatch, tmp_path):

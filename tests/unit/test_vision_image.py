@@ -197,7 +197,10 @@ def test_get_image_files_sorts_filters_and_skips_hidden(tmp_path):
         save(root / rel, noise(2, 2))
     (root / "a" / "notes.txt").write_text("x")
     (root / "a" / "png").write_text("x")
-    rel = lambda files: [f.relative_to(root).as_posix() for f in files]  # noqa: E731
+    (root / "sub" / "deeper" / "up").symlink_to(root / "sub", target_is_directory=True)  # a loop: walked once
+
+    def rel(files):
+        return [f.relative_to(root).as_posix() for f in files]
     assert rel(get_image_files(root)) == ["a/1.jpg", "b/2.PNG", "c.jpeg", "sub/deeper/5.webp"]
     assert rel(get_image_files(root, recurse=False)) == ["c.jpeg"]
     assert rel(get_image_files(root, folders=["sub", "a"])) == ["a/1.jpg", "sub/deeper/5.webp"]

@@ -91,6 +91,16 @@ def test_random_resized_crop_size_seeds_and_eval():
     valid = tfm.eval_transform()
     assert isinstance(valid, Resize) and valid.to_config() == Resize((24, 32), "crop").to_config()
     assert torch.equal(valid(x), Resize((24, 32))(x))
+    grid = (torch.arange(50)[:, None] * 50 + torch.arange(50)[None, :]).float()[None]  # every pixel unique
+    fixed = RandomResizedCrop(25, min_scale=0.25, max_scale=0.25, ratio=(1, 1))  # always a 25x25 window
+    corners = set()
+    for seed in range(10):
+        torch.manual_seed(seed)
+        y = fixed(grid)
+        top, left = divmod(int(y[0, 0, 0]), 50)
+        assert torch.equal(y, grid[:, top:top + 25, left:left + 25])
+        corners.add((top, left))
+    assert len({t for t, _ in corners}) > 1 and len({c for _, c in corners}) > 1  # random rows and columns
     # no draw fits a 2x200 strip with square crops of at least half its area: the fallback centre crop
     strip = torch.randint(0, 256, (1, 2, 200), dtype=torch.uint8)
     assert RandomResizedCrop(8, min_scale=0.5, ratio=(1, 1))(strip).shape == (1, 8, 8)
