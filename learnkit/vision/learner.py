@@ -65,7 +65,8 @@ def vision_learner(data: DataBunch, arch: str | Callable[..., nn.Module] = "resn
             stem is adapted from the pretrained RGB kernels when not 3).
         normalize: make the data's Normalize use the statistics the body was trained with (pretrained), or the
             training images' own statistics (from scratch).
-        channels_last: on CUDA, NHWC layout for model and batches.
+        channels_last: on CUDA, NHWC layout for model and batches. (On CUDA, vision_learner also turns on
+            `torch.backends.cudnn.benchmark`: image batches have fixed shapes.)
         learner_kwargs: passed to `Learner` (callbacks, path, mixed_precision, ...).
 
     Example:
@@ -99,6 +100,9 @@ def vision_learner(data: DataBunch, arch: str | Callable[..., nn.Module] = "resn
         else:
             data.set_normalize("auto")
     device = data.device
+    if device.type == "cuda":
+        # Fixed-size image batches: let cuDNN time its algorithms once per shape and keep the fastest.
+        torch.backends.cudnn.benchmark = True
     if channels_last and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
         if not any(isinstance(t, ChannelsLast) for t in data.batch_tfms):
