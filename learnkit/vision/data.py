@@ -276,7 +276,7 @@ class ImageDataBunch(DataBunch):
             images, bad = None, verify_images(used, mode=mode, max_pixels=max_pixels, num_workers=num_workers)
         _handle_bad(bad, on_bad, "unreadable image files", "delete or replace them")
         bad_files = {Path(f) for f, _ in bad}
-        keep_pos = [k for k, f in enumerate(used) if f not in bad_files]
+        keep_pos = [k for k, f in enumerate(used) if f not in bad_files] if bad_files else list(range(len(used)))
         n_train = sum(1 for k in keep_pos if k < len(train_idx))
         kept = [order[k] for k in keep_pos]
         items = [(files[i], labels[i]) for i in kept]
@@ -291,7 +291,10 @@ class ImageDataBunch(DataBunch):
         names = [repr(x_block), repr(y_block)]
         if want:
             x = _apply_and_stack(images, eval_tfms)  # decode_images returned the good files only, in order
-            y = torch.stack([y_block.encode(lab) for _, lab in items])
+            encoded: dict[Any, torch.Tensor] = {}  # labels repeat: encode each distinct one once
+            y = torch.stack([encoded[lab] if lab in encoded else encoded.setdefault(lab, y_block.encode(lab))
+                             for _, lab in items]) if not multi_label else torch.stack([y_block.encode(lab)
+                                                                                         for _, lab in items])
             x, y = x.to(device), y.to(device)
             train_dl = ResidentLoader((x[:n_train], y[:n_train]), batch_size, shuffle=True, drop_last=drop_last,
                                       generator=generator)
