@@ -123,7 +123,8 @@ def test_batchnorm_statistics_match_the_documented_normalisation(model, photos):
     assert len(stats) == 49
     mean_stem, var_stem = stats[0]
     assert mean_stem < 0.5 and 0.6 < var_stem < 1.6, stats[0]  # measured: 0.17, 1.02 on the three photos
-    assert all(m < 1.0 and 0.1 < v < 3.0 for m, v in stats), stats
+    # Bounds wide enough for one photo (without scikit-learn's two, as in CI: one layer's variance is 0.08).
+    assert all(m < 1.0 and 0.04 < v < 3.0 for m, v in stats), stats
     # The same check tells other scalings apart: ImageNet's mean/std give ~5x the variance, raw [0, 1] ~1/4.
     imagenet = TF.normalize(images, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     assert bn_input_stats(model, imagenet)[0][1] > 3.0

@@ -195,3 +195,24 @@ def test_vision_learner_small_net_needs_pretrained_false(tmp_path):
     learn = vision_learner(data, "resnet9", pretrained=False, progress=False, metrics=[accuracy])
     assert type(learn.model).__name__ == "ResNet9" and len(learn.layer_groups) == 3
     assert create_model("resnet9", n_in=3, n_out=2)(torch.zeros(2, 3, 8, 8)).shape == (2, 2)
+
+
+def test_multi_label_csv_gets_bce_and_accuracy_multi(tmp_path):
+    make_folder(tmp_path, n=16, size=16)
+    files = sorted((tmp_path / "train").rglob("*.png")) + sorted((tmp_path / "valid").rglob("*.png"))
+    with open(tmp_path / "labels.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["name", "tags", "is_valid"])
+        for p in files:  # every image is 'img'; its class folder is its second tag
+            w.writerow([p.relative_to(tmp_path).as_posix(), f"img {p.parent.name}", int(p.parts[-3] == "valid")])
+    data = ImageDataBunch.from_csv(tmp_path, fn_col="name", label_col="tags", label_delim=" ", valid_col="is_valid",
+                                   batch_size=8, seed=0, verbose=False)
+    assert data.vocab == ["a", "b", "img"] and data.valid_dl.n_items == 16
+    set_seed(0)
+    learn = vision_learner(data, "resnet18", pretrained=False, progress=False)
+    assert isinstance(learn.loss_fn, torch.nn.BCEWithLogitsLoss)
+    assert [m.name for m in learn.metrics] == ["accuracy_multi"]
+    learn.fit_one_cycle(4, 3e-3)
+    assert learn.validate()["accuracy_multi"] >= 0.9  # per label, threshold 0.5
+    labels, _, probs = learn.predict(files[-1])
+    assert "img" in labels and probs.shape == (3,)
