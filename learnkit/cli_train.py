@@ -82,6 +82,8 @@ def add_commands(commands: Any, positive_int: Callable[[str], int], seed: Callab
         sub.add_argument("--no-progress", action="store_true", help="no progress bars")
         images = sub.add_argument_group("image folders")
         images.add_argument("--no-pretrained", action="store_true", help="train from scratch (no ImageNet weights)")
+        images.add_argument("--weights", default=None, help="pretrained weights: a local file or URL instead of "
+                                                            "torchvision's cache")
         images.add_argument("--size", type=positive_int, default=None, help="resize batches to SIZE px on the device")
         images.add_argument("--augment", action="store_true", help="GPU batch augmentation (aug_transforms)")
         images.add_argument("--grayscale", action="store_true", help="one channel instead of RGB")

@@ -37,10 +37,11 @@ def build_image_learner(args: argparse.Namespace, path: Path, out: Path) -> Any:
     except (ValueError, OSError) as e:
         raise ImageDataError(_one_line(e).replace("pass on_bad='skip'", "pass --skip-bad")) from None
     try:
-        return vision_learner(data, arch, pretrained=not args.no_pretrained, path=out,
+        return vision_learner(data, arch, pretrained=not args.no_pretrained, weights=args.weights, path=out,
                               progress=not args.no_progress)
     except FileNotFoundError as e:
-        raise ImageDataError(f"{_one_line(e)} (or train from scratch with --no-pretrained)") from None
+        text = _one_line(e).replace("pass weights=<file>", "pass --weights FILE")
+        raise ImageDataError(f"{text} (or train from scratch with --no-pretrained)") from None
     except (ValueError, KeyError, TypeError) as e:
         raise ImageDataError(f"cannot build a {arch!r} image classifier: {_one_line(e)}") from None
 
