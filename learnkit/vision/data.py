@@ -90,6 +90,9 @@ class ImageDataBunch(DataBunch):
         on_bad: 'error' (default) lists unreadable files, unlabelled files and empty class folders in one error;
             'skip' leaves them out with a warning listing them.
         seed: seeds the split, the shuffling order and nothing else.
+        verify: decode every file up front on the DataLoader path too (default), so bad files are reported
+            before training; False skips that pass for very large folders (a bad file then stops training
+            with an error naming it).
         num_workers, device, max_pixels (decompression-bomb guard), verbose (print the loader report).
 
     Example:
@@ -106,13 +109,16 @@ class ImageDataBunch(DataBunch):
     def from_folder(cls, path: str | Path, train: str = "train", valid: str = "valid", valid_pct: float | None = None,
                     seed: int | None = None, **kwargs: Any) -> "ImageDataBunch":
         """Labels = parent folder names. With `path/train` and `path/valid` sub-folders they are the split;
-        otherwise (or with `valid_pct`) a seeded random split of every image under `path`."""
+        otherwise (or with `valid_pct`) a seeded random split of every image (of `path/train` and `path/valid`
+        when they exist, else of the class folders directly under `path`)."""
         path = Path(path)
         if not path.is_dir():
             raise FileNotFoundError(f"ImageDataBunch.from_folder: {path} is not a folder")
         on_bad = kwargs.get("on_bad", "error")
-        use_folders = valid_pct is None and (path / train).is_dir() and (path / valid).is_dir()
-        roots = [path / train, path / valid] if use_folders else [path]
+        has_train, has_valid = (path / train).is_dir(), (path / valid).is_dir()
+        use_folders = valid_pct is None and has_train and has_valid
+        # With train/ (and valid/) sub-folders their class folders hold the labels, also for a random split.
+        roots = [path / train] + ([path / valid] if has_valid else []) if has_train else [path]
         files, labels, bad, in_valid = [], [], [], []
         for r, root in enumerate(roots):
             classes = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
@@ -233,7 +239,7 @@ class ImageDataBunch(DataBunch):
                normalize: Any = "auto", resident: Any = "auto", memory_budget_bytes: int | None = None,
                num_workers: int | None = None, device: torch.device | str | None = None, on_bad: str = "error",
                seed: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS, verbose: bool = True,
-               drop_last: bool | None = None) -> "ImageDataBunch":
+               drop_last: bool | None = None, verify: bool = True) -> "ImageDataBunch":
         if on_bad not in ("error", "skip"):
             raise ValueError(f"on_bad={on_bad!r}: use 'error' or 'skip'")
         if resident not in ("auto", True, False):
@@ -273,7 +279,8 @@ class ImageDataBunch(DataBunch):
             images, bad = decode_images(used, mode=mode, num_workers=num_workers, on_bad="skip",
                                         max_pixels=max_pixels)
         else:
-            images, bad = None, verify_images(used, mode=mode, max_pixels=max_pixels, num_workers=num_workers)
+            images = None
+            bad = verify_images(used, mode=mode, max_pixels=max_pixels, num_workers=num_workers) if verify else []
         _handle_bad(bad, on_bad, "unreadable image files", "delete or replace them")
         bad_files = {Path(f) for f, _ in bad}
         keep_pos = [k for k, f in enumerate(used) if f not in bad_files] if bad_files else list(range(len(used)))

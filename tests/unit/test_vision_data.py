@@ -132,6 +132,13 @@ def test_random_split_without_train_valid_folders_is_seeded(tmp_path):
     assert one.valid_dl.n_items == 6 and torch.equal(one.valid_dl.tensors[0], two.valid_dl.tensors[0])
 
 
+def test_valid_pct_with_train_valid_folders_pools_them_and_keeps_class_labels(tmp_path):
+    make_folder(tmp_path)
+    data = ImageDataBunch.from_folder(tmp_path, valid_pct=0.5, seed=1, verbose=False)
+    assert data.vocab == ["a", "b"]  # the class folders, not 'train'/'valid'
+    assert data.train_dl.n_items + data.valid_dl.n_items == 36 and data.valid_dl.n_items == 18
+
+
 def test_from_csv_single_and_multi_label(tmp_path):
     make_folder(tmp_path)
     files = sorted((tmp_path / "train").rglob("*.png"))
