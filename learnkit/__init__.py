@@ -4,7 +4,7 @@ Layers (imports only point left): core ← data ← optim ← learner ← callba
 """
 __version__ = "0.1.0"
 
-from learnkit.callbacks import (CSVLogger, Checkpoint, EarlyStopping, GradientAccumulation, GradientClipping,
+from learnkit.callbacks import (EMA, CSVLogger, Checkpoint, EarlyStopping, GradientAccumulation, GradientClipping,
                                 ReduceLROnPlateau, SaveBestModel, TerminateOnNaN)
 from learnkit.core import (create_model, default_device, list_models, load_tensors, register_model, save_tensors,
                            set_seed)
@@ -17,7 +17,7 @@ from learnkit.learner import (RMSE, Callback, CancelBatch, CancelEpoch, CancelFi
 from learnkit.optim import SGD, AdamW
 
 __all__ = [
-    "AdamW", "CSVLogger", "Callback", "CancelBatch", "CancelEpoch", "CancelFit", "CancelStep", "CancelTrain",
+    "AdamW", "CSVLogger", "EMA", "Callback", "CancelBatch", "CancelEpoch", "CancelFit", "CancelStep", "CancelTrain",
     "CancelValidate", "CategoryBlock", "Checkpoint", "ColumnSplitter", "DataBlock", "DataBunch", "EarlyStopping",
     "F1Score", "FolderSplitter", "FuncSplitter", "GradientAccumulation", "GradientClipping", "History",
     "IndexSplitter", "Learner", "LearnerCheckError", "Metric", "MultiCategoryBlock", "Normalize", "PipelineError",
