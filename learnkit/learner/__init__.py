@@ -1,4 +1,4 @@
-"""Learner: the training loop, its events, metrics, history, progress, LR finder, doctor, export."""
+"""Learner: the training loop, its events, metrics, history, progress, LR finder, profiling, doctor, export."""
 from learnkit.learner.doctor import LearnerCheckError
 from learnkit.learner.events import (EVENTS, Callback, CancelBatch, CancelEpoch, CancelFit, CancelStep, CancelTrain,
                                      CancelValidate)
@@ -8,9 +8,10 @@ from learnkit.learner.learner import Learner
 from learnkit.learner.lr_find import SuggestedLRs
 from learnkit.learner.metrics import (RMSE, AvgMetric, F1Score, Metric, TopKAccuracy, accuracy, accuracy_multi,
                                       error_rate, mae, mse)
+from learnkit.learner.profiling import BottleneckReport
 from learnkit.learner.progress import ProgressBar
 
-__all__ = ["EVENTS", "AvgMetric", "Callback", "CancelBatch", "CancelEpoch", "CancelFit", "CancelStep", "CancelTrain",
+__all__ = ["EVENTS", "AvgMetric", "BottleneckReport", "Callback", "CancelBatch", "CancelEpoch", "CancelFit", "CancelStep", "CancelTrain",
            "CancelValidate", "F1Score", "History", "Learner", "LearnerCheckError", "Metric", "Predictor",
            "ProgressBar", "RMSE", "SuggestedLRs", "TopKAccuracy", "accuracy", "accuracy_multi", "error_rate",
            "load_learner", "mae", "mse"]

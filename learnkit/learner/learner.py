@@ -359,6 +359,12 @@ class Learner:
         from learnkit.learner.lr_find import lr_find
         return lr_find(self, start_lr, end_lr, num_it, stop_div, show_plot)
 
+    def profile(self, n_batches: int = 50) -> dict[str, Any]:
+        """Time `n_batches` training steps: samples/s, share of time waiting for data, peak GPU memory and one
+        line of advice (see `BottleneckReport`). Leaves model, optimizer, RNG and history unchanged."""
+        from learnkit.learner.profiling import profile
+        return profile(self, n_batches)
+
     # ------------------------------------------------------------------ parameters and layer groups
     def _make_layer_groups(self) -> list[nn.Module]:
         groups = list(self.splitter(self.model)) if self.splitter is not None else [self.model]
