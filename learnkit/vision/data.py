@@ -260,7 +260,7 @@ class ImageDataBunch(DataBunch):
 
         # Choose the path, then decode (resident) or verify (workers) every file once.
         budget = memory_budget(device) if memory_budget_bytes is None else int(memory_budget_bytes)
-        want, reason = resident, ""
+        want, reason = resident, f"resident={resident}"
         if resident == "auto":
             if random_items:
                 want, reason = False, "item transforms are random per item"
@@ -317,7 +317,7 @@ class ImageDataBunch(DataBunch):
             valid_dl = make_loader(valid_ds, batch_size, False, device, num_workers, names)
             kind = "dataloader"
             report = (f"DataLoader path: {len(items)} images decoded per epoch by {train_dl.num_workers} worker "
-                      f"process(es) ({reason or 'resident=False'})")
+                      f"process(es) ({reason})")
         data = cls(train_dl, valid_dl, [x_block, y_block], 1, list(batch_tfms), device, pipelines, eval_tfms,
                    input_pipelines)
         data.loader_kind, data.loader_report, data.skipped = kind, report, list(bad)
