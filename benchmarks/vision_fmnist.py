@@ -103,6 +103,7 @@ class Setup:
     seed: int
     fastai_channels: int = 1
     fastai_resize: str = "item"
+    compile: bool = False
 
     @property
     def stats(self) -> tuple[float, float]:
@@ -411,6 +412,9 @@ def run_learnkit(regime: str, folder: Path, cfg: Setup) -> Result:
     if cfg.pretrained:
         learn.unfreeze()  # the other contenders train everything
     res.notes.append(f"amp {learn.amp_dtype}")
+    if cfg.compile:
+        seconds = learn.compile()
+        res.notes.append(f"compiled in {seconds:.1f} s (inside e2e, outside fit)")
     t_fit = clock(device)
     learn.fit_one_cycle(cfg.epochs, cfg.max_lr)
     res.fit_s = clock(device) - t_fit
@@ -547,6 +551,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fastai-resize", choices=["item", "batch"], default="item",
                         help="transfer regime: item_tfms=Resize(224) on the CPU workers (default), or batch: "
                              "AffineCoordTfm(size=224) on the GPU")
+    parser.add_argument("--compile", action="store_true",
+                        help="learnkit: learn.compile() (torch.compile, inductor) before fit; its time counts in e2e")
     parser.add_argument("--limit", type=int, default=None,
                         help="smoke run: a class-balanced copy with about N train and N/4 test images")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
@@ -600,7 +606,7 @@ def main(argv: list[str] | None = None) -> int:
                     batch_size=args.batch_size or spec["batch_size"], max_lr=spec["max_lr"],
                     pretrained=args.pretrained and regime == "transfer", valid_name=args.valid_name, device=device,
                     workers=workers, seed=args.seed, fastai_channels=args.fastai_channels,
-                    fastai_resize=args.fastai_resize)
+                    fastai_resize=args.fastai_resize, compile=args.compile)
         results = []
         for name in contenders:
             print(f"-- {regime} / {name}: {cfg.arch} {cfg.size} px, {cfg.epochs} epochs, batch {cfg.batch_size}, "

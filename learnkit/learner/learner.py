@@ -81,6 +81,7 @@ class Learner:
         self.layer_groups = self._make_layer_groups()
         self.amp_dtype = _amp_dtype(mixed_precision, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.compile_seconds: float | None = None  # set by compile()
         self.callbacks: list[Callback] = []
         self._handlers: dict[str, list[tuple[Callback, Callable]]] = {}
         self.history = History()
@@ -358,6 +359,12 @@ class Learner:
         """Exponential lr sweep; returns suggestions (valley, minimum, steepest). Leaves no trace."""
         from learnkit.learner.lr_find import lr_find
         return lr_find(self, start_lr, end_lr, num_it, stop_div, show_plot)
+
+    def compile(self, **kwargs: Any) -> float:
+        """torch.compile the model in place and compile now; returns the compile seconds (eager, with one
+        warning, if it fails). kwargs go to `torch.compile` (mode, backend, ...). See learner/compile.py."""
+        from learnkit.learner.compile import compile_model
+        return compile_model(self, **kwargs)
 
     def profile(self, n_batches: int = 50) -> dict[str, Any]:
         """Time `n_batches` training steps: samples/s, share of time waiting for data, peak GPU memory and one
