@@ -11,13 +11,15 @@ from learnkit.core import (create_model, default_device, list_models, load_tenso
 from learnkit.data import (CategoryBlock, ColumnSplitter, DataBlock, DataBunch, FolderSplitter, FuncSplitter,
                            IndexSplitter, MultiCategoryBlock, Normalize, PipelineError, RandomSplitter,
                            RegressionBlock, TensorBlock, TransformBlock, read_idx)
-from learnkit.learner import (RMSE, BottleneckReport, Callback, CancelBatch, CancelEpoch, CancelFit, CancelStep, CancelTrain,
-                              CancelValidate, F1Score, History, Learner, LearnerCheckError, Metric, Predictor,
-                              ProgressBar, TopKAccuracy, accuracy, accuracy_multi, error_rate, load_learner, mae, mse)
+from learnkit.learner import (RMSE, BottleneckReport, Callback, CancelBatch, CancelEpoch, CancelFit, CancelStep,
+                              CancelTrain, CancelValidate, F1Score, History, Learner, LearnerCheckError, Metric,
+                              Predictor, ProgressBar, TopKAccuracy, accuracy, accuracy_multi, error_rate, load_learner,
+                              mae, mse)
 from learnkit.optim import SGD, AdamW
 
 __all__ = [
-    "AdamW", "BottleneckReport", "CSVLogger", "EMA", "Callback", "CancelBatch", "CancelEpoch", "CancelFit", "CancelStep", "CancelTrain",
+    "AdamW", "BottleneckReport", "CSVLogger", "Callback", "CancelBatch", "CancelEpoch", "CancelFit", "CancelStep",
+    "CancelTrain", "EMA",
     "CancelValidate", "CategoryBlock", "Checkpoint", "ColumnSplitter", "DataBlock", "DataBunch", "EarlyStopping",
     "F1Score", "FolderSplitter", "FuncSplitter", "GradientAccumulation", "GradientClipping", "History",
     "IndexSplitter", "Learner", "LearnerCheckError", "Metric", "MultiCategoryBlock", "Normalize", "PipelineError",

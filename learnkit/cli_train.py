@@ -1,6 +1,6 @@
 """`learnkit train`, `learnkit lr-find` and `learnkit predict`: text classification from a CSV, or image
-classification from a folder (cli_vision.py), on the command line. Part of the cli layer (imported by learnkit/cli.py only); it imports from the library, never
-the other way round.
+classification from a folder (cli_vision.py), on the command line. Part of the cli layer (imported by
+learnkit/cli.py only); it imports from the library, never the other way round.
 
 Example:
     $ learnkit train datasets/fortunes-sample/fortunes.csv --epochs 3 --lr auto --out runs/fortunes

@@ -1,4 +1,5 @@
-"""Learner: the training loop, its events, metrics, history, progress, LR finder, profiling, doctor, export."""
+"""Learner: the training loop, its events, metrics, history, progress, LR finder, profiling, doctor,
+export."""
 from learnkit.learner.doctor import LearnerCheckError
 from learnkit.learner.events import (EVENTS, Callback, CancelBatch, CancelEpoch, CancelFit, CancelStep, CancelTrain,
                                      CancelValidate)
