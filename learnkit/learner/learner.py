@@ -301,11 +301,20 @@ class Learner:
         set_rng_state(state, self._generators())
 
     # ------------------------------------------------------------------ recipes
-    def fit_one_cycle(self, n_epochs: int, max_lr: float | slice | Sequence[float] = 1e-3, div_factor: float = 25.0,
-                      final_div_factor: float = 1e5, pct_start: float = 0.25,
-                      moms: Sequence[float] | None = (0.95, 0.85, 0.95), **kwargs: Any) -> None:
-        """`fit` with the one-cycle policy (cosine warm-up then cosine annealing of lr; momentum inverse)."""
-        total = n_epochs * len(self.data.train_dl)
+    def fit_one_cycle(self, n_epochs: int | None = None, max_lr: float | slice | Sequence[float] = 1e-3,
+                      div_factor: float = 25.0, final_div_factor: float = 1e5, pct_start: float = 0.25,
+                      moms: Sequence[float] | None = (0.95, 0.85, 0.95), budget: str | float | None = None,
+                      **kwargs: Any) -> None:
+        """`fit` with the one-cycle policy (cosine warm-up then cosine annealing of lr; momentum inverse).
+        budget='60s' instead of n_epochs: sized to end, annealed, in that time (learner/budget.py)."""
+        if (n_epochs is None) == (budget is None):
+            raise ValueError("fit_one_cycle: give n_epochs or budget (e.g. budget='60s'), not both or neither")
+        total = n_epochs * len(self.data.train_dl) if n_epochs is not None else 0
+        if budget is not None:
+            from learnkit.learner.budget import plan_budget
+            self.budget_plan = plan_budget(self, budget)
+            n_epochs, total = self.budget_plan["n_epochs"], self.budget_plan["total_batches"]
+            kwargs["callbacks"] = list(kwargs.get("callbacks", ())) + [self.budget_plan["callback"]]
         per_group = [one_cycle(v, total, div_factor, final_div_factor, pct_start, moms)
                      for v in self.lr_per_group(max_lr)]
         self.fit(n_epochs, schedules={k: [s[k] for s in per_group] for k in per_group[0]}, **kwargs)
