@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from learnkit import accuracy, create_model, load_learner, set_seed
+from learnkit import Callback, Checkpoint, Learner, accuracy, create_model, load_learner, set_seed
 from learnkit.data.resident import ResidentLoader
 from learnkit.vision import ImageDataBunch, Resize, RandomResizedCrop, aug_transforms, vision_learner
 
@@ -223,3 +223,38 @@ def test_multi_label_csv_gets_bce_and_accuracy_multi(tmp_path):
     assert learn.validate()["accuracy_multi"] >= 0.9  # per label, threshold 0.5
     labels, _, probs = learn.predict(files[-1])
     assert probs.shape == (3,) and labels == [lab for lab, p in zip(data.vocab, probs) if p >= 0.5]
+
+
+class _StopAt(Callback):
+    order = 100  # after Checkpoint has written
+
+    def __init__(self, epoch, batch):
+        self.at = (epoch, batch)
+
+    def after_batch(self, learn):
+        if learn.training and (learn.epoch, learn.batch_idx) == self.at:
+            raise KeyboardInterrupt
+
+
+def _augmented_learner(root, run):
+    set_seed(0)
+    data = ImageDataBunch.from_folder(root, mode="L", batch_size=6, seed=3, verbose=False,
+                                      batch_tfms=aug_transforms())  # its generator is seeded from the global RNG
+    model = create_model("simple_cnn", n_in=1, n_out=2, widths=[4, 8])
+    return Learner(data, model, path=run, progress=False)
+
+
+def test_resume_mid_epoch_replays_the_augmentation_bit_exactly(tmp_path):
+    make_folder(tmp_path / "data", size=16)
+    reference = _augmented_learner(tmp_path / "data", tmp_path / "ref")
+    reference.fit_one_cycle(2, 1e-2)
+    expected = reference.model.state_dict()
+    learn = _augmented_learner(tmp_path / "data", tmp_path / "run")
+    with pytest.raises(KeyboardInterrupt):
+        learn.fit_one_cycle(2, 1e-2, callbacks=[Checkpoint("ckpt.pth", every_n_batches=1), _StopAt(1, 1)])
+    resumed = _augmented_learner(tmp_path / "data", tmp_path / "run")
+    resumed.data.batch_tfms[0].generator.manual_seed(999)  # whatever its state now, the checkpoint restores it
+    resumed.fit_one_cycle(2, 1e-2, callbacks=[Checkpoint("ckpt.pth", every_n_batches=1)],
+                          resume_from=tmp_path / "run" / "models" / "ckpt.pth")
+    for k, v in resumed.model.state_dict().items():
+        assert torch.equal(v, expected[k]), k
