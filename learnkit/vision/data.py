@@ -322,6 +322,7 @@ class ImageDataBunch(DataBunch):
                    input_pipelines)
         data.loader_kind, data.loader_report, data.skipped = kind, report, list(bad)
         data.set_normalize(normalize)
+        data.normalize_user_set = not (isinstance(normalize, str) and normalize == "auto")  # vision_learner keeps it
         if verbose:
             print(report)
         log.info(report)

@@ -64,7 +64,8 @@ def vision_learner(data: DataBunch, arch: str | Callable[..., nn.Module] = "resn
         n_out: outputs (default: the number of classes); n_in: input channels (default: the data's; the
             stem is adapted from the pretrained RGB kernels when not 3).
         normalize: make the data's Normalize use the statistics the body was trained with (pretrained), or the
-            training images' own statistics (from scratch).
+            training images' own statistics (from scratch) — unless the data was built with an explicit
+            `normalize=` ('imagenet', (mean, std) or None), which is kept.
         channels_last: on CUDA, NHWC layout for model and batches. (On CUDA, vision_learner also turns on
             `torch.backends.cudnn.benchmark`: image batches have fixed shapes.)
         learner_kwargs: passed to `Learner` (callbacks, path, mixed_precision, ...).
@@ -94,7 +95,7 @@ def vision_learner(data: DataBunch, arch: str | Callable[..., nn.Module] = "resn
     source = None
     if pretrained or weights is not None:
         source = load_pretrained(model, arch, weights)
-    if normalize and hasattr(data, "set_normalize"):
+    if normalize and hasattr(data, "set_normalize") and not getattr(data, "normalize_user_set", False):
         if source is not None:
             data.set_normalize(pretrained_stats(arch, n_in))
         else:

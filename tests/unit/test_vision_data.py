@@ -258,3 +258,18 @@ def test_resume_mid_epoch_replays_the_augmentation_bit_exactly(tmp_path):
                           resume_from=tmp_path / "run" / "models" / "ckpt.pth")
     for k, v in resumed.model.state_dict().items():
         assert torch.equal(v, expected[k]), k
+
+
+def test_vision_learner_keeps_an_explicit_normalization(tmp_path):
+    from learnkit import Normalize
+    make_folder(tmp_path)
+    auto = ImageDataBunch.from_folder(tmp_path, verbose=False)
+    vision_learner(auto, "resnet18", pretrained=False, progress=False)
+    norm = [t for t in auto.batch_tfms if isinstance(t, Normalize)]
+    assert len(norm) == 1 and norm[0].mean.tolist() == pytest.approx(auto.image_stats()[0], rel=1e-5)
+    given = ImageDataBunch.from_folder(tmp_path, normalize=((0.5,) * 3, (0.25,) * 3), verbose=False)
+    vision_learner(given, "resnet18", pretrained=False, progress=False)
+    assert [t.std.tolist() for t in given.batch_tfms if isinstance(t, Normalize)] == [[0.25] * 3]
+    none = ImageDataBunch.from_folder(tmp_path, normalize=None, verbose=False)
+    vision_learner(none, "resnet18", pretrained=False, progress=False)
+    assert not any(isinstance(t, Normalize) for t in none.batch_tfms)
