@@ -13,7 +13,8 @@ def _layer(module: str) -> str | None:
     if parts[0] != "learnkit" or len(parts) < 2:
         return None
     name = parts[1]
-    return {"testing": "callbacks", "__main__": "cli"}.get(name, name)
+    return {"testing": "callbacks", "__main__": "cli", "cli_train": "cli", "cli_vision": "cli",
+            "sklearn": "cli"}.get(name, name)
 
 
 def test_imports_only_point_left():
