@@ -11,8 +11,9 @@ from learnkit.learner.metrics import (RMSE, AvgMetric, F1Score, Metric, TopKAccu
                                       error_rate, mae, mse)
 from learnkit.learner.profiling import BottleneckReport
 from learnkit.learner.progress import ProgressBar
+from learnkit.learner.serving import ServingModule, export_onnx, export_torch
 
-__all__ = ["EVENTS", "AvgMetric", "BottleneckReport", "Callback", "CancelBatch", "CancelEpoch", "CancelFit", "CancelStep", "CancelTrain",
-           "CancelValidate", "F1Score", "History", "Learner", "LearnerCheckError", "Metric", "Predictor",
-           "ProgressBar", "RMSE", "SuggestedLRs", "TopKAccuracy", "accuracy", "accuracy_multi", "error_rate",
-           "load_learner", "mae", "mse"]
+__all__ = ["EVENTS", "AvgMetric", "BottleneckReport", "Callback", "CancelBatch", "CancelEpoch", "CancelFit",
+           "CancelStep", "CancelTrain", "CancelValidate", "F1Score", "History", "Learner", "LearnerCheckError",
+           "Metric", "Predictor", "ProgressBar", "RMSE", "ServingModule", "SuggestedLRs", "TopKAccuracy", "accuracy",
+           "accuracy_multi", "error_rate", "export_onnx", "export_torch", "load_learner", "mae", "mse"]
