@@ -2,9 +2,10 @@
 stops on divergence; afterwards model, optimizer, RNG and history are put back bit-exactly."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
-from typing import Any, NamedTuple, TYPE_CHECKING
+from typing import Any, Iterator, NamedTuple, TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -16,7 +17,7 @@ from learnkit.optim.schedules import Exp
 if TYPE_CHECKING:
     from learnkit.learner.learner import Learner
 
-__all__ = ["SuggestedLRs", "LRFinder", "lr_find", "suggest_lrs", "plot_lr_find"]
+__all__ = ["SuggestedLRs", "LRFinder", "leave_no_trace", "lr_find", "suggest_lrs", "plot_lr_find"]
 
 
 class SuggestedLRs(NamedTuple):
@@ -85,32 +86,24 @@ def suggest_lrs(lrs: list[float], losses: list[float]) -> SuggestedLRs:
     return SuggestedLRs(valley, minimum, steepest)
 
 
-def lr_find(learn: "Learner", start_lr: float = 1e-7, end_lr: float = 10, num_it: int = 100,
-            stop_div: bool = True, show_plot: bool = True) -> SuggestedLRs:
-    """Sweep lr exponentially from start_lr to end_lr over num_it batches. Returns `SuggestedLRs`."""
-    if not 0 < start_lr < end_lr:
-        raise ValueError(f"lr_find(start_lr={start_lr}, end_lr={end_lr}): need 0 < start_lr < end_lr")
-    # Everything the sweep touches, to be put back exactly.
+@contextlib.contextmanager
+def leave_no_trace(learn: "Learner") -> Iterator[None]:
+    """Run a `fit` that is not training (the LR sweep, a profile) and put everything it touches back exactly:
+    model, optimizer (or its absence), scaler, RNG (data generators included), history and counters. Progress
+    bars are detached meanwhile: the sweep's rows would read like epochs of a real fit."""
     saved_model = {k: v.detach().clone() for k, v in learn.model.state_dict().items()}
-    saved_opt = copy.deepcopy(learn.opt.state_dict()) if learn.opt is not None else None
     had_opt = learn.opt is not None
+    saved_opt = copy.deepcopy(learn.opt.state_dict()) if had_opt else None
     saved_rng = learn.rng_state()
     saved_history = copy.deepcopy(learn.history.state_dict())
     saved_counters = {k: getattr(learn, k) for k in ("epoch", "iter", "n_iter", "n_epochs", "opt_steps",
                                                       "schedules", "hypers", "val_results")}
     saved_scaler = copy.deepcopy(learn.scaler.state_dict())
-    finder = LRFinder(num_it, stop_div)
-    n_batches = len(learn.data.train_dl)
-    n_epochs = max(1, math.ceil(num_it / max(1, n_batches)))
-    total = n_epochs * n_batches
-    # Exp over the fit's progress, stretched so that batch num_it - 1 gets exactly end_lr.
-    last = Exp(start_lr, start_lr * (end_lr / start_lr) ** ((total - 1) / max(1, num_it - 1)))
-    # The sweep is not training: no metrics table (its rows would read like epochs of a real fit).
     bars = [cb for cb in learn.callbacks if isinstance(cb, ProgressBar)]
     for cb in bars:
         learn.remove_callback(cb)
     try:
-        learn.fit(n_epochs, schedules={"lr": last}, callbacks=[finder])
+        yield
     finally:
         learn.add_callbacks(bars)
         with torch.no_grad():
@@ -125,6 +118,21 @@ def lr_find(learn: "Learner", start_lr: float = 1e-7, end_lr: float = 10, num_it
         for k, v in saved_counters.items():
             setattr(learn, k, v)
         learn.set_rng_state(saved_rng)
+
+
+def lr_find(learn: "Learner", start_lr: float = 1e-7, end_lr: float = 10, num_it: int = 100,
+            stop_div: bool = True, show_plot: bool = True) -> SuggestedLRs:
+    """Sweep lr exponentially from start_lr to end_lr over num_it batches. Returns `SuggestedLRs`."""
+    if not 0 < start_lr < end_lr:
+        raise ValueError(f"lr_find(start_lr={start_lr}, end_lr={end_lr}): need 0 < start_lr < end_lr")
+    finder = LRFinder(num_it, stop_div)
+    n_batches = len(learn.data.train_dl)
+    n_epochs = max(1, math.ceil(num_it / max(1, n_batches)))
+    total = n_epochs * n_batches
+    # Exp over the fit's progress, stretched so that batch num_it - 1 gets exactly end_lr.
+    last = Exp(start_lr, start_lr * (end_lr / start_lr) ** ((total - 1) / max(1, num_it - 1)))
+    with leave_no_trace(learn):
+        learn.fit(n_epochs, schedules={"lr": last}, callbacks=[finder])
     learn.lr_find_results = {"lrs": finder.lrs, "losses": finder.losses}
     suggestions = suggest_lrs(finder.lrs, finder.losses)
     learn.lr_find_results["suggestions"] = suggestions._asdict()

@@ -2,16 +2,14 @@
 one line of advice (`BottleneckReport`); `profile(learn, n_batches)` times a few steps and leaves no trace."""
 from __future__ import annotations
 
-import contextlib
-import copy
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 
 from learnkit.learner.events import Callback, CancelTrain, CancelValidate
 from learnkit.learner.learner import Learner
-from learnkit.learner.progress import ProgressBar
+from learnkit.learner.lr_find import leave_no_trace
 
 __all__ = ["BottleneckReport", "profile"]
 
@@ -143,39 +141,6 @@ class _StopAfter(Callback):
         raise CancelValidate()
 
 
-@contextlib.contextmanager
-def _leave_no_trace(learn: Learner) -> Iterator[None]:
-    """Put back model, optimizer, scaler, RNG (data generators included), history, counters and progress
-    bars exactly as they were, as `lr_find` does."""
-    saved_model = {k: v.detach().clone() for k, v in learn.model.state_dict().items()}
-    had_opt = learn.opt is not None
-    saved_opt = copy.deepcopy(learn.opt.state_dict()) if had_opt else None
-    saved_rng = learn.rng_state()
-    saved_history = copy.deepcopy(learn.history.state_dict())
-    saved_counters = {k: getattr(learn, k) for k in ("epoch", "iter", "n_iter", "n_epochs", "opt_steps",
-                                                      "schedules", "hypers", "val_results")}
-    saved_scaler = copy.deepcopy(learn.scaler.state_dict())
-    bars = [cb for cb in learn.callbacks if isinstance(cb, ProgressBar)]
-    for cb in bars:
-        learn.remove_callback(cb)
-    try:
-        yield
-    finally:
-        learn.add_callbacks(bars)
-        with torch.no_grad():
-            for k, v in learn.model.state_dict().items():
-                v.copy_(saved_model[k])
-        if had_opt:
-            learn.opt.load_state_dict(saved_opt)
-        else:
-            learn.opt = None
-        learn.scaler.load_state_dict(saved_scaler)
-        learn.history.load_state_dict(saved_history)
-        for k, v in saved_counters.items():
-            setattr(learn, k, v)
-        learn.set_rng_state(saved_rng)
-
-
 def profile(learn: Learner, n_batches: int = 50) -> dict[str, Any]:
     """Time `n_batches` training steps and return their `BottleneckReport` dict; the learner is left unchanged.
 
@@ -193,6 +158,6 @@ def profile(learn: Learner, n_batches: int = 50) -> dict[str, Any]:
     note = (f"the training loader has only {available} batches per epoch; profiled the whole epoch instead of "
             f"{n_batches} batches") if 0 < available < n_batches else None
     report = BottleneckReport(every_epoch=False)
-    with _leave_no_trace(learn):
+    with leave_no_trace(learn):
         learn.fit(1, lr=1e-12, callbacks=[report, _StopAfter(n_batches)])
     return {**report.reports[-1], "note": note}
