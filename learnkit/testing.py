@@ -17,7 +17,8 @@ from learnkit.data.bunch import DataBunch
 from learnkit.data.datablock import DataBlock
 from learnkit.data.splitters import RandomSplitter
 
-__all__ = ["synthetic_classification", "synthetic_regression", "classification_items", "tiny_mlp", "tiny_bn_mlp"]
+__all__ = ["synthetic_classification", "synthetic_regression", "classification_items", "quadrant_image_items",
+           "tiny_mlp", "tiny_bn_mlp"]
 
 
 def classification_items(n: int = 256, n_features: int = 8, n_classes: int = 3, seed: int = 0,
@@ -29,6 +30,25 @@ def classification_items(n: int = 256, n_features: int = 8, n_classes: int = 3, 
     y = (x @ w + noise * torch.randn(n, n_classes, generator=g)).argmax(1)
     names = [f"class_{i}" for i in range(n_classes)]
     return [(x[i], names[int(y[i])]) for i in range(n)]
+
+
+def quadrant_image_items(n: int = 160, channels: int = 1, seed: int = 0,
+                         multi: bool = False) -> list[tuple[torch.Tensor, Any]]:
+    """(uint8 (channels, 8, 8) image with dim noise, label) pairs; the label is the bright quadrant 'q0'..'q3'
+    (with multi: a list of every bright quadrant, each bright with probability 0.5). Learnable by a tiny CNN."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 60, (n, channels, 8, 8), generator=g).to(torch.uint8)
+    if multi:
+        bright = torch.rand(n, 4, generator=g) < 0.5
+    else:
+        bright = nn.functional.one_hot(torch.randint(0, 4, (n,), generator=g), 4).bool()
+    for i in range(n):
+        for q in torch.nonzero(bright[i]).flatten().tolist():
+            r, c = divmod(q, 2)
+            x[i, :, 4 * r:4 * r + 4, 4 * c:4 * c + 4] += 150
+    labels = [[f"q{q}" for q in torch.nonzero(b).flatten().tolist()] if multi else f"q{int(b.float().argmax())}"
+              for b in bright]
+    return [(x[i], labels[i]) for i in range(n)]
 
 
 def synthetic_classification(n: int = 256, n_features: int = 8, n_classes: int = 3, seed: int = 0,

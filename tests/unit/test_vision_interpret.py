@@ -11,30 +11,14 @@ from learnkit.data.datablock import DataBlock
 from learnkit.data.splitters import RandomSplitter
 from learnkit.data.transforms import Normalize
 from learnkit.learner.learner import Learner
+from learnkit.testing import quadrant_image_items
 from learnkit.vision.interpret import ClassificationInterpretation, show_results, tta
-
-
-def quadrant_items(n=160, channels=1, seed=0, multi=False):
-    """uint8 (channels, 8, 8) images with dim noise; the label is the bright quadrant (all bright ones if multi)."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randint(0, 60, (n, channels, 8, 8), generator=g).to(torch.uint8)
-    if multi:
-        bright = torch.rand(n, 4, generator=g) < 0.5
-    else:
-        bright = F.one_hot(torch.randint(0, 4, (n,), generator=g), 4).bool()
-    for i in range(n):
-        for q in torch.nonzero(bright[i]).flatten().tolist():
-            r, c = divmod(q, 2)
-            x[i, :, 4 * r:4 * r + 4, 4 * c:4 * c + 4] += 150
-    labels = [[f"q{q}" for q in torch.nonzero(b).flatten().tolist()] if multi else f"q{int(b.float().argmax())}"
-              for b in bright]
-    return [(x[i], labels[i]) for i in range(n)]
 
 
 def quadrant_data(batch_tfms=(), multi=False, channels=1, n=160):
     dblock = DataBlock(blocks=(TensorBlock(dtype=None), MultiCategoryBlock if multi else CategoryBlock),
                        splitter=RandomSplitter(0.4, seed=0), batch_tfms=[Normalize(0.25, 0.3), *batch_tfms])
-    return dblock.databunch(quadrant_items(n, channels, multi=multi), batch_size=16, device="cpu", seed=0)
+    return dblock.databunch(quadrant_image_items(n, channels, multi=multi), batch_size=16, device="cpu", seed=0)
 
 
 def make_learner(data, channels=1, seed=0):

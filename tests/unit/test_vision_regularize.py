@@ -13,31 +13,15 @@ from learnkit.data.splitters import RandomSplitter
 from learnkit.data.transforms import Normalize
 from learnkit.learner.events import Callback
 from learnkit.learner.learner import Learner
+from learnkit.testing import quadrant_image_items
 from learnkit.learner.metrics import accuracy
 from learnkit.vision.regularize import CutMix, LabelSmoothingCrossEntropy, MixUp
-
-
-def quadrant_items(n=320, seed=0, multi=False):
-    """uint8 (1, 8, 8) images with dim noise; the label is the bright quadrant (all bright ones if multi)."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randint(0, 60, (n, 1, 8, 8), generator=g).to(torch.uint8)
-    if multi:
-        bright = torch.rand(n, 4, generator=g) < 0.5
-    else:
-        bright = F.one_hot(torch.randint(0, 4, (n,), generator=g), 4).bool()
-    for i in range(n):
-        for q in torch.nonzero(bright[i]).flatten().tolist():
-            r, c = divmod(q, 2)
-            x[i, :, 4 * r:4 * r + 4, 4 * c:4 * c + 4] += 150
-    labels = [[f"q{q}" for q in torch.nonzero(b).flatten().tolist()] if multi else f"q{int(b.float().argmax())}"
-              for b in bright]
-    return [(x[i], labels[i]) for i in range(n)]
 
 
 def quadrant_data(multi=False, n=320):
     dblock = DataBlock(blocks=(TensorBlock(dtype=None), MultiCategoryBlock if multi else CategoryBlock),
                        splitter=RandomSplitter(0.25, seed=0), batch_tfms=[Normalize(0.25, 0.3)])
-    return dblock.databunch(quadrant_items(n, multi=multi), batch_size=16, device="cpu", seed=0)
+    return dblock.databunch(quadrant_image_items(n, multi=multi), batch_size=16, device="cpu", seed=0)
 
 
 def make_learner(data, seed=0, **kwargs):
