@@ -16,9 +16,10 @@ from learnkit.data.blocks import CategoryBlock, RegressionBlock, TensorBlock
 from learnkit.data.bunch import DataBunch
 from learnkit.data.datablock import DataBlock
 from learnkit.data.splitters import RandomSplitter
+from learnkit.learner.events import Callback
 
 __all__ = ["synthetic_classification", "synthetic_regression", "classification_items", "quadrant_image_items",
-           "tiny_mlp", "tiny_bn_mlp"]
+           "InterruptAt", "tiny_mlp", "tiny_bn_mlp"]
 
 
 def classification_items(n: int = 256, n_features: int = 8, n_classes: int = 3, seed: int = 0,
@@ -80,3 +81,17 @@ def tiny_mlp(n_in: int = 8, n_out: int = 3, hidden: int = 16) -> nn.Module:
 def tiny_bn_mlp(n_in: int = 8, n_out: int = 3, hidden: int = 16) -> nn.Module:
     """An MLP with BatchNorm and Dropout, for tests of running stats and RNG."""
     return create_model("mlp", n_in=n_in, n_out=n_out, hidden=[hidden, hidden], batch_norm=True, dropout=0.1)
+
+
+class InterruptAt(Callback):
+    """Raise KeyboardInterrupt after training batch `batch` of epoch `epoch`, as a user pressing Ctrl-C would:
+    for resume tests. Its order (100) runs it after Checkpoint has written that batch."""
+
+    order = 100
+
+    def __init__(self, epoch: int, batch: int):
+        self.at = (epoch, batch)
+
+    def after_batch(self, learn: Any) -> None:
+        if learn.training and (learn.epoch, learn.batch_idx) == self.at:
+            raise KeyboardInterrupt

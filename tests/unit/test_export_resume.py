@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import learnkit as lk
-from learnkit import Callback, Checkpoint, Learner, load_learner
-from learnkit.testing import synthetic_classification, tiny_bn_mlp, tiny_mlp
+from learnkit import Checkpoint, Learner, load_learner
+from learnkit.testing import InterruptAt, synthetic_classification, tiny_bn_mlp, tiny_mlp
 
 
 def _trained(tmp_path, **kwargs):
@@ -85,17 +85,6 @@ def _fresh_learner(tmp_path):
     return Learner(data, tiny_bn_mlp(), path=tmp_path, progress=False)  # dropout + BN: RNG and buffers matter
 
 
-class StopAt(Callback):
-    order = 100  # after Checkpoint has written
-
-    def __init__(self, epoch, batch):
-        self.at = (epoch, batch)
-
-    def after_batch(self, learn):
-        if learn.training and (learn.epoch, learn.batch_idx) == self.at:
-            raise KeyboardInterrupt
-
-
 @pytest.mark.parametrize("every_n_batches,stop", [(None, (1, 4)), (3, (1, 4))])
 def test_resume_interrupted_fit_one_cycle_gives_same_weights(tmp_path, every_n_batches, stop):
     reference = _fresh_learner(tmp_path / "ref")
@@ -105,7 +94,7 @@ def test_resume_interrupted_fit_one_cycle_gives_same_weights(tmp_path, every_n_b
     learn = _fresh_learner(tmp_path / "run")
     ckpt = Checkpoint("ckpt.pth", every_n_batches=every_n_batches)
     with pytest.raises(KeyboardInterrupt):
-        learn.fit_one_cycle(3, 1e-2, callbacks=[ckpt, StopAt(*stop)])
+        learn.fit_one_cycle(3, 1e-2, callbacks=[ckpt, InterruptAt(*stop)])
     # a new process would start from scratch: new learner, same set-up
     resumed = _fresh_learner(tmp_path / "run")
     torch.manual_seed(1234)  # whatever the RNG is now, the checkpoint restores it

@@ -6,8 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
-from learnkit import Callback, Checkpoint, Learner, accuracy, create_model, load_learner, set_seed
+from learnkit import Checkpoint, Learner, accuracy, create_model, load_learner, set_seed
 from learnkit.data.resident import ResidentLoader
+from learnkit.testing import InterruptAt
 from learnkit.vision import ImageDataBunch, Resize, RandomResizedCrop, aug_transforms, vision_learner
 
 
@@ -225,17 +226,6 @@ def test_multi_label_csv_gets_bce_and_accuracy_multi(tmp_path):
     assert probs.shape == (3,) and labels == [lab for lab, p in zip(data.vocab, probs) if p >= 0.5]
 
 
-class _StopAt(Callback):
-    order = 100  # after Checkpoint has written
-
-    def __init__(self, epoch, batch):
-        self.at = (epoch, batch)
-
-    def after_batch(self, learn):
-        if learn.training and (learn.epoch, learn.batch_idx) == self.at:
-            raise KeyboardInterrupt
-
-
 def _augmented_learner(root, run):
     set_seed(0)
     data = ImageDataBunch.from_folder(root, mode="L", batch_size=6, seed=3, verbose=False,
@@ -251,7 +241,7 @@ def test_resume_mid_epoch_replays_the_augmentation_bit_exactly(tmp_path):
     expected = reference.model.state_dict()
     learn = _augmented_learner(tmp_path / "data", tmp_path / "run")
     with pytest.raises(KeyboardInterrupt):
-        learn.fit_one_cycle(2, 1e-2, callbacks=[Checkpoint("ckpt.pth", every_n_batches=1), _StopAt(1, 1)])
+        learn.fit_one_cycle(2, 1e-2, callbacks=[Checkpoint("ckpt.pth", every_n_batches=1), InterruptAt(1, 1)])
     resumed = _augmented_learner(tmp_path / "data", tmp_path / "run")
     resumed.data.batch_tfms[0].generator.manual_seed(999)  # whatever its state now, the checkpoint restores it
     resumed.fit_one_cycle(2, 1e-2, callbacks=[Checkpoint("ckpt.pth", every_n_batches=1)],
