@@ -158,16 +158,7 @@ def _build(args: argparse.Namespace, path: Path, out: Path) -> Any:
 
 
 def _lr_find(learn: Any) -> Any:
-    from learnkit import ProgressBar
-    # The sweep gets no progress bar: its bars and table rows would read like training epochs.
-    bar = next((cb for cb in learn.callbacks if isinstance(cb, ProgressBar)), None)
-    if bar is not None:
-        learn.remove_callback(bar)
-    try:
-        suggestions = learn.lr_find(show_plot=False)
-    finally:
-        if bar is not None:
-            learn.add_callback(bar)
+    suggestions = learn.lr_find(show_plot=False)  # lr_find detaches the progress bar during its sweep itself
     print(f"lr_find: valley {suggestions.valley:.2e}, minimum {suggestions.minimum:.2e}, "
           f"steepest {suggestions.steepest:.2e}")
     return suggestions
