@@ -59,8 +59,14 @@ def _listing(pairs: Sequence[tuple[Any, str]], limit: int = 20) -> str:
     return "\n".join(lines)
 
 
+def _check_on_bad(on_bad: str) -> None:
+    if on_bad not in ("error", "skip"):
+        raise ValueError(f"on_bad={on_bad!r}: use 'error' or 'skip'")
+
+
 def _handle_bad(bad: Sequence[tuple[Any, str]], on_bad: str, what: str, fix: str) -> None:
     """on_bad='error': raise listing every offender; 'skip': warn and log the list (never a silent drop)."""
+    _check_on_bad(on_bad)
     if not bad:
         return
     if on_bad == "error":
@@ -240,8 +246,7 @@ class ImageDataBunch(DataBunch):
                num_workers: int | None = None, device: torch.device | str | None = None, on_bad: str = "error",
                seed: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS, verbose: bool = True,
                drop_last: bool | None = None, verify: bool = True) -> "ImageDataBunch":
-        if on_bad not in ("error", "skip"):
-            raise ValueError(f"on_bad={on_bad!r}: use 'error' or 'skip'")
+        _check_on_bad(on_bad)
         if resident not in ("auto", True, False):
             raise ValueError(f"resident={resident!r}: use 'auto', True or False")
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -298,10 +303,7 @@ class ImageDataBunch(DataBunch):
         names = [repr(x_block), repr(y_block)]
         if want:
             x = _apply_and_stack(images, eval_tfms)  # decode_images returned the good files only, in order
-            encoded: dict[Any, torch.Tensor] = {}  # labels repeat: encode each distinct one once
-            y = torch.stack([encoded[lab] if lab in encoded else encoded.setdefault(lab, y_block.encode(lab))
-                             for _, lab in items]) if not multi_label else torch.stack([y_block.encode(lab)
-                                                                                         for _, lab in items])
+            y = torch.stack(_encode_labels(y_block, [lab for _, lab in items]))
             x, y = x.to(device), y.to(device)
             train_dl = ResidentLoader((x[:n_train], y[:n_train]), batch_size, shuffle=True, drop_last=drop_last,
                                       generator=generator)
@@ -388,6 +390,23 @@ class ImageDataBunch(DataBunch):
 
     def __repr__(self) -> str:
         return super().__repr__()[:-1] + f", path={self.loader_kind!r})"
+
+
+def _encode_labels(block: TransformBlock, labels: Sequence[Any]) -> list[torch.Tensor]:
+    """block.encode per label, each distinct label encoded once (70,000 labels, 10 classes); unhashable
+    labels (multi-label lists) are encoded one by one."""
+    encoded: dict[Any, torch.Tensor] = {}
+    out = []
+    for lab in labels:
+        try:
+            hash(lab)
+        except TypeError:  # a list of labels
+            out.append(block.encode(lab))
+            continue
+        if lab not in encoded:
+            encoded[lab] = block.encode(lab)
+        out.append(encoded[lab])
+    return out
 
 
 def _per_channel(values: Any, n: int) -> list[float]:
