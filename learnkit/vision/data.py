@@ -106,6 +106,7 @@ class ImageDataBunch(DataBunch):
         >>> data.show_batch()
     """
 
+    _auto_stats: tuple[list[float], list[float]] | None = None
     loader_kind: str = "dataloader"
     loader_report: str = ""
     skipped: list[tuple[Path, str]]
@@ -339,7 +340,11 @@ class ImageDataBunch(DataBunch):
             if isinstance(normalize, str) and normalize == "imagenet":
                 mean, std = IMAGENET_STATS
             elif isinstance(normalize, str) and normalize == "auto":
-                mean, std = self.image_stats()
+                # The training images do not change: computed once (the worker path decodes 2,048 images for it),
+                # then reused when vision_learner sets 'auto' again.
+                if self._auto_stats is None:
+                    self._auto_stats = self.image_stats()
+                mean, std = self._auto_stats
             elif isinstance(normalize, (tuple, list)) and len(normalize) == 2:
                 mean, std = normalize
             else:
