@@ -64,6 +64,7 @@ class DataBunch:
         self.item_pipelines = item_pipelines
         self.item_tfms = list(item_tfms)
         self.input_pipelines = input_pipelines
+        self.shard_of: tuple[int, int] | None = None
         self.device = torch.device("cpu")
         self.to(default_device() if device is None else device)
 
@@ -117,6 +118,29 @@ class DataBunch:
         for tfm in self.batch_tfms:
             x = tfm(x)
         return (x,) + tuple(batch[1:])
+
+    def shard(self, rank: int, world_size: int) -> "DataBunch":
+        """Keep only rank `rank`'s share of the training and validation batches (in place; see
+        data/sharding.py). The Learner calls this under torchrun; calling it again with the same values is a
+        no-op."""
+        from learnkit.data.sharding import shard_loader
+        if self.shard_of == (rank, world_size):
+            return self
+        if self.shard_of is not None:
+            raise ValueError(f"shard({rank}, {world_size}): this DataBunch is already sharded as {self.shard_of}; "
+                             "build the data again for another split")
+        self.train_dl = shard_loader(self.train_dl, rank, world_size, even=True)
+        self.valid_dl = shard_loader(self.valid_dl, rank, world_size, even=False)
+        self.shard_of = (rank, world_size)
+        return self
+
+    def order_generators(self) -> list[torch.Generator]:
+        """The generators behind the training order (which ranks must share to split batches consistently)."""
+        dl = self.train_dl
+        found = [getattr(dl, "generator", None), getattr(getattr(dl, "sampler", None), "generator", None),
+                 getattr(getattr(dl, "batch_sampler", None), "generator", None)]
+        unique = {id(g): g for g in found if isinstance(g, torch.Generator)}
+        return list(unique.values())
 
     def generators(self) -> list[torch.Generator]:
         """The random generators behind training batches: the training order's and those of batch transforms

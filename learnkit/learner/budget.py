@@ -92,6 +92,8 @@ def plan_budget(learn: "Learner", budget: str | float) -> dict[str, Any]:
     validations included. Returns {'seconds', 'batch_s', 'valid_s', 'total_batches', 'n_epochs', 'callback'}."""
     seconds = parse_budget(budget)
     batch_s, valid_s = measure(learn)
+    if learn.dist is not None:  # every rank must plan the same number of steps: rank 0's timings decide
+        batch_s, valid_s = learn.dist.broadcast((batch_s, valid_s))
     per_epoch = len(learn.data.train_dl)
     epochs, total = 1, 0
     for _ in range(20):  # total depends on the number of validations, which depends on total: iterate

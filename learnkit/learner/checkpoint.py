@@ -20,7 +20,10 @@ FORMAT = "learnkit-checkpoint-1"
 
 def write_checkpoint(learn: "Learner", path: str | Path, epoch: int, batches_done: int,
                      rng_epoch_start: dict | None) -> None:
-    """Write the state needed to continue the current fit at (epoch, batches_done)."""
+    """Write the state needed to continue the current fit at (epoch, batches_done). Under torchrun only rank 0
+    writes (every rank holds the same weights and optimizer state)."""
+    if learn.dist is not None and not learn.dist.is_main:
+        return
     state: dict[str, Any] = {
         "format": FORMAT,
         "model": learn.model.state_dict(),

@@ -10,7 +10,7 @@ from torch import nn
 if TYPE_CHECKING:
     from learnkit.learner.learner import Learner
 
-__all__ = ["LearnerCheckError", "check_learner", "learner_summary"]
+__all__ = ["LearnerCheckError", "check_learner", "learner_summary", "print_training_loop"]
 
 _INDEX_LOSSES = (nn.CrossEntropyLoss, nn.NLLLoss)
 _FLOAT_LOSSES = (nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss, nn.BCEWithLogitsLoss, nn.BCELoss)
@@ -183,3 +183,14 @@ def learner_summary(learn: "Learner") -> str:
               f"Loss: {learn.loss_fn!r}",
               f"Mixed precision: {str(learn.amp_dtype).replace('torch.', '') if learn.amp_dtype else 'off'}"]
     return "\n".join(lines)
+
+
+def print_training_loop(learn: "Learner") -> None:
+    """Print each event of the loop, indented by nesting, with the callbacks that run on it."""
+    from learnkit.learner.events import EVENTS
+    depth = {"before_fit": 0, "before_epoch": 1, "before_train": 2, "before_batch": 3, "after_forward": 3,
+             "after_loss": 3, "after_backward": 3, "after_step": 3, "after_batch": 3, "after_train": 2,
+             "before_validate": 2, "after_validate": 2, "after_epoch": 1, "after_fit": 0}
+    for e in EVENTS:
+        names = ", ".join(repr(c) for c, _ in learn._handlers[e])
+        print("  " * depth[e] + f"{e}: {names or '-'}")

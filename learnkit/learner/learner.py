@@ -7,13 +7,13 @@ are for optional concerns; recipes (`fit_one_cycle`, `fine_tune`, `lr_find`) are
 from __future__ import annotations
 
 import contextlib
-import math
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from torch import nn
 
+from learnkit.core.device import amp_dtype
 from learnkit.core.random import get_rng_state, set_rng_state
 from learnkit.data.bunch import DataBunch, n_items
 from learnkit.learner.events import (CANCELS, EVENTS, Callback, CancelBatch, CancelEpoch, CancelFit, CancelStep,
@@ -21,23 +21,10 @@ from learnkit.learner.events import (CANCELS, EVENTS, Callback, CancelBatch, Can
 from learnkit.learner.history import History
 from learnkit.learner.metrics import Metric, as_metric
 from learnkit.learner.progress import ProgressBar
-from learnkit.optim.optimizer import NORM_TYPES, AdamW, param_groups, set_hyper
+from learnkit.optim.optimizer import AdamW, lrs_per_group, make_layer_groups, param_groups, set_hyper, set_trainable
 from learnkit.optim.schedules import Const, flat_cos, one_cycle, sgdr
 
 __all__ = ["Learner"]
-
-
-def _amp_dtype(mixed_precision: Any, device: torch.device) -> torch.dtype | None:
-    if mixed_precision in (None, False, "no", "off"):
-        return None
-    if mixed_precision in ("auto", True):
-        if device.type != "cuda":
-            return None  # CPU autocast is slow on most CPUs and changes results: off by default
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    choices = {"bf16": torch.bfloat16, "fp16": torch.float16}
-    if mixed_precision not in choices:
-        raise ValueError(f"Learner(mixed_precision={mixed_precision!r}): use 'auto', 'bf16', 'fp16' or None")
-    return choices[mixed_precision]
 
 
 class Learner:
@@ -56,6 +43,11 @@ class Learner:
         progress: show fastprogress bars and the metrics table.
         train_bn: keep normalization layers trainable in frozen layer groups.
         preflight: run the pre-flight check (`check()`) before the first fit.
+        compile: torch.compile the model now (`learn.compile`): True, a mode ('max-autotune', or
+            'reduce-overhead' = CUDA graphs, for static shapes), or a dict of torch.compile arguments.
+        sync_bn: under torchrun on CUDA, BatchNorm statistics span all ranks (`nn.SyncBatchNorm`).
+
+    Under `torchrun --nproc_per_node=N` the same script trains data-parallel (learner/distributed.py).
 
     Example:
         >>> learn = Learner(data, create_model("mlp", n_in=784, n_out=10), metrics=[accuracy])
@@ -67,9 +59,15 @@ class Learner:
                  callbacks: Iterable[Callback] = (), path: str | Path = ".", model_dir: str = "models",
                  splitter: Callable[[nn.Module], Sequence[nn.Module]] | None = None,
                  mixed_precision: Any = "auto", progress: bool = True, train_bn: bool = True,
-                 preflight: bool = True):
+                 preflight: bool = True, compile: bool | str | dict = False, sync_bn: bool = False):
+        from learnkit.learner.distributed import Distributed
         self.data, self.device = data, data.device
-        self.model = model.to(self.device)
+        self.dist = Distributed.from_env(self.device, sync_bn)  # None in a single process
+        if self.dist is not None:
+            self.dist.sync_generators(data.order_generators() + [torch.default_generator], data.generators())
+            data.shard(self.dist.rank, self.dist.world_size)
+            model = self.dist.prepare(model)
+        self.model, self._train_module = model.to(self.device), None
         self.loss_fn = loss_fn if loss_fn is not None else data.loss_fn()
         if self.loss_fn is None:
             raise ValueError("Learner: no loss_fn given and the data has no target block to supply one; "
@@ -78,13 +76,14 @@ class Learner:
         self.metrics: list[Metric] = [as_metric(m) for m in metrics]
         self.path, self.model_dir = Path(path), model_dir
         self.splitter, self.train_bn = splitter, train_bn
-        self.layer_groups = self._make_layer_groups()
-        self.amp_dtype = _amp_dtype(mixed_precision, self.device)
+        self.layer_groups = make_layer_groups(self.model, splitter)
+        self.amp_dtype = amp_dtype(mixed_precision, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.compile_seconds: float | None = None  # set by compile()
         self.callbacks: list[Callback] = []
         self._handlers: dict[str, list[tuple[Callback, Callable]]] = {}
         self.history = History()
+        progress = progress and (self.dist is None or self.dist.is_main)  # one rank prints
         self.add_callbacks([self.history] + ([ProgressBar()] if progress else []) + list(callbacks))
         self.epoch = self.iter = self.n_iter = self.n_epochs = self.opt_steps = self.batch_idx = 0
         self.schedules: dict[str, Any] = {}
@@ -93,6 +92,8 @@ class Learner:
         self.training = False
         self._checked = not preflight
         self._resume_point: tuple[int, dict] | None = None
+        if compile:
+            self.compile(**(compile if isinstance(compile, dict) else {} if compile is True else {"mode": compile}))
 
     # ------------------------------------------------------------------ callbacks
     def add_callbacks(self, callbacks: Iterable[Callback | type]) -> "Learner":
@@ -143,12 +144,8 @@ class Learner:
 
     def show_training_loop(self) -> None:
         """Print each event of the loop, indented by nesting, with the callbacks that run on it."""
-        depth = {"before_fit": 0, "before_epoch": 1, "before_train": 2, "before_batch": 3, "after_forward": 3,
-                 "after_loss": 3, "after_backward": 3, "after_step": 3, "after_batch": 3, "after_train": 2,
-                 "before_validate": 2, "after_validate": 2, "after_epoch": 1, "after_fit": 0}
-        for e in EVENTS:
-            names = ", ".join(repr(c) for c, _ in self._handlers[e])
-            print("  " * depth[e] + f"{e}: {names or '-'}")
+        from learnkit.learner.doctor import print_training_loop
+        print_training_loop(self)
 
     # ------------------------------------------------------------------ the loop
     def fit(self, n_epochs: int, lr: float | slice | Sequence[float] = 1e-3, schedules: dict | None = None,
@@ -176,6 +173,8 @@ class Learner:
         if not self._checked:
             self.check()
         added = [self.add_callback(cb) for cb in callbacks]
+        # Training forwards go through DDP under torchrun (rebuilt if freezing changed); else the model itself.
+        self._train_module = self.dist.train_model(self.model) if self.dist is not None else self.model
         start_epoch = 0
         try:
             if resume_from is not None:
@@ -226,10 +225,14 @@ class Learner:
         with torch.no_grad():
             for self.batch_idx, batch in enumerate(self.dl):
                 self._one_batch(batch)
+        names = ["valid_loss"] + [m.name for m in self.metrics]
+        if self.dist is not None and not self.dist.local:  # sums over every rank's shard
+            self.val_results = dict(zip(names, self.dist.reduce_validation(self._val_loss, self._val_count,
+                                                                           self.metrics)))
+            return
         # One host sync per validation, for all metrics together.
         values = torch.stack([self._val_loss / max(1, self._val_count)] +
                              [torch.as_tensor(m.compute(), device=self.device).float().reshape(()) for m in self.metrics])
-        names = ["valid_loss"] + [m.name for m in self.metrics]
         self.val_results = dict(zip(names, values.tolist()))
 
     def _one_batch(self, batch: Sequence[Any]) -> None:
@@ -241,7 +244,7 @@ class Learner:
                 self._apply_schedules()
             self._event("before_batch")
             with self.autocast():
-                self.pred = self.model(*self.xb)
+                self.pred = (self._train_module if self.training else self.model)(*self.xb)
                 self._event("after_forward")
                 self.loss = self.loss_fn(self.pred, *self.yb)
             self.loss_grad = self.loss  # what backward sees; a callback may rescale it (GradientAccumulation)
@@ -367,7 +370,8 @@ class Learner:
                 show_plot: bool = True) -> Any:
         """Exponential lr sweep; returns suggestions (valley, minimum, steepest). Leaves no trace."""
         from learnkit.learner.lr_find import lr_find
-        return lr_find(self, start_lr, end_lr, num_it, stop_div, show_plot)
+        # under torchrun: rank 0 sweeps on its shard; every rank gets the suggestions
+        return self._on_main(lambda: lr_find(self, start_lr, end_lr, num_it, stop_div, show_plot))
 
     def compile(self, **kwargs: Any) -> float:
         """torch.compile the model in place and compile now; returns the compile seconds (eager, with one
@@ -382,32 +386,10 @@ class Learner:
         return profile(self, n_batches)
 
     # ------------------------------------------------------------------ parameters and layer groups
-    def _make_layer_groups(self) -> list[nn.Module]:
-        groups = list(self.splitter(self.model)) if self.splitter is not None else [self.model]
-        covered = {id(p) for g in groups for p in g.parameters()}
-        missing = [n for n, p in self.model.named_parameters() if id(p) not in covered]
-        if missing:
-            raise ValueError(f"Learner: the splitter's layer groups leave out parameters {missing[:5]}"
-                             f"{' ...' if len(missing) > 5 else ''}; every parameter must be in one group")
-        return groups
-
     def lr_per_group(self, lr: float | slice | Sequence[float]) -> list[float]:
         """One learning rate per layer group: slice(lo, hi) is geometric from lo to hi; slice(hi) gives
         hi/10 to all groups but the last."""
-        n = len(self.layer_groups)
-        if isinstance(lr, slice):
-            if lr.start is None:
-                return [lr.stop / 10] * (n - 1) + [lr.stop]
-            if n == 1:
-                return [lr.stop]
-            return [lr.start * (lr.stop / lr.start) ** (i / (n - 1)) for i in range(n)]
-        if isinstance(lr, (list, tuple)):
-            if len(lr) != n:
-                raise ValueError(f"{len(lr)} learning rates given for {n} layer groups")
-            return [float(v) for v in lr]
-        if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
-            raise ValueError(f"learning rate {lr!r} must be a positive number, a slice, or one per layer group")
-        return [float(lr)] * n
+        return lrs_per_group(lr, len(self.layer_groups))
 
     def create_opt(self) -> torch.optim.Optimizer:
         """Build `self.opt` with one (or two, decay/no-decay) param groups per layer group."""
@@ -416,16 +398,7 @@ class Learner:
 
     def freeze_to(self, n: int) -> None:
         """Freeze layer groups [:n] (normalization layers stay trainable when train_bn), unfreeze the rest."""
-        n_groups = len(self.layer_groups)
-        stop = n if n >= 0 else n_groups + n
-        for i, group in enumerate(self.layer_groups):
-            for p in group.parameters():
-                p.requires_grad_(i >= stop)
-            if i < stop and self.train_bn:
-                for m in group.modules():
-                    if isinstance(m, NORM_TYPES):
-                        for p in m.parameters(recurse=False):
-                            p.requires_grad_(True)
+        set_trainable(self.layer_groups, n, self.train_bn)
 
     def freeze(self) -> None:
         """Freeze every layer group but the last."""
@@ -442,7 +415,9 @@ class Learner:
         return dict(self.val_results)
 
     def get_preds(self, dl: Any = None, activation: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(predictions, targets) on `dl` (default: validation), gathered on the CPU. No callbacks run."""
+        """(predictions, targets) on `dl` (default: validation, from every rank under torchrun), gathered on the
+        CPU in the loader's order. No callbacks run."""
+        sharded = self.dist is not None and (dl is None or dl is self.data.valid_dl)
         dl = dl if dl is not None else self.data.valid_dl
         self.model.eval()
         preds, targets = [], []
@@ -455,6 +430,8 @@ class Learner:
                 preds.append(y_block.activation(out) if activation and y_block is not None else out.float())
                 if len(batch) > self.data.n_inp:
                     targets.append(batch[self.data.n_inp])
+        if sharded:
+            preds, targets = self.dist.gather_batches(preds), self.dist.gather_batches(targets)
         return torch.cat(preds).cpu(), (torch.cat(targets).cpu() if targets else None)
 
     def predict(self, item: Any) -> tuple[Any, Any, torch.Tensor]:
@@ -464,9 +441,11 @@ class Learner:
         return decoded, index, preds[0]
 
     def save(self, name: str, with_opt: bool = True) -> Path:
-        """Save weights (and optimizer state) to path/model_dir/name.pth, atomically."""
+        """Save weights (and optimizer state) to path/model_dir/name.pth, atomically (rank 0 only under torchrun)."""
         from learnkit.core.serialization import atomic_write
         file = self.path / self.model_dir / f"{name}.pth"
+        if self.dist is not None and not self.dist.is_main:
+            return file
         state: dict[str, Any] = {"model": self.model.state_dict()}
         if with_opt and self.opt is not None:
             state["opt"] = self.opt.state_dict()
@@ -477,6 +456,8 @@ class Learner:
     def load(self, name: str, with_opt: bool = True, strict: bool = True) -> "Learner":
         """Load what `save(name)` wrote (read with torch.load(weights_only=True): no code runs)."""
         file = self.path / self.model_dir / f"{name}.pth"
+        if self.dist is not None and not self.dist.local:
+            self.dist.barrier()  # rank 0 may still be writing it
         if not file.exists():
             raise FileNotFoundError(f"load: no checkpoint at {file}; saved ones: "
                                     f"{sorted(p.stem for p in file.parent.glob('*.pth'))}")
@@ -491,7 +472,23 @@ class Learner:
     def export(self, path: str | Path = "export") -> Path:
         """Write an inference bundle (weights as plain tensors + a JSON recipe); see `load_learner`."""
         from learnkit.learner.export import export
-        return export(self, path)
+        return self._on_main(lambda: export(self, path))
+
+    def _on_main(self, fn: Callable[[], Any]) -> Any:
+        """fn() here; under torchrun on rank 0 alone (no collectives, plain model), result given to every rank."""
+        return self.dist.run_on_main(fn) if self.dist is not None else fn()
+
+    def export_torch(self, path: str | Path, example: torch.Tensor | None = None) -> Path:
+        """Write a `torch.export` program (.pt2, dynamic batch) with the batch preprocessing and activation
+        inside, plus a model card beside it (learner/serving.py)."""
+        from learnkit.learner.serving import export_torch
+        return self._on_main(lambda: export_torch(self, path, example))
+
+    def export_onnx(self, path: str | Path, example: torch.Tensor | None = None) -> Path:
+        """Write an ONNX file (input 'images', output 'probs', dynamic batch) with the batch preprocessing and
+        activation inside, plus a model card beside it (learner/serving.py)."""
+        from learnkit.learner.serving import export_onnx
+        return self._on_main(lambda: export_onnx(self, path, example))
 
     def check(self) -> None:
         """Pre-flight check: one batch through model and loss; classic mistakes raise in plain words."""

@@ -14,9 +14,15 @@ __all__ = ["Metric", "AvgMetric", "accuracy", "error_rate", "accuracy_multi", "T
 
 
 class Metric:
-    """Base class for metrics that need more than a batch average."""
+    """Base class for metrics that need more than a batch average.
+
+    `sum_states` names the attributes that are sums over items (tensors or numbers; None before any
+    update): in a distributed run they are added up over ranks before `compute()`, which makes the metric
+    exact over the whole validation set. A metric without them is averaged over ranks, weighted by items.
+    """
 
     name: str = "metric"
+    sum_states: tuple[str, ...] = ()
 
     def reset(self) -> None:
         raise NotImplementedError
@@ -30,6 +36,8 @@ class Metric:
 
 class AvgMetric(Metric):
     """Item-weighted average of `fn(pred, target)` over batches, summed on the device."""
+
+    sum_states = ("total", "count")
 
     def __init__(self, fn: Callable[..., torch.Tensor], name: str | None = None):
         self.fn = fn
@@ -84,6 +92,7 @@ class RMSE(Metric):
     """Root of the mean squared error over the whole set (not the mean of batch roots)."""
 
     name = "rmse"
+    sum_states = ("sq", "count")
 
     def __init__(self) -> None:
         self.reset()
@@ -100,31 +109,23 @@ class RMSE(Metric):
         return (torch.as_tensor(self.sq) / max(1, self.count)).sqrt()
 
 
-class TopKAccuracy(Metric):
+class TopKAccuracy(AvgMetric):
     """Share of items whose target is among the k highest scores."""
 
     def __init__(self, k: int = 5):
         self.k = k
-        self.name = f"top_{k}_accuracy"
-        self.metric = AvgMetric(self._fn, self.name)
+        super().__init__(self._fn, f"top_{k}_accuracy")
 
     def _fn(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         k = min(self.k, pred.shape[-1])
         return (pred.topk(k, dim=-1).indices == target.unsqueeze(-1)).any(-1).float().mean()
 
-    def reset(self) -> None:
-        self.metric.reset()
-
-    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        self.metric.update(pred, target)
-
-    def compute(self) -> torch.Tensor:
-        return self.metric.compute()
-
 
 class F1Score(Metric):
     """F1 from a confusion matrix kept on the device. `average='macro'` (mean over classes, a class with no
     true and no predicted items counts as 0 and is left out) or 'micro'."""
+
+    sum_states = ("confusion",)
 
     def __init__(self, average: str = "macro"):
         if average not in ("macro", "micro"):

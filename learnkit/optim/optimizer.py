@@ -2,12 +2,15 @@
 hyper-parameter per layer group (what schedules call every step)."""
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+import math
+
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from torch import nn
 
-__all__ = ["AdamW", "SGD", "param_groups", "set_hyper", "get_hyper", "NORM_TYPES"]
+__all__ = ["AdamW", "SGD", "param_groups", "set_hyper", "get_hyper", "NORM_TYPES", "make_layer_groups",
+           "lrs_per_group", "set_trainable"]
 
 NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm,
               nn.LocalResponseNorm)
@@ -111,3 +114,45 @@ def get_hyper(opt: torch.optim.Optimizer, name: str) -> list[float]:
         value = group[key] if slot is None else group[key][slot]
         out.setdefault(group.get("layer_group", 0), float(value))
     return [out[k] for k in sorted(out)]
+
+
+def make_layer_groups(model: nn.Module, splitter: Callable[[nn.Module], Sequence[nn.Module]] | None) -> list[nn.Module]:
+    """`splitter(model)` (default `[model]`), checked to cover every parameter of `model`."""
+    groups = list(splitter(model)) if splitter is not None else [model]
+    covered = {id(p) for g in groups for p in g.parameters()}
+    missing = [n for n, p in model.named_parameters() if id(p) not in covered]
+    if missing:
+        raise ValueError(f"Learner: the splitter's layer groups leave out parameters {missing[:5]}"
+                         f"{' ...' if len(missing) > 5 else ''}; every parameter must be in one group")
+    return groups
+
+
+def lrs_per_group(lr: float | slice | Sequence[float], n: int) -> list[float]:
+    """One learning rate per each of `n` layer groups: slice(lo, hi) is geometric from lo to hi; slice(hi)
+    gives hi/10 to all groups but the last; a list gives one per group."""
+    if isinstance(lr, slice):
+        if lr.start is None:
+            return [lr.stop / 10] * (n - 1) + [lr.stop]
+        if n == 1:
+            return [lr.stop]
+        return [lr.start * (lr.stop / lr.start) ** (i / (n - 1)) for i in range(n)]
+    if isinstance(lr, (list, tuple)):
+        if len(lr) != n:
+            raise ValueError(f"{len(lr)} learning rates given for {n} layer groups")
+        return [float(v) for v in lr]
+    if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        raise ValueError(f"learning rate {lr!r} must be a positive number, a slice, or one per layer group")
+    return [float(lr)] * n
+
+
+def set_trainable(layer_groups: Sequence[nn.Module], n: int, train_bn: bool = True) -> None:
+    """Freeze groups [:n] (their normalization layers stay trainable when `train_bn`), unfreeze the rest."""
+    stop = n if n >= 0 else len(layer_groups) + n
+    for i, group in enumerate(layer_groups):
+        for p in group.parameters():
+            p.requires_grad_(i >= stop)
+        if i < stop and train_bn:
+            for m in group.modules():
+                if isinstance(m, NORM_TYPES):
+                    for p in m.parameters(recurse=False):
+                        p.requires_grad_(True)
