@@ -50,6 +50,7 @@ warmed up once before the first. `torch.backends.cudnn.benchmark` is on for all 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import contextlib
 import gc
 import importlib.util
@@ -81,7 +82,7 @@ REGIMES: dict[str, dict[str, Any]] = {
     "small": {"arch": "resnet18", "size": 28, "epochs": 5, "batch_size": 256, "max_lr": 1e-3},
     "transfer": {"arch": "resnet34", "size": 224, "epochs": 2, "batch_size": 256, "max_lr": 1e-3},
 }
-CONTENDERS = ("hand", "fastai", "learnkit")
+CONTENDERS = ("hand", "fastai", "learnkit", "learnkit_compiled", "learnkit_cudagraphs")
 FMNIST_STATS = (0.2860, 0.3530)      # Fashion-MNIST training pixels, scaled to [0, 1]
 IMAGENET_GRAY_STATS = (0.449, 0.226)  # mean of ImageNet's RGB means and stds: a grey image through summed kernels
 DEFAULT_FOLDER = Path("/tmp/fmnist-png")
@@ -103,7 +104,7 @@ class Setup:
     seed: int
     fastai_channels: int = 1
     fastai_resize: str = "item"
-    compile: bool = False
+    compile: str | None = None  # None: eager; 'default', 'reduce-overhead' (CUDA graphs), 'max-autotune'
 
     @property
     def stats(self) -> tuple[float, float]:
@@ -413,8 +414,8 @@ def run_learnkit(regime: str, folder: Path, cfg: Setup) -> Result:
         learn.unfreeze()  # the other contenders train everything
     res.notes.append(f"amp {learn.amp_dtype}")
     if cfg.compile:
-        seconds = learn.compile()
-        res.notes.append(f"compiled in {seconds:.1f} s (inside e2e, outside fit)")
+        seconds = learn.compile(**({} if cfg.compile == "default" else {"mode": cfg.compile}))
+        res.notes.append(f"compile mode {cfg.compile}: compiled in {seconds:.1f} s (inside e2e, outside fit)")
     t_fit = clock(device)
     learn.fit_one_cycle(cfg.epochs, cfg.max_lr)
     res.fit_s = clock(device) - t_fit
@@ -428,8 +429,18 @@ def run_learnkit(regime: str, folder: Path, cfg: Setup) -> Result:
     return res
 
 
-RUNNERS: dict[str, Callable[[str, Path, Setup], Result]] = {"hand": run_hand, "fastai": run_fastai,
-                                                             "learnkit": run_learnkit}
+def run_learnkit_mode(mode: str) -> Callable[[str, Path, Setup], Result]:
+    """The learnkit contender with learn.compile(mode=...) forced (so eager and compiled run side by side)."""
+    def run(regime: str, folder: Path, cfg: Setup) -> Result:
+        res = run_learnkit(regime, folder, dataclasses.replace(cfg, compile=mode))
+        res.contender = "learnkit_" + ("compiled" if mode == "default" else "cudagraphs")
+        return res
+    return run
+
+
+RUNNERS: dict[str, Callable[[str, Path, Setup], Result]] = {
+    "hand": run_hand, "fastai": run_fastai, "learnkit": run_learnkit,
+    "learnkit_compiled": run_learnkit_mode("default"), "learnkit_cudagraphs": run_learnkit_mode("reduce-overhead")}
 
 
 # ------------------------------------------------------------------------------------------------------ driver
@@ -504,22 +515,23 @@ def fmt(value: float | None, spec: str) -> str:
 def report(regime: str, results: list[Result]) -> dict[str, float]:
     """Print the regime's table and ratios; returns the ratios."""
     print(f"\n== {regime}")
-    print(f"{'contender':<10} {'e2e s':>8} {'data s':>8} {'fit s':>8} {'train s':>8} {'train img/s':>12} "
+    print(f"{'contender':<20} {'e2e s':>8} {'data s':>8} {'fit s':>8} {'train s':>8} {'train img/s':>12} "
           f"{'test acc':>9} {'peak GiB':>9}  notes")
     for r in results:
         if r.status != "ok":
-            print(f"{r.contender:<10} {r.status}: {r.message}")
+            print(f"{r.contender:<20} {r.status}: {r.message}")
             continue
         peak = r.peak_gpu_bytes / 2**30 if r.peak_gpu_bytes else None
-        print(f"{r.contender:<10} {fmt(r.e2e_s, '8.1f')} {fmt(r.data_s, '8.1f')} {fmt(r.fit_s, '8.1f')} "
+        print(f"{r.contender:<20} {fmt(r.e2e_s, '8.1f')} {fmt(r.data_s, '8.1f')} {fmt(r.fit_s, '8.1f')} "
               f"{fmt(r.train_s, '8.1f')} {fmt(r.train_img_s, '12,.0f')} {fmt(r.test_accuracy, '9.4f')} "
               f"{fmt(peak, '9.2f')}  {'; '.join(r.notes)}")
     ok = {r.contender: r for r in results if r.status == "ok"}
     ratios = {}
-    for other in ("fastai", "hand"):
-        if "learnkit" in ok and other in ok:
-            for key in ("e2e_s", "fit_s"):
-                ratios[f"learnkit/{other} {key}"] = getattr(ok["learnkit"], key) / getattr(ok[other], key)
+    for mine in ("learnkit", "learnkit_compiled", "learnkit_cudagraphs"):
+        for other in ("fastai", "hand"):
+            if mine in ok and other in ok:
+                for key in ("e2e_s", "fit_s"):
+                    ratios[f"{mine}/{other} {key}"] = getattr(ok[mine], key) / getattr(ok[other], key)
     if "hand" in ok and "fastai" in ok:
         ratios["fastai/hand e2e_s"] = ok["fastai"].e2e_s / ok["hand"].e2e_s
     for key, value in ratios.items():
@@ -551,8 +563,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fastai-resize", choices=["item", "batch"], default="item",
                         help="transfer regime: item_tfms=Resize(224) on the CPU workers (default), or batch: "
                              "AffineCoordTfm(size=224) on the GPU")
-    parser.add_argument("--compile", action="store_true",
-                        help="learnkit: learn.compile() (torch.compile, inductor) before fit; its time counts in e2e")
+    parser.add_argument("--compile", nargs="?", const="default", default=None,
+                        choices=["default", "reduce-overhead", "max-autotune"],
+                        help="learnkit: learn.compile(mode=...) before fit (torch.compile, inductor; 'reduce-overhead' "
+                             "adds CUDA graphs); its time counts in e2e. Bare --compile = default mode")
     parser.add_argument("--limit", type=int, default=None,
                         help="smoke run: a class-balanced copy with about N train and N/4 test images")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
