@@ -1,5 +1,6 @@
 """learnkit.sklearn: the scikit-learn estimator contract (fit/predict/score, clone, nested params,
-GridSearchCV, partial_fit, reproducibility, errors). Tiny data, CPU, a few seconds."""
+GridSearchCV, partial_fit, reproducibility, errors) for numeric X, image paths and texts. Tiny data, CPU,
+a few seconds."""
 import numpy as np
 import pytest
 
@@ -13,10 +14,12 @@ from sklearn.exceptions import NotFittedError  # noqa: E402
 from sklearn.metrics import log_loss  # noqa: E402
 from sklearn.model_selection import GridSearchCV, cross_val_score  # noqa: E402
 from sklearn.pipeline import Pipeline, make_pipeline  # noqa: E402
-from sklearn.preprocessing import StandardScaler  # noqa: E402
+from sklearn.preprocessing import FunctionTransformer, StandardScaler  # noqa: E402
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 from learnkit.sklearn import LearnkitClassifier, LearnkitRegressor  # noqa: E402
+from learnkit.testing import quadrant_image_items  # noqa: E402
+from learnkit.vision.nets import ResNet9  # noqa: E402
 
 FAST = dict(module__hidden=(16,), epochs=6, max_lr=1e-2, batch_size=32, device="cpu")
 
@@ -138,6 +141,129 @@ def test_errors_are_named(clf_data):
         clf.partial_fit(X[:4], ["cow"] * 4)
     with pytest.raises(ValueError, match="y must be numeric"):
         LearnkitRegressor(**FAST).fit(X, y)
+
+
+# ---------------------------------------------------------------- image paths and texts as X
+IMG = dict(epochs=4, max_lr=1e-2, batch_size=16, device="cpu")
+TXT = dict(epochs=8, max_lr=3e-2, batch_size=16, device="cpu", module__emb_size=16, module__hidden_size=32,
+           module__n_layers=1)
+
+
+@pytest.fixture(scope="module")
+def image_files(tmp_path_factory):
+    """96 grayscale 8x8 PNGs; the label is the bright quadrant (q0..q3): chance is 0.25."""
+    from PIL import Image
+    root = tmp_path_factory.mktemp("quadrants")
+    files, labels = [], []
+    for i, (x, label) in enumerate(quadrant_image_items(n=96, channels=1, seed=0)):
+        Image.fromarray(x[0].numpy()).save(root / f"{i}.png")
+        files.append(root / f"{i}.png")
+        labels.append(label)
+    return files, np.array(labels)
+
+
+@pytest.fixture(scope="module")
+def text_data():
+    """80 short documents over two disjoint vocabularies (fruit / car words): chance is 0.5."""
+    rng = np.random.default_rng(0)
+    words = {"fruit": "apple banana cherry grape lemon mango".split(),
+             "car": "engine wheel brake motor piston gear".split()}
+    y = np.array(["fruit", "car"])[np.arange(80) % 2]
+    texts = [" ".join(rng.choice(words[label], 6)) for label in y]
+    texts[2] += " see photo.jpg"  # a text that ends like a file name is still a text (it has whitespace)
+    return texts, y
+
+
+def test_image_paths_fit_predict(image_files):
+    files, y = image_files
+    clf = LearnkitClassifier(**IMG).fit(files[:64], y[:64])
+    assert clf.input_kind_ == "images" and isinstance(clf.learner_.model, ResNet9)
+    assert list(clf.classes_) == ["q0", "q1", "q2", "q3"] and not hasattr(clf, "n_features_in_")
+    test = np.array([str(f) for f in files[64:]])  # str paths in an array work as well as Path objects
+    proba = clf.predict_proba(test)
+    assert proba.shape == (32, 4)
+    np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-9)
+    assert (clf.predict(test) == clf.classes_[proba.argmax(1)]).all()
+    assert clf.score(files[64:], y[64:]) > 0.8
+    # predict goes through the training pipeline (decode, normalize): the Learner's own predict agrees.
+    np.testing.assert_allclose(proba[0], clf.learner_.predict(files[64])[2].numpy(), atol=1e-5)
+    # image_size resizes every image; the model sees that size.
+    big = LearnkitClassifier(**{**IMG, "epochs": 1, "image_size": 16}).fit(files[:32], y[:32])
+    assert tuple(big.learner_.data.one_batch()[0].shape[-2:]) == (16, 16)
+    assert big.predict_proba(files[:3]).shape == (3, 4)
+
+
+def test_image_paths_in_pipeline_and_grid_search(image_files):
+    files, y = image_files
+    root = files[0].parent
+    names = [f.name for f in files]  # relative names; the pipeline's first step resolves them
+    pipe = Pipeline([("resolve", FunctionTransformer(lambda xs: [root / n for n in xs])),
+                     ("clf", LearnkitClassifier(**{**IMG, "batch_size": 8}))])
+    grid = GridSearchCV(pipe, {"clf__max_lr": [1e-4, 1e-2]}, cv=2).fit(names[:64], y[:64])
+    low, high = grid.cv_results_["mean_test_score"]  # 32 training images per fold
+    assert grid.best_params_ == {"clf__max_lr": 1e-2} and high > 0.9 and low < 0.6  # 1e-4 barely moves
+    assert grid.score(names[64:], y[64:]) > 0.9
+
+
+def test_texts_fit_predict_cross_val(text_data):
+    texts, y = text_data
+    clf = LearnkitClassifier(**TXT).fit(texts[:60], y[:60])
+    assert clf.input_kind_ == "texts" and list(clf.classes_) == ["car", "fruit"]
+    model = clf.learner_.model
+    assert [m.embedding_dim for m in model.modules() if isinstance(m, nn.Embedding)] == [16]
+    assert sum(isinstance(m, nn.LSTM) for m in model.modules()) == 1
+    proba = clf.predict_proba(np.array(texts[60:]))
+    assert proba.shape == (20, 2) and clf.score(texts[60:], y[60:]) > 0.9
+    again = LearnkitClassifier(**TXT).fit(texts[:60], y[:60]).predict_proba(texts[60:])
+    np.testing.assert_array_equal(proba, again)  # same seed, same model
+    scores = cross_val_score(LearnkitClassifier(**TXT), texts, y, cv=2)
+    assert scores.shape == (2,) and scores.min() > 0.9
+    # In a Pipeline after a text step, with a nested module__ parameter tuned by GridSearchCV.
+    pipe = make_pipeline(FunctionTransformer(lambda docs: [d.lower() for d in docs]), LearnkitClassifier(**TXT))
+    grid = GridSearchCV(pipe, {"learnkitclassifier__module__emb_size": [8, 24]}, cv=2).fit(texts, y)
+    emb = [m for m in grid.best_estimator_[-1].learner_.model.modules() if isinstance(m, nn.Embedding)][0]
+    assert emb.embedding_dim == grid.best_params_["learnkitclassifier__module__emb_size"]
+    assert grid.score([t.upper() for t in texts[:20]], y[:20]) > 0.9  # the lowercasing step runs at predict
+
+
+def test_items_clone_params_and_auto_lr(text_data):
+    texts, y = text_data
+    est = LearnkitClassifier(**TXT, arch="awd_lstm", image_size=(8, 8), pretrained=False, module__drop_mult=0.2)
+    params = est.get_params()
+    assert params["arch"] == "awd_lstm" and params["image_size"] == (8, 8) and params["module__drop_mult"] == 0.2
+    twin = clone(est).set_params(module__emb_size=12, max_lr="auto")
+    assert est.module__emb_size == 16 and twin.get_params()["module__emb_size"] == 12
+    twin.fit(texts, y)
+    assert 0 < twin.max_lr_ < 10 and twin.score(texts, y) > 0.6
+    assert not hasattr(clone(twin), "learner_")
+
+
+def test_item_errors_name_the_item(image_files, text_data, tmp_path):
+    files, y = image_files
+    texts, labels = text_data
+    clf = LearnkitClassifier(**{**TXT, "epochs": 1})
+    missing = files[:3] + [tmp_path / "gone.png"]
+    with pytest.raises(FileNotFoundError, match=r"X\[3\]: image file .*gone\.png' not found"):
+        clf.fit(missing, y[:4])
+    with pytest.raises(ValueError, match=r"X\[2\] = '.*0\.png' is an image path, but X\[0\] = .* is a text"):
+        clf.fit(texts[:2] + [files[0]], labels[:3])
+    with pytest.raises(ValueError, match=r"X\[1\] = None is a NoneType, not a str or Path"):
+        clf.fit(["apple banana", None], ["a", "b"])
+    with pytest.raises(ValueError, match=r"X\[1\] = '.*notes\.txt' is not an image file"):
+        clf.fit([files[0], tmp_path / "notes.txt"], ["a", "b"])
+    with pytest.raises(ValueError, match="X is a single str"):
+        clf.fit("apple banana", ["a"])
+    with pytest.raises(ValueError, match="LearnkitRegressor takes numeric X only; got texts"):
+        LearnkitRegressor(**FAST).fit(texts, np.arange(len(texts), dtype=float))
+    with pytest.raises(NotImplementedError, match="partial_fit takes numeric X only"):
+        clf.partial_fit(texts, labels)
+    clf.fit(texts, labels)
+    with pytest.raises(ValueError, match="fitted on texts X but got images X"):
+        clf.predict(files[:2])
+    with pytest.raises(ValueError, match="fitted on texts X but got numeric X"):
+        clf.predict(np.zeros((2, 3)))
+    with pytest.raises(FileNotFoundError, match="gone.png"):
+        LearnkitClassifier(**{**IMG, "epochs": 1}).fit(files[:8], y[:8]).predict([tmp_path / "gone.png"])
 
 
 # scikit-learn's whole estimator suite (about 55 checks per estimator, ~3 s each on CPU). Checks that do
