@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from learnkit.core.random import get_rng_state, set_rng_state
+from learnkit.data.bunch import n_items
 
 if TYPE_CHECKING:
     from learnkit.learner.learner import Learner
@@ -21,6 +22,16 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _check_static_batches(dl: Any, mode: Any) -> None:
+    """CUDA graphs replay one recorded shape: a last training batch of another size would record a second graph
+    every epoch (and torch may mark the batch dimension dynamic). Ask for equal batches instead."""
+    n, bs = n_items(dl), getattr(dl, "batch_size", None)
+    if bs and not getattr(dl, "drop_last", False) and n % bs:
+        raise ValueError(f"learn.compile(mode={mode!r}) uses CUDA graphs, which need every training batch the same "
+                         f"size; {n} training items in batches of {bs} leave a last batch of {n % bs}. Build the "
+                         f"data with drop_last=True (or a batch_size that divides {n}).")
+
+
 def compile_model(learn: "Learner", **kwargs: Any) -> float:
     """Compile `learn.model` in place (`nn.Module.compile`: the same module, parameters, state_dict and exports)
     and run one forward + backward on a training batch now. Returns the compile seconds (also kept in
@@ -31,6 +42,8 @@ def compile_model(learn: "Learner", **kwargs: Any) -> float:
     Freezing and unfreezing later is safe: the compiled graph is guarded on `requires_grad` and recompiled.
     """
     model, data = learn.model, learn.data
+    if kwargs.get("mode") in ("reduce-overhead", "max-autotune") or (kwargs.get("options") or {}).get("triton.cudagraphs"):
+        _check_static_batches(data.train_dl, kwargs.get("mode"))
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     rng = get_rng_state(learn._generators())
     was_training = model.training

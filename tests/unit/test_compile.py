@@ -96,3 +96,23 @@ def test_a_failing_compile_warns_once_and_trains_eagerly():
         assert not ours
     learn.fit_one_cycle(1, 1e-2)  # either way: no error, the model runs eagerly
     assert learn.history.epoch_records
+
+
+def test_learner_compile_argument_compiles_at_construction():
+    set_seed(0)
+    data = synthetic_classification(n=256, n_features=8, n_classes=3, seed=0, batch_size=32)
+    learn = Learner(data, create_model("two_group_mlp"), progress=False, compile={"backend": "aot_eager"})
+    assert learn.compile_seconds is not None and learn.compile_seconds > 0
+    assert learn.model._compiled_call_impl is not None  # nn.Module.compile's compiled call is in place
+    eager = Learner(synthetic_classification(n=256, n_features=8, n_classes=3, seed=0, batch_size=32),
+                    create_model("two_group_mlp"), progress=False)
+    assert eager.compile_seconds is None and eager.model._compiled_call_impl is None
+
+
+def test_cuda_graph_mode_needs_equal_training_batches():
+    # 192 training items in batches of 40 leave 32: a CUDA graph would be recorded for each size.
+    data = synthetic_classification(n=256, n_features=8, n_classes=3, seed=0, batch_size=40, drop_last=False)
+    learn = Learner(data, create_model("two_group_mlp"), progress=False)
+    with pytest.raises(ValueError, match=r"last batch of 32\. Build the data with drop_last=True"):
+        learn.compile(mode="reduce-overhead")
+    assert learn.model._compiled_call_impl is None  # refused before compiling anything
