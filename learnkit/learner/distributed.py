@@ -51,6 +51,10 @@ class Distributed:
         self.local = False  # True inside main_only(): no collectives, plain model
         self._ddp: nn.Module | None = None
         self._ddp_key: tuple | None = None
+        self._sync_bn_layers: list[nn.SyncBatchNorm] = []
+        # SyncBatchNorm all-reduces in every training forward; alone on rank 0 (lr_find) it must use a group of
+        # one. Creating a group is collective, so every rank makes it now.
+        self._rank0_group = dist.new_group([0]) if sync_bn else None
 
     @classmethod
     def from_env(cls, device: torch.device, sync_bn: bool = False) -> "Distributed | None":
@@ -84,7 +88,11 @@ class Distributed:
     # --- model -------------------------------------------------------------------------------------
     def prepare(self, model: nn.Module) -> nn.Module:
         """SyncBatchNorm conversion when asked (same parameters and buffers, so state_dicts are unchanged)."""
-        return nn.SyncBatchNorm.convert_sync_batchnorm(model) if self.sync_bn else model
+        if not self.sync_bn:
+            return model
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self._sync_bn_layers = [m for m in model.modules() if isinstance(m, nn.SyncBatchNorm)]
+        return model
 
     def train_model(self, model: nn.Module) -> nn.Module:
         """The module the training forward goes through: a DDP wrapper of `model`, built once per set of
@@ -125,11 +133,17 @@ class Distributed:
 
     @contextlib.contextmanager
     def main_only(self) -> Iterator[None]:
+        """Rank 0 working alone: no DDP, no metric exchange, SyncBatchNorm statistics over rank 0's batch only."""
         self.local, was = True, self.local
+        groups = [m.process_group for m in self._sync_bn_layers]
+        for m in self._sync_bn_layers:
+            m.process_group = self._rank0_group
         try:
             yield
         finally:
             self.local = was
+            for m, g in zip(self._sync_bn_layers, groups):
+                m.process_group = g
 
     def sync_generators(self, order: Sequence[torch.Generator], own: Sequence[torch.Generator]) -> None:
         """Give every rank rank 0's `order` generators (the batch order must agree for batch sharding) and

@@ -1,16 +1,23 @@
 """Export for inference without pickle: `weights.safetensors` (plain tensors) + `recipe.json` (model
-builder and arguments, blocks, preprocessing, classes, versions, seed, weights hash).
+builder and arguments, blocks, preprocessing, classes, versions, seed, weights hash) + a model card
+(`model_card.json`, `model_card.md`).
 
 `load_learner` rebuilds a `Predictor` from learnkit's own registries only: no user code runs on the load
 path and the training data is not needed. A tampered or incompatible bundle is a clear error.
+`Predictor.predict_batch` decodes raw inputs in threads, batches them and runs the model without autograd,
+with autocast on CUDA.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
+import os
 import platform
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Sequence, TYPE_CHECKING
+from typing import Any, Iterable, Iterator, Sequence, TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -20,8 +27,8 @@ from learnkit.core.random import current_seed
 from learnkit.core.registry import builder_module, create_model, model_spec
 from learnkit.core.serialization import atomic_write, load_tensors, save_tensors, sha256_file
 from learnkit.data.blocks import TransformBlock, block_from_config
-from learnkit.data.bunch import n_items
 from learnkit.data.transforms import transform_from_config
+from learnkit.learner.card import data_fingerprint, model_card, write_model_card
 
 if TYPE_CHECKING:
     from learnkit.learner.learner import Learner
@@ -29,7 +36,7 @@ if TYPE_CHECKING:
 __all__ = ["export", "load_learner", "Predictor"]
 
 FORMAT, FORMAT_VERSION = "learnkit-export", 1
-RECIPE, WEIGHTS = "recipe.json", "weights.safetensors"
+RECIPE, WEIGHTS, CARD = "recipe.json", "weights.safetensors", "model_card"
 
 
 def _version() -> str:
@@ -46,7 +53,15 @@ def _config(tfm: Any, kind: str) -> dict:
 
 
 def export(learn: "Learner", path: str | Path) -> Path:
-    """Write the bundle to folder `path` (relative paths are under learn.path). Returns the folder."""
+    """Write the bundle to folder `path` (relative paths are under learn.path): weights, recipe and model card.
+
+    Returns:
+        The folder.
+
+    Example:
+        >>> folder = export(learn, "export")      # or learn.export("export")
+        >>> load_learner(folder).predict_batch(paths)
+    """
     folder = Path(path) if Path(path).is_absolute() else learn.path / path
     spec = model_spec(learn.model)
     if spec is None:
@@ -63,6 +78,7 @@ def export(learn: "Learner", path: str | Path) -> Path:
                *(type(t).__module__ for t in list(data.item_tfms) + list(data.batch_tfms))}
     requires = sorted(m for m in modules if m and m.startswith("learnkit."))
     folder.mkdir(parents=True, exist_ok=True)
+    fingerprint = data_fingerprint(data)
     state = {k: v.detach().cpu() for k, v in learn.model.state_dict().items()}
     save_tensors(state, folder / WEIGHTS, metadata={"format": FORMAT})
     recipe = {
@@ -76,53 +92,191 @@ def export(learn: "Learner", path: str | Path) -> Path:
         "mixed_precision": str(learn.amp_dtype).replace("torch.", "") if learn.amp_dtype else None,
         "versions": {"learnkit": _version(), "torch": torch.__version__, "python": platform.python_version()},
         "seed": current_seed(),
-        "training": {"train_items": n_items(data.train_dl), "valid_items": n_items(data.valid_dl),
+        "training": {"train_items": fingerprint["train_items"], "valid_items": fingerprint["valid_items"],
+                     "data_sha256": fingerprint["sha256"],
                      "epochs_recorded": len(learn.history.epoch_records),
                      "last_epoch": learn.history.epoch_records[-1] if learn.history.epoch_records else None},
         "weights": {"file": WEIGHTS, "sha256": sha256_file(folder / WEIGHTS)},
     }
     with atomic_write(folder / RECIPE) as tmp:
         tmp.write_text(json.dumps(recipe, indent=2, default=str))
+    _write_card(learn, folder, recipe, fingerprint)
     return folder
+
+
+def _write_card(learn: "Learner", folder: Path, recipe: dict, fingerprint: dict) -> None:
+    data = learn.data
+    kind = "token ids" if getattr(data.blocks[0], "collate", None) is not None else "tensor"
+    input_spec = {"kind": "raw inputs, as get_x returns them (e.g. an image path, bytes or array; a text)",
+                  "block": recipe["blocks"][0], "item_tfms": recipe["item_tfms"], "batch_tfms": recipe["batch_tfms"],
+                  "note": f"the input block encodes each item ({kind}), the item transforms run per item, then "
+                          "items are batched and the batch transforms run on the device: Predictor does all of it"}
+    y_block = data.y_block
+    output_spec = {"predict_batch": "(decoded predictions, probabilities float32 (N, n_out) on the CPU)",
+                   "activation": f"{type(y_block).__name__}.activation" if y_block is not None else None}
+    export_info = {"format": "learnkit bundle (weights.safetensors + recipe.json)", "exporter": "learnkit.export",
+                   "files": [WEIGHTS, RECIPE], "weights_sha256": recipe["weights"]["sha256"]}
+    usage = (f"import learnkit\npredictor = learnkit.load_learner({folder.name!r})   # the bundle folder\n"
+             "labels, probs = predictor.predict_batch(items)       # items: raw inputs, e.g. image paths\n"
+             "label, index, probs = predictor.predict(item)")
+    card = model_card(learn, export_info, input_spec, output_spec, usage, fingerprint)
+    write_model_card(card, folder / CARD)
+
+
+def _autocast_dtype(mixed_precision: Any, recipe: dict, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for inference: None (float32) on the CPU or when turned off."""
+    if mixed_precision not in ("auto", "bf16", "fp16", None):
+        raise ValueError(f"load_learner(mixed_precision={mixed_precision!r}): use 'auto', 'bf16', 'fp16' or None")
+    if device.type != "cuda" or mixed_precision is None:
+        return None  # CPU autocast is slow on most CPUs and changes results, as in training
+    if mixed_precision == "auto":  # what training used; bf16 when it trained in float32 or on the CPU
+        mixed_precision = "fp16" if recipe.get("mixed_precision") == "float16" else "bf16"
+    if mixed_precision == "bf16" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16 if mixed_precision == "bf16" else torch.float16
 
 
 class Predictor:
     """Inference from an exported bundle: the model in eval mode plus the preprocessing it was trained with.
 
+    `predict_batch` is the fast path for many inputs: they are decoded by a thread pool while earlier
+    batches run, batches go to the device from pinned memory, the model runs under `torch.inference_mode()`
+    with autocast on CUDA (bf16, or fp16 where bf16 is unsupported or training used fp16), and the
+    probabilities come back to the CPU once, at the end. On CUDA, image models run channels-last.
+
+    Args:
+        model, blocks, n_inp, item_tfms, batch_tfms, recipe: what `load_learner` rebuilt from the bundle.
+        device: where the model runs.
+        mixed_precision: 'auto' (see above), 'bf16', 'fp16' or None (float32). Off on the CPU.
+        num_workers: decoding threads for `predict_batch` (default: up to 8); 0 or 1 decodes in this thread.
+
     Example:
         >>> predictor = load_learner("models/export")
         >>> label, index, probs = predictor.predict(x)
+        >>> labels, probs = predictor.predict_batch(paths)          # probs: float32 (N, n_classes), CPU
     """
 
     def __init__(self, model: nn.Module, blocks: Sequence[TransformBlock], n_inp: int, item_tfms: Sequence[Any],
-                 batch_tfms: Sequence[nn.Module], device: torch.device, recipe: dict):
-        self.model = model.to(device).eval()
+                 batch_tfms: Sequence[nn.Module], device: torch.device, recipe: dict,
+                 mixed_precision: str | None = "auto", num_workers: int | None = None):
+        self.device = torch.device(device)
+        self.amp_dtype = _autocast_dtype(mixed_precision, recipe, self.device)
+        # NHWC convolutions are faster with bf16/fp16 tensor cores (ChannelsLast is not recorded in exports).
+        self.channels_last = self.device.type == "cuda" and any(p.ndim == 4 for p in model.parameters())
+        model = model.to(self.device).eval()
+        self.model = model.to(memory_format=torch.channels_last) if self.channels_last else model
         self.blocks, self.n_inp = list(blocks), n_inp
         self.item_tfms = list(item_tfms)
-        self.batch_tfms = nn.ModuleList(batch_tfms).to(device).eval()
-        self.device, self.recipe = device, recipe
+        self.batch_tfms = nn.ModuleList(batch_tfms).to(self.device).eval()
+        self.recipe = recipe
+        self.num_workers = min(8, os.cpu_count() or 1) if num_workers is None else int(num_workers)
 
     @property
     def classes(self) -> list[Any] | None:
         return self.recipe.get("classes")
 
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The autocast context used for the model (a no-op in float32)."""
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    # ------------------------------------------------------------------ raw items → CPU batches
     def _encode(self, item: Any) -> torch.Tensor:
         x = self.blocks[0].encode(item)
         for tfm in self.item_tfms:
             x = tfm(x)
         return x
 
-    def predict_batch(self, items: Sequence[Any]) -> tuple[list[Any], torch.Tensor]:
-        """(decoded predictions, activated outputs) for raw inputs, without autograd."""
-        encoded = [self._encode(item) for item in items]
+    def _collate(self, encoded: list[torch.Tensor]) -> torch.Tensor:
         collate = getattr(self.blocks[0], "collate", None)  # variable-length inputs (text) say how to batch
-        x = (collate(encoded) if collate is not None else torch.stack(encoded)).to(self.device)
-        with torch.no_grad():
-            for tfm in self.batch_tfms:
-                x = tfm(x)
-            out = self.model(x)
+        if collate is not None:
+            return collate(encoded)
+        pin = self.device.type == "cuda"  # stack straight into page-locked memory: the copy can be asynchronous
+        out = torch.empty((len(encoded), *encoded[0].shape), dtype=encoded[0].dtype, pin_memory=pin)
+        try:
+            return torch.stack(encoded, out=out)
+        except RuntimeError as e:
+            shapes = sorted({tuple(t.shape) for t in encoded})
+            raise ValueError(f"predict_batch: the encoded items have different shapes {shapes[:5]}; the recipe's "
+                             "item transforms must give every item the same shape (export with a resize item "
+                             "transform), or predict one item at a time") from e
+
+    def _encoded_batches(self, items: Sequence[Any], batch_size: int) -> Iterator[torch.Tensor]:
+        chunks = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
+        if self.num_workers <= 1 or len(items) < 64:
+            for chunk in chunks:
+                yield self._collate([self._encode(item) for item in chunk])
+            return
+
+        def encode_all(part: Sequence[Any]) -> list[torch.Tensor]:
+            return [self._encode(item) for item in part]
+
+        # Decoding (PIL, tokenizers) runs in threads, two batches ahead of the one on the device; tasks of up
+        # to 32 items keep the per-task overhead small and the threads busy.
+        with ThreadPoolExecutor(self.num_workers, thread_name_prefix="learnkit-decode") as pool:
+            pending: deque = deque()
+            for chunk in chunks:
+                pending.append([pool.submit(encode_all, chunk[i:i + 32]) for i in range(0, len(chunk), 32)])
+                if len(pending) > 2:
+                    yield self._collate([x for f in pending.popleft() for x in f.result()])
+            while pending:
+                yield self._collate([x for f in pending.popleft() for x in f.result()])
+
+    # ------------------------------------------------------------------ batches → probabilities
+    def _run(self, batches: Iterable[torch.Tensor]) -> torch.Tensor:
+        cuda = self.device.type == "cuda"
+        outs = []
+        with torch.inference_mode():
+            for xb in batches:
+                if cuda and xb.device.type == "cpu" and not xb.is_pinned():
+                    xb = xb.pin_memory()
+                x = xb.to(self.device, non_blocking=cuda)
+                for tfm in self.batch_tfms:
+                    x = tfm(x)
+                if self.channels_last and x.ndim == 4 and x.is_floating_point():
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with self.autocast():
+                    out = self.model(x)
+                outs.append(self.blocks[self.n_inp].activation(out))  # stays on the device: no sync per batch
+            widths = {tuple(o.shape[1:]) for o in outs}
+            if len(widths) > 1:
+                raise ValueError(f"predict_batch: the batches' outputs have different shapes {sorted(widths)}; "
+                                 "pass batch_size=len(items) to get them in one batch")
+            probs = torch.cat(outs) if len(outs) > 1 else outs[0]
+        # Outside inference mode, so the caller gets an ordinary tensor (in-place ops allowed).
+        return probs.to("cpu", torch.float32, copy=True)
+
+    def predict_tensors(self, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """Probabilities (float32, CPU) for an already encoded batch: what the item transforms produce, stacked
+        (uint8 images (N, C, H, W), padded token ids (N, T)), on the CPU or on the device.
+
+        Example:
+            >>> probs = predictor.predict_tensors(uint8_images)          # (N, n_classes)
+        """
+        if not isinstance(x, torch.Tensor) or x.ndim == 0 or len(x) == 0:
+            raise ValueError(f"predict_tensors: expected a non-empty batch tensor (N, ...), got "
+                             f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+        _check_batch_size(batch_size, "predict_tensors")
+        return self._run(x[i:i + batch_size] for i in range(0, len(x), batch_size))
+
+    def predict_batch(self, items: Sequence[Any], batch_size: int = 256) -> tuple[list[Any], torch.Tensor]:
+        """(decoded predictions, probabilities float32 (N, n_out) on the CPU) for raw inputs, in their order.
+
+        Args:
+            items: raw inputs as `get_x` returns them (image paths, bytes, arrays, texts).
+            batch_size: items per forward pass; the result does not depend on it (up to float rounding).
+
+        Example:
+            >>> labels, probs = predictor.predict_batch(list(Path("new").glob("*.png")))
+        """
+        items = list(items)
+        if not items:
+            raise ValueError("predict_batch: no items given (an empty list); pass a list of raw inputs, e.g. "
+                             "image paths or texts")
+        _check_batch_size(batch_size, "predict_batch")
+        probs = self._run(self._encoded_batches(items, batch_size))
         y_block = self.blocks[self.n_inp]
-        probs = y_block.activation(out).cpu()
         return [y_block.decode_prediction(p)[0] for p in probs], probs
 
     def predict(self, item: Any) -> tuple[Any, Any, torch.Tensor]:
@@ -132,8 +286,26 @@ class Predictor:
         return decoded, index, probs[0]
 
 
-def load_learner(path: str | Path, device: str | torch.device | None = None) -> Predictor:
-    """Rebuild a `Predictor` from a folder written by `learn.export()`."""
+def _check_batch_size(batch_size: Any, where: str) -> None:
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"{where}(batch_size={batch_size!r}): must be a positive int, e.g. 256")
+
+
+def load_learner(path: str | Path, device: str | torch.device | None = None, mixed_precision: str | None = "auto",
+                 num_workers: int | None = None) -> Predictor:
+    """Rebuild a `Predictor` from a folder written by `learn.export()`.
+
+    Args:
+        path: the bundle folder.
+        device: where to run (default: the current CUDA device if any, else the CPU).
+        mixed_precision: autocast on CUDA: 'auto' (what training used; bf16 if it trained in float32),
+            'bf16', 'fp16' or None (float32). Off on the CPU.
+        num_workers: decoding threads for `predict_batch` (default: up to 8).
+
+    Example:
+        >>> predictor = load_learner("models/export", device="cpu")
+        >>> labels, probs = predictor.predict_batch(paths)
+    """
     folder = Path(path)
     recipe_file = folder / RECIPE
     if not recipe_file.exists():
@@ -175,4 +347,5 @@ def load_learner(path: str | Path, device: str | torch.device | None = None) -> 
     blocks = [block_from_config(c) for c in recipe["blocks"]]
     device = default_device() if device is None else torch.device(device)
     return Predictor(model, blocks, recipe["n_inp"], [transform_from_config(c) for c in recipe["item_tfms"]],
-                     [transform_from_config(c) for c in recipe["batch_tfms"]], device, recipe)
+                     [transform_from_config(c) for c in recipe["batch_tfms"]], device, recipe, mixed_precision,
+                     num_workers)

@@ -22,7 +22,8 @@ def test_export_load_learner_predictions_identical(tmp_path):
     lk.set_seed(7)
     learn = _trained(tmp_path)
     folder = learn.export("bundle")
-    assert sorted(p.name for p in folder.iterdir()) == ["recipe.json", "weights.safetensors"]
+    assert sorted(p.name for p in folder.iterdir()) == ["model_card.json", "model_card.md", "recipe.json",
+                                                        "weights.safetensors"]
     recipe = json.loads((folder / "recipe.json").read_text())
     assert recipe["model"] == {"name": "mlp", "kwargs": {"n_in": 8, "n_out": 3, "hidden": [16, 16],
                                                           "batch_norm": True, "dropout": 0.1}}
