@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.gpu,
 
 def _run(args, cwd):
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env, cwd=cwd)
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=240, env=env, cwd=cwd)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
