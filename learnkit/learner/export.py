@@ -203,6 +203,21 @@ class Predictor:
                              "transform), or predict one item at a time") from e
 
     def _encoded_batches(self, items: Sequence[Any], batch_size: int) -> Iterator[torch.Tensor]:
+        many = getattr(self.blocks[0], "encode_many", None)
+        if many is not None and self.num_workers > 1 and len(items) >= 64:
+            # The block decodes in parallel itself (images: worker processes, streamed in order) while
+            # earlier batches run on the device.
+            batch: list[torch.Tensor] = []
+            for x in many(items, self.num_workers):
+                for tfm in self.item_tfms:
+                    x = tfm(x)
+                batch.append(x)
+                if len(batch) == batch_size:
+                    yield self._collate(batch)
+                    batch = []
+            if batch:
+                yield self._collate(batch)
+            return
         chunks = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
         if self.num_workers <= 1 or len(items) < 64:
             for chunk in chunks:

@@ -290,3 +290,25 @@ def test_image_block_encodes_exports_and_shows(tmp_path):
     assert ax2.images[0].get_array().shape == (5, 4, 3)
     with pytest.raises(ValueError, match="not a batch"):
         block.show(torch.zeros(2, 3, 5, 4), ax1)
+
+
+@pytest.mark.parametrize("process_min_files", [10_000, 8])  # threads, then the fork process pool
+def test_encode_many_streams_what_encode_gives_in_order(tmp_path, monkeypatch, process_min_files):
+    import learnkit.vision.image as image_module
+    monkeypatch.setattr(image_module, "_PROCESS_MIN_FILES", process_min_files)
+    rng = np.random.default_rng(0)
+    files = []
+    for i in range(20):
+        f = tmp_path / f"{i:02d}.png"
+        Image.fromarray(rng.integers(0, 255, (6 + i % 3, 5, 3), dtype=np.uint8)).save(f)
+        files.append(str(f) if i % 2 else f)
+    block = ImageBlock(mode="L")
+    got = list(block.encode_many(files, num_workers=2))
+    assert len(got) == 20
+    for f, x in zip(files, got):
+        assert torch.equal(x, block.encode(f))
+    arrays = [np.zeros((4, 4, 3), dtype=np.uint8)] * 3  # not paths: encoded one by one
+    assert [tuple(x.shape) for x in block.encode_many(arrays)] == [(1, 4, 4)] * 3
+    (tmp_path / "07.png").write_bytes(b"not a png")
+    with pytest.raises(ImageLoadError, match="07.png"):
+        list(block.encode_many(files, num_workers=2))
