@@ -33,6 +33,31 @@ def test_png_sample_folder_trains_well_above_chance():
     learn = _small_resnet9(data)
     learn.fit_one_cycle(4, 5e-3)
     assert learn.validate()["accuracy"] >= 0.80  # chance: 0.10
+    _check_exports_on_real_images(learn, sorted((PNG / "valid").rglob("*.png"))[::50])
+
+
+def _check_exports_on_real_images(learn, files, tmp=None):
+    """The three export formats agree with learn.predict on real PNG files: the bundle through
+    predict_batch, the .pt2 through torch.export.load and the .onnx through onnxruntime (uint8 input)."""
+    import tempfile
+
+    from learnkit import load_learner
+    from learnkit.vision import load_image
+    out = Path(tmp or tempfile.mkdtemp())
+    expected = torch.stack([learn.predict(f)[2] for f in files])
+    labels, probs = load_learner(learn.export(out / "bundle"), device="cpu").predict_batch(files)
+    torch.testing.assert_close(probs, expected, atol=1e-5, rtol=0)
+    assert labels == [learn.predict(f)[0] for f in files]
+    x = torch.stack([load_image(f, mode="L") for f in files])  # uint8 (N, 1, 28, 28): the graphs' input
+    program = torch.export.load(learn.export_torch(out / "model.pt2"))
+    torch.testing.assert_close(program.module()(x), expected, atol=1e-4, rtol=0)
+    onnx_file = learn.export_onnx(out / "model.onnx")
+    for card in ("model.pt2.card.json", "model.pt2.card.md", "model.onnx.card.md", "bundle/model_card.md"):
+        assert (out / card).stat().st_size > 0, card
+    ort = pytest.importorskip("onnxruntime")
+    session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    got = torch.from_numpy(session.run(None, {"images": x.numpy()})[0])
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
 
 
 def _few(split: str, n_per_class: int) -> list[Path]:

@@ -69,7 +69,7 @@ def test_serving_module_drops_augmentation_and_matches_get_preds(learn):
 def test_export_torch_matches_get_preds_with_dynamic_batch(learn, tmp_path):
     learn.model.train()
     before = _snapshot(learn)
-    path = export_torch(learn, tmp_path / "model.pt2")
+    path = learn.export_torch(tmp_path / "model.pt2")  # the Learner method
     _assert_unchanged(learn, before)
     module = torch.export.load(path).module()
     x, ref = _reference(learn)
@@ -94,7 +94,7 @@ def test_export_onnx_matches_get_preds(learn, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
     before = _snapshot(learn)
-    path = export_onnx(learn, tmp_path / "model.onnx")
+    path = learn.export_onnx(tmp_path / "model.onnx")  # the Learner method
     _assert_unchanged(learn, before)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["images"]
