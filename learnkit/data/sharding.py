@@ -19,6 +19,7 @@ from typing import Any, Iterator
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from learnkit.data.bunch import WorkerLoader
 from learnkit.data.resident import ResidentLoader
 
 __all__ = ["RankBatches", "shard_loader"]
@@ -54,7 +55,7 @@ def _shard_dataloader(dl: DataLoader, rank: int, world_size: int, even: bool) ->
         raise NotImplementedError(f"shard: {dl!r} has no batch sampler (batch_size=None or an IterableDataset); "
                                   "give it a batch_size, or shard its dataset yourself for distributed training")
     extra = {"prefetch_factor": dl.prefetch_factor} if dl.num_workers > 0 else {}
-    return DataLoader(dl.dataset, batch_sampler=RankBatches(dl.batch_sampler, rank, world_size, even),
+    return WorkerLoader(dl.dataset, batch_sampler=RankBatches(dl.batch_sampler, rank, world_size, even),
                       num_workers=dl.num_workers, collate_fn=dl.collate_fn, pin_memory=dl.pin_memory,
                       timeout=dl.timeout, worker_init_fn=dl.worker_init_fn, generator=dl.generator,
                       persistent_workers=dl.persistent_workers, **extra)

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from learnkit.core.device import default_device
 from learnkit.data.blocks import CategoryBlock, TransformBlock, register_block
-from learnkit.data.bunch import DataBunch
+from learnkit.data.bunch import DataBunch, WorkerLoader
 from learnkit.data.splitters import RandomSplitter, check_split
 from learnkit.text.tokenizer import Tokenizer
 from learnkit.text.vocab import Vocab
@@ -370,7 +370,7 @@ class TextDataBunch(DataBunch):
 
             def loader(idx: list[int], shuffle: bool) -> DataLoader:
                 sampler = BucketBatchSampler([len(ids[i]) for i in idx], batch_size, shuffle, generator)
-                return DataLoader(_Docs([ids[i] for i in idx], [targets[i] for i in idx]), batch_sampler=sampler,
+                return WorkerLoader(_Docs([ids[i] for i in idx], [targets[i] for i in idx]), batch_sampler=sampler,
                                   collate_fn=collate, num_workers=num_workers, pin_memory=device.type == "cuda",
                                   persistent_workers=num_workers > 0)
             train_dl, valid_dl = loader(train_idx, True), loader(valid_idx, False)

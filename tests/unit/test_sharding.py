@@ -102,3 +102,17 @@ def test_single_process_has_no_distributed_state(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     learn = Learner(synthetic_classification(), tiny_mlp(), progress=False)
     assert learn.dist is None and learn.data.shard_of is None
+
+
+def test_worker_loader_close_stops_persistent_workers():
+    import multiprocessing
+
+    from learnkit.data.bunch import WorkerLoader
+    dl = WorkerLoader(_Recording(32), batch_size=8, num_workers=2, persistent_workers=True)
+    assert [len(b) for b in dl] == [8] * 4
+    assert len(multiprocessing.active_children()) >= 2  # the persistent workers stay up between epochs
+    assert [len(b) for b in dl] == [8] * 4
+    dl.close()
+    assert multiprocessing.active_children() == []
+    assert [len(b) for b in dl] == [8] * 4  # new workers on the next iteration
+    dl.close()
