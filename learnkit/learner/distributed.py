@@ -17,6 +17,7 @@ The training loss shown is rank 0's own (local) running loss.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 from typing import Any, Callable, Iterator, Sequence
@@ -76,6 +77,9 @@ class Distributed:
         if not dist.is_initialized():
             backend = "nccl" if device.type == "cuda" else "gloo"
             dist.init_process_group(backend, device_id=device if device.type == "cuda" else None)
+            # learnkit made the group, so it ends it: left to interpreter shutdown, gloo's threads can free
+            # tensors after Python is gone and abort the process (SIGABRT). A no-op if the script already did.
+            atexit.register(_destroy_process_group)
         if sync_bn and device.type != "cuda":
             raise ValueError("Learner(sync_bn=True) needs CUDA (nn.SyncBatchNorm has no CPU kernels); drop "
                              "sync_bn on the CPU")
@@ -93,6 +97,11 @@ class Distributed:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self._sync_bn_layers = [m for m in model.modules() if isinstance(m, nn.SyncBatchNorm)]
         return model
+
+    def release(self) -> None:
+        """Drop the DDP wrapper (at the end of each fit): it holds the process group and its buffers, which
+        must not outlive the group at exit. The next fit wraps again (one broadcast of rank 0's weights)."""
+        self._ddp, self._ddp_key = None, None
 
     def train_model(self, model: nn.Module) -> nn.Module:
         """The module the training forward goes through: a DDP wrapper of `model`, built once per set of
@@ -193,3 +202,7 @@ class Distributed:
 def _to_cpu(value: Any) -> Any:
     return value.detach().cpu() if isinstance(value, torch.Tensor) else value
 
+
+def _destroy_process_group() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

@@ -191,6 +191,9 @@ class Learner:
             self.training = False
             if self.opt is not None:
                 self.opt.zero_grad(set_to_none=True)
+            if self.dist is not None:
+                self._train_module = None
+                self.dist.release()
             try:
                 self._event("after_fit")
             finally:

@@ -52,4 +52,5 @@ result = {
 }
 (out / f"rank{rank}.json").write_text(json.dumps(result))
 if learn.dist is not None:
+    torch.distributed.barrier()  # no rank tears the group down while another still talks to it
     torch.distributed.destroy_process_group()

@@ -25,12 +25,30 @@ def _run(args, out, env_extra=None):
     return proc
 
 
+def _run_ddp(out):
+    """torchrun with 2 ranks. One retry, only when both ranks wrote their results and a rank then aborted while
+    gloo tore down ("terminate called without an active exception"): seen once in ~30 runs on the CPU, after
+    the script's work was done (gloo's teardown at exit, see pytorch/pytorch#179291); anything else fails."""
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(SCRIPT),
+            str(out), "16"]
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    env["CUDA_VISIBLE_DEVICES"] = ""
+    for attempt in range(2):
+        proc = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env, cwd=out)
+        written = all((out / f"rank{r}.json").exists() for r in (0, 1))
+        if proc.returncode == 0 or attempt == 1 or not written or "terminate called" not in proc.stderr:
+            break
+        for r in (0, 1):
+            (out / f"rank{r}.json").unlink()
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     single, multi = tmp_path_factory.mktemp("single"), tmp_path_factory.mktemp("ddp")
     _run([sys.executable, str(SCRIPT), str(single), "32"], single)
-    proc = _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(SCRIPT),
-                 str(multi), "16"], multi)
+    proc = _run_ddp(multi)
     load = lambda p: json.loads(p.read_text())  # noqa: E731
     return (single, load(single / "rank0.json")), (multi, load(multi / "rank0.json"), load(multi / "rank1.json")), proc
 
