@@ -4,11 +4,12 @@ The images are those of the sample's own IDX files, so the two forms hold the sa
 `png/train/<class>/<i>.png` is item `i` of `train-images-idx3-ubyte.gz`, `png/valid/<class>/<i>.png` item `i`
 of `t10k-images-idx3-ubyte.gz` (the upstream test split). Class folders are the names of classes.txt with every
 run of characters other than letters, digits, '.' and '-' replaced by '_' ('T-shirt/top' -> 'T-shirt_top',
-'Ankle boot' -> 'Ankle_boot'): the rule of `learnkit.datasets.convert`, so this folder looks like what
+'Ankle boot' -> 'Ankle_boot'): `learnkit.datasets.convert.folder_name`, so this folder looks like what
 `get_dataset("fashion-mnist-sample")` writes.
 
 Each PNG is 8-bit grayscale (mode L), 28x28, written by Pillow with `optimize=False` and a fixed zlib level,
-with no time or text chunks: the same bytes on every run with the same zlib. Only NumPy and Pillow are used.
+with no time or text chunks: the same bytes on every run with the same zlib. The IDX files are read with
+`learnkit.read_idx` (install the repo first, as the README says).
 
 Usage:
     python datasets/build_fashion_mnist_png_sample.py                  # reads and writes datasets/fashion-mnist-sample/
@@ -17,36 +18,20 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import gzip
 import hashlib
-import re
 import shutil
-import struct
 import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from learnkit import read_idx
+from learnkit.datasets.convert import folder_name
+
 DEFAULT_SAMPLE = Path(__file__).resolve().parent / "fashion-mnist-sample"
 SPLITS = {"train": "train", "valid": "t10k"}  # PNG folder -> IDX file prefix
 ZLIB_LEVEL = 9  # the smallest files; the level is fixed so that a rebuild gives the same bytes
-
-
-def folder_name(label: str) -> str:
-    """A class name as a folder name that needs no quoting in a shell ('T-shirt/top' -> 'T-shirt_top')."""
-    return re.sub(r"[^A-Za-z0-9.-]+", "_", label)
-
-
-def read_idx_u8(path: Path) -> np.ndarray:
-    """An unsigned-byte IDX file (gzipped) as a uint8 array of its stored shape."""
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    if data[:3] != b"\x00\x00\x08":
-        raise ValueError(f"{path}: not an unsigned-byte IDX file (magic {data[:4].hex()})")
-    ndim = data[3]
-    dims = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
 def write_png(path: Path, image: np.ndarray) -> None:
@@ -66,8 +51,8 @@ def build(sample: Path, out: Path) -> dict[str, int]:
         raise ValueError(f"class names {classes} give clashing folder names {folders}")
     counts = {}
     for split, prefix in SPLITS.items():
-        images = read_idx_u8(sample / f"{prefix}-images-idx3-ubyte.gz")
-        labels = read_idx_u8(sample / f"{prefix}-labels-idx1-ubyte.gz")
+        images = read_idx(sample / f"{prefix}-images-idx3-ubyte.gz").numpy()
+        labels = read_idx(sample / f"{prefix}-labels-idx1-ubyte.gz").numpy()
         if images.ndim != 3 or labels.shape != images.shape[:1]:
             raise ValueError(f"{sample}: {prefix} has images {images.shape} but labels {labels.shape}")
         if labels.size and int(labels.max()) >= len(classes):

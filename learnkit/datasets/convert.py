@@ -21,7 +21,8 @@ from typing import Callable, Iterable
 
 from learnkit.datasets.registry import DatasetError, DatasetFile
 
-__all__ = ["extract_archive", "unpack", "fashion_mnist_png", "fortunes_csv", "CONVERTERS", "FASHION_MNIST_CLASSES"]
+__all__ = ["extract_archive", "unpack", "fashion_mnist_png", "fortunes_csv", "folder_name", "CONVERTERS",
+           "FASHION_MNIST_CLASSES"]
 
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                          "Ankle boot")
@@ -172,7 +173,7 @@ OR OTHER DEALINGS IN THE SOFTWARE.
 """
 
 
-def _folder(label: str) -> str:
+def folder_name(label: str) -> str:
     """A class name as a folder name: runs of characters other than letters, digits, '.' and '-' become '_'
     ('T-shirt/top' → 'T-shirt_top', 'Ankle boot' → 'Ankle_boot'), so paths need no quoting in a shell."""
     return re.sub(r"[^A-Za-z0-9.-]+", "_", label)
@@ -202,7 +203,7 @@ def fashion_mnist_png(files: dict[str, Path], out: Path, progress: bool = True) 
         if len(labels) and int(labels.max()) >= len(classes):
             raise DatasetError(f"{prefix} labels go up to {int(labels.max())} but there are {len(classes)} classes")
         for name in classes:
-            (out / split / _folder(name)).mkdir(parents=True, exist_ok=True)
+            (out / split / folder_name(name)).mkdir(parents=True, exist_ok=True)
         pixels, targets = images.numpy(), labels.tolist()
         indices = range(len(targets))
         if progress:
@@ -210,7 +211,7 @@ def fashion_mnist_png(files: dict[str, Path], out: Path, progress: bool = True) 
             indices = progress_bar(indices)
             indices.comment = f"{split} PNGs"  # an attribute: the console bar takes no comment= argument
         for i in indices:
-            rel = f"{split}/{_folder(classes[targets[i]])}/{i}.png"
+            rel = f"{split}/{folder_name(classes[targets[i]])}/{i}.png"
             Image.fromarray(pixels[i]).save(out / rel)  # uint8 (H, W) → 8-bit grayscale PNG, lossless
             rows.append((rel, classes[targets[i]], split == "valid"))
     with open(out / "labels.csv", "w", encoding="utf-8", newline="") as f:
