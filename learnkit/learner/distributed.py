@@ -157,11 +157,10 @@ class Distributed:
     def sync_generators(self, order: Sequence[torch.Generator], own: Sequence[torch.Generator]) -> None:
         """Give every rank rank 0's `order` generators (the batch order must agree for batch sharding) and
         reseed the `own` ones (augmentation) per rank, so ranks do not draw the same augmentations."""
-        states = self.broadcast([g.get_state() for g in order])
+        own = [g for g in own if all(g is not o for o in order)]
+        states, seeds = self.broadcast(([g.get_state() for g in order], [g.initial_seed() for g in own]))
         for g, s in zip(order, states):
             g.set_state(s)
-        own = [g for g in own if all(g is not o for o in order)]
-        seeds = self.broadcast([g.initial_seed() for g in own])
         for g, seed in zip(own, seeds):
             g.manual_seed(seed + self.rank)
 
