@@ -183,7 +183,9 @@ class Predictor:
 
     # ------------------------------------------------------------------ raw items → CPU batches
     def _encode(self, item: Any) -> torch.Tensor:
-        x = self.blocks[0].encode(item)
+        return self._item_transforms(self.blocks[0].encode(item))
+
+    def _item_transforms(self, x: torch.Tensor) -> torch.Tensor:
         for tfm in self.item_tfms:
             x = tfm(x)
         return x
@@ -209,9 +211,7 @@ class Predictor:
             # earlier batches run on the device.
             batch: list[torch.Tensor] = []
             for x in many(items, self.num_workers):
-                for tfm in self.item_tfms:
-                    x = tfm(x)
-                batch.append(x)
+                batch.append(self._item_transforms(x))
                 if len(batch) == batch_size:
                     yield self._collate(batch)
                     batch = []
