@@ -6,8 +6,8 @@ joins the process group (NCCL on CUDA, gloo on the CPU). The Learner then:
 - shards its data (`DataBunch.shard`): every rank takes every W-th batch of the single-process order on
   the DataLoader path (so W ranks see exactly what one process would, W batches per step) and a 1/W slice of
   the items on the GPU-resident path (each GPU keeps only its shard);
-- trains through `DistributedDataParallel` (rebuilt when `freeze`/`unfreeze` change what is trainable, since
-  DDP registers its gradient hooks for the parameters that require grad when it is built) while
+- trains through `DistributedDataParallel` (a new wrapper for each fit, so `freeze`/`unfreeze` between fits
+  are seen: DDP registers its gradient hooks for the parameters that require grad when it is built) while
   `learn.model` stays the plain module, so `state_dict`, checkpoints and exports are single-process ones;
 - sums validation loss and metric states over ranks (one exchange per validation), so every rank sees the
   metrics of the whole validation set;
@@ -50,8 +50,6 @@ class Distributed:
     def __init__(self, rank: int, world_size: int, device: torch.device, sync_bn: bool = False):
         self.rank, self.world_size, self.device, self.sync_bn = rank, world_size, device, sync_bn
         self.local = False  # True inside main_only(): no collectives, plain model
-        self._ddp: nn.Module | None = None
-        self._ddp_key: tuple | None = None
         self._sync_bn_layers: list[nn.SyncBatchNorm] = []
         # SyncBatchNorm all-reduces in every training forward; alone on rank 0 (lr_find) it must use a group of
         # one. Creating a group is collective, so every rank makes it now.
@@ -98,23 +96,15 @@ class Distributed:
         self._sync_bn_layers = [m for m in model.modules() if isinstance(m, nn.SyncBatchNorm)]
         return model
 
-    def release(self) -> None:
-        """Drop the DDP wrapper (at the end of each fit): it holds the process group and its buffers, which
-        must not outlive the group at exit. The next fit wraps again (one broadcast of rank 0's weights)."""
-        self._ddp, self._ddp_key = None, None
-
     def train_model(self, model: nn.Module) -> nn.Module:
-        """The module the training forward goes through: a DDP wrapper of `model`, built once per set of
-        trainable parameters (DDP only reduces the gradients of parameters that required grad at its start)."""
+        """The module a fit's training forwards go through: a new DDP wrapper of `model`, made at the start of
+        each fit. DDP only reduces the gradients of parameters that required grad when it was built, so a wrapper
+        must not outlive a `freeze`/`unfreeze`; nor may it outlive the process group at exit. Building one
+        broadcasts rank 0's weights. Inside `main_only()`: the model itself."""
         if self.local:
             return model
-        key = (id(model), tuple(p.requires_grad for p in model.parameters()))
-        if key != self._ddp_key:
-            from torch.nn.parallel import DistributedDataParallel
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self._ddp = DistributedDataParallel(model, device_ids=ids)
-            self._ddp_key = key
-        return self._ddp
+        from torch.nn.parallel import DistributedDataParallel
+        return DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
     # --- collectives ---------------------------------------------------------------------------------
     def broadcast(self, obj: Any) -> Any:

@@ -173,7 +173,7 @@ class Learner:
         if not self._checked:
             self.check()
         added = [self.add_callback(cb) for cb in callbacks]
-        # Training forwards go through DDP under torchrun (rebuilt if freezing changed); else the model itself.
+        # Training forwards go through DDP under torchrun (a wrapper per fit); else the model itself.
         self._train_module = self.dist.train_model(self.model) if self.dist is not None else self.model
         start_epoch = 0
         try:
@@ -191,9 +191,7 @@ class Learner:
             self.training = False
             if self.opt is not None:
                 self.opt.zero_grad(set_to_none=True)
-            if self.dist is not None:
-                self._train_module = None
-                self.dist.release()
+            self._train_module = None  # under torchrun the DDP wrapper goes with it (a new one each fit)
             try:
                 self._event("after_fit")
             finally:
