@@ -1,9 +1,10 @@
 """learnkit: the shortest path from a folder of data to a well-trained PyTorch model.
 
-Layers (imports only point left): core ← data ← optim ← learner ← callbacks ← vision | text ← cli.
+Layers (imports only point left; the chain is written once, in learnkit/layers.py): version ← core ← data ←
+optim ← learner ← callbacks ← export ← vision ← text ← datasets ← cli ← learnkit.
 """
-__version__ = "0.1.0"
 
+from learnkit.version import __version__
 from learnkit.callbacks import (EMA, CSVLogger, Checkpoint, EarlyStopping, GradientAccumulation, GradientClipping,
                                 ReduceLROnPlateau, SaveBestModel, TerminateOnNaN)
 from learnkit.core import (create_model, default_device, list_models, load_tensors, register_model, save_tensors,
@@ -11,10 +12,10 @@ from learnkit.core import (create_model, default_device, list_models, load_tenso
 from learnkit.data import (CategoryBlock, ColumnSplitter, DataBlock, DataBunch, FolderSplitter, FuncSplitter,
                            IndexSplitter, MultiCategoryBlock, Normalize, PipelineError, RandomSplitter,
                            RegressionBlock, TensorBlock, TransformBlock, read_idx)
+from learnkit.export import Predictor, load_learner
 from learnkit.learner import (RMSE, BottleneckReport, Callback, CancelBatch, CancelEpoch, CancelFit, CancelStep,
                               CancelTrain, CancelValidate, F1Score, History, Learner, LearnerCheckError, Metric,
-                              Predictor, ProgressBar, TopKAccuracy, accuracy, accuracy_multi, error_rate, load_learner,
-                              mae, mse)
+                              ProgressBar, TopKAccuracy, accuracy, accuracy_multi, error_rate, mae, mse)
 from learnkit.optim import SGD, AdamW
 
 __all__ = [

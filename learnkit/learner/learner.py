@@ -472,7 +472,7 @@ class Learner:
 
     def export(self, path: str | Path = "export") -> Path:
         """Write an inference bundle (weights as plain tensors + a JSON recipe); see `load_learner`."""
-        from learnkit.learner.export import export
+        from learnkit.export.bundle import export
         return self._on_main(lambda: export(self, path))
 
     def _on_main(self, fn: Callable[[], Any]) -> Any:
@@ -481,14 +481,14 @@ class Learner:
 
     def export_torch(self, path: str | Path, example: torch.Tensor | None = None) -> Path:
         """Write a `torch.export` program (.pt2, dynamic batch) with the batch preprocessing and activation
-        inside, plus a model card beside it (learner/serving.py)."""
-        from learnkit.learner.serving import export_torch
+        inside, plus a model card beside it (export/graph.py)."""
+        from learnkit.export.graph import export_torch
         return self._on_main(lambda: export_torch(self, path, example))
 
     def export_onnx(self, path: str | Path, example: torch.Tensor | None = None) -> Path:
         """Write an ONNX file (input 'images', output 'probs', dynamic batch) with the batch preprocessing and
-        activation inside, plus a model card beside it (learner/serving.py)."""
-        from learnkit.learner.serving import export_onnx
+        activation inside, plus a model card beside it (export/graph.py)."""
+        from learnkit.export.graph import export_onnx
         return self._on_main(lambda: export_onnx(self, path, example))
 
     def check(self) -> None:

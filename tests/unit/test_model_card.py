@@ -10,7 +10,7 @@ from PIL import Image
 
 import learnkit as lk
 from learnkit import Learner, load_learner
-from learnkit.learner.card import data_fingerprint, model_card, render_markdown, write_model_card
+from learnkit.export.card import data_fingerprint, model_card, render_markdown, write_model_card
 from learnkit.testing import synthetic_classification, tiny_mlp
 
 

@@ -9,7 +9,7 @@ import torch
 import learnkit as lk
 from learnkit import Learner, load_learner
 from learnkit.core.registry import create_model
-from learnkit.learner.serving import ServingModule, export_onnx, export_torch
+from learnkit.export.graph import ServingModule, export_onnx, export_torch
 from learnkit.vision.augment import BatchAugment, BatchResize
 from test_transformer import VOCAB, write_model_dir  # the tiny random BERT folder in Hugging Face's layout
 
@@ -255,7 +255,7 @@ def test_predict_batch_errors_are_clear(predictor):
 
 
 def test_predictor_autocast_is_off_on_cpu_and_follows_training_on_cuda():
-    from learnkit.learner.export import _autocast_dtype
+    from learnkit.export.predictor import _autocast_dtype
     cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
     assert _autocast_dtype("auto", {"mixed_precision": "bfloat16"}, cpu) is None
     assert _autocast_dtype(None, {"mixed_precision": "bfloat16"}, cuda) is None

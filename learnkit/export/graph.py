@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from learnkit.core.serialization import atomic_write, sha256_file
-from learnkit.learner.card import model_card, write_model_card
+from learnkit.export.card import model_card, write_model_card
 
 if TYPE_CHECKING:
     from learnkit.learner.learner import Learner

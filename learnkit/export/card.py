@@ -189,7 +189,7 @@ def _metrics(learn: "Learner") -> dict[str, Any]:
 
 
 def _versions(extra: dict[str, str] | None = None) -> dict[str, str]:
-    from learnkit import __version__
+    from learnkit.version import __version__
     versions = {"learnkit": __version__, "torch": torch.__version__, "python": platform.python_version()}
     for name in _OPTIONAL_PACKAGES:
         try:

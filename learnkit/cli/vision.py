@@ -22,7 +22,7 @@ class ImageDataError(Exception):
 
 def build_image_learner(args: argparse.Namespace, path: Path, out: Path) -> Any:
     """The DataBunch and Learner for `learnkit train FOLDER` (errors → ImageDataError, one line)."""
-    from learnkit import set_seed
+    from learnkit.core import set_seed
     from learnkit.vision import ImageDataBunch, aug_transforms, vision_learner
     set_seed(args.seed)
     arch = args.arch or DEFAULT_IMAGE_ARCH

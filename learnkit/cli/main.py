@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
-from learnkit import cli_train
+from learnkit.cli import train as cli_train
 
 __all__ = ["main", "SAMPLE_DIR"]
 
@@ -31,8 +31,8 @@ MEAN, STD = 0.2860, 0.3530  # Fashion-MNIST training-set pixel statistics (after
 
 
 # The sample lives in the source checkout next to the package (<repo>/datasets/...), not inside the wheel.
-# This file sits beside learnkit/__init__.py, so this is Path(learnkit.__file__).resolve().parents[1] / ...
-SAMPLE_DIR = Path(__file__).resolve().parents[1] / "datasets" / "fashion-mnist-sample"
+# This file is learnkit/cli/main.py, so this is <repo>/datasets/...
+SAMPLE_DIR = Path(__file__).resolve().parents[2] / "datasets" / "fashion-mnist-sample"
 REBUILD = "python datasets/build_fashion_mnist_sample.py  (needs: apt-get install dataset-fashion-mnist)"
 
 
@@ -218,9 +218,10 @@ def demo(out: Path, epochs: int = 3, seed: int = 0, progress: bool = True) -> in
     import matplotlib.pyplot as plt
     import torch
 
-    import learnkit
-    from learnkit import (CategoryBlock, DataBlock, IndexSplitter, Learner, Normalize, ProgressBar, TensorBlock,
-                          accuracy, create_model, read_idx, set_seed)
+    from learnkit.version import __version__
+    from learnkit.core import create_model, set_seed
+    from learnkit.data import CategoryBlock, DataBlock, IndexSplitter, Normalize, TensorBlock, read_idx
+    from learnkit.learner import Learner, ProgressBar, accuracy
 
     try:
         classes = (SAMPLE_DIR / "classes.txt").read_text(encoding="utf-8").splitlines()
@@ -280,7 +281,7 @@ def demo(out: Path, epochs: int = 3, seed: int = 0, progress: bool = True) -> in
         "command": "demo",
         "seed": seed,
         "epochs": epochs,
-        "versions": {"learnkit": learnkit.__version__, "torch": torch.__version__,
+        "versions": {"learnkit": __version__, "torch": torch.__version__,
                      "python": platform.python_version()},
         "device": str(data.device),
         "sample": {"folder": str(SAMPLE_DIR), "train_items": len(train_x), "valid_items": len(test_x),

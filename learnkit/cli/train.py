@@ -104,7 +104,7 @@ def add_commands(commands: Any, positive_int: Callable[[str], int], seed: Callab
 
 def run_command(args: argparse.Namespace) -> int:
     """Run train / lr-find / predict. Returns the exit status; data and argument errors are one line, 2."""
-    from learnkit.cli_vision import ImageDataError
+    from learnkit.cli.vision import ImageDataError
     try:
         if args.command == "predict":
             return predict(args)
@@ -137,9 +137,9 @@ def _check_inputs(args: argparse.Namespace) -> Path:
 
 def _build(args: argparse.Namespace, path: Path, out: Path) -> Any:
     if path.is_dir():
-        from learnkit.cli_vision import build_image_learner
+        from learnkit.cli.vision import build_image_learner
         return build_image_learner(args, path, out)
-    from learnkit import set_seed
+    from learnkit.core import set_seed
     from learnkit.text import TextDataBunch, text_classifier_learner
     set_seed(args.seed)
     try:
@@ -213,11 +213,11 @@ def train(args: argparse.Namespace, find_only: bool = False) -> int:
 
     import torch
 
-    import learnkit
+    from learnkit.version import __version__
     record = {
         "command": "train",
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "versions": {"learnkit": learnkit.__version__, "torch": torch.__version__,
+        "versions": {"learnkit": __version__, "torch": torch.__version__,
                      "python": platform.python_version()},
         "device": str(data.device),
         "data": {"path": str(path), "sha256": _digest(path),
@@ -238,7 +238,7 @@ def train(args: argparse.Namespace, find_only: bool = False) -> int:
 
 def _digest(path: Path) -> str:
     if path.is_dir():
-        from learnkit.cli_vision import folder_digest
+        from learnkit.cli.vision import folder_digest
         return folder_digest(path)
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -251,7 +251,7 @@ def predict(args: argparse.Namespace) -> int:
     from learnkit.text.data import read_text_file
     predictor = _load(args.model)
     if type(predictor.blocks[0]).__name__ == "ImageBlock":
-        from learnkit.cli_vision import image_inputs
+        from learnkit.cli.vision import image_inputs
         for name, file in image_inputs(list(args.files), list(args.text)):
             try:
                 label, _, probs = predictor.predict(file)
@@ -278,7 +278,7 @@ def predict(args: argparse.Namespace) -> int:
 
 
 def _load(model: Path) -> Any:
-    from learnkit import load_learner
+    from learnkit.export import load_learner
     try:
         return load_learner(model)
     except (OSError, ValueError) as e:
