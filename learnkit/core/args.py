@@ -3,16 +3,18 @@ deprecation warning naming the new word, and unknown names refused at once with 
 from __future__ import annotations
 
 import difflib
+import functools
+import inspect
 import warnings
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
-__all__ = ["FASTAI_SPELLINGS", "rename_kwargs", "reject_unknown", "nearest"]
+__all__ = ["FASTAI_SPELLINGS", "checked_keywords", "rename_kwargs", "reject_unknown", "nearest"]
 
 # fastai's (or an older learnkit's) word -> learnkit's word. One table, so every constructor agrees.
 FASTAI_SPELLINGS: dict[str, str] = {
     "bs": "batch_size", "loss_func": "loss_fn", "opt_func": "opt_fn", "cbs": "callbacks", "wd": "weight_decay",
     "lr_max": "max_lr", "n_epoch": "epochs", "n_epochs": "epochs", "pat": "pattern", "div_final": "final_div_factor",
-    "dls": "data", "dataloaders": "data",
+    "dls": "data", "dataloaders": "data", "vocab": "classes", "memory_budget_bytes": "memory_budget",
 }
 
 
@@ -48,3 +50,21 @@ def rename_kwargs(where: str, kwargs: dict[str, Any], renames: Mapping[str, str]
                       stacklevel=stacklevel)
         out[new] = out.pop(old)
     return out
+
+
+def checked_keywords(fn: Callable) -> Callable:
+    """Decorator for public constructors with explicit keyword parameters: fastai's spellings (FASTAI_SPELLINGS)
+    are renamed with a DeprecationWarning when the new name is a parameter of `fn`, and any other unknown keyword
+    fails at once, before any work, with the nearest valid name. `help()` still shows `fn`'s own signature."""
+    params = inspect.signature(fn).parameters
+    names = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    renames = {old: new for old, new in FASTAI_SPELLINGS.items() if new in names and old not in names}
+    where = fn.__qualname__
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if kwargs:
+            kwargs = rename_kwargs(where, kwargs, renames)
+            reject_unknown(where, kwargs, names)
+        return fn(*args, **kwargs)
+    return wrapper

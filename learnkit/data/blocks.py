@@ -2,6 +2,7 @@
 activation and decoding. Modality-free: images live in `learnkit.vision`, tokens in `learnkit.text`."""
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from typing import Any, Callable, Sequence
 
@@ -53,6 +54,10 @@ class TransformBlock:
 
     item_tfms: Sequence[Callable] = ()
     batch_tfms: Sequence[nn.Module] = ()
+    # How values of this block become a batch (read by data/loaders.py): 'stack' (same shape: default_collate),
+    # 'pad' (variable length: the block's `collate` pads), 'stream' (a language-model target: one token stream).
+    batching: str = "stack"
+    bad_items: str = "items that cannot be read"  # how messages name the inputs encode_all/verify_all reject
 
     def setup(self, values: Sequence[Any]) -> None:
         pass
@@ -158,43 +163,64 @@ def _unseen_error(unseen: Counter, vocab: Sequence[Any], split: str, block: str)
     return ValueError(
         f"{block}: the {split} set has label(s) never seen in training: {listed}{more}. Training labels: "
         f"{list(vocab)[:20]}. Fix: move some items with these labels into the training split (another "
-        f"splitter or seed), drop them, or pass the full label list as {block}(vocab=[...]).")
+        f"splitter or seed), drop them, or pass the full label list as {block}(classes=[...]).")
+
+
+class _Labels(TransformBlock):
+    """Shared by the label blocks: `classes` (the sorted training labels unless given) and their index."""
+
+    classes: list[Any] | None
+
+    def _set_classes(self, classes: Sequence[Any] | None) -> None:
+        self.classes = [_plain(v) for v in classes] if classes is not None else None
+        self._index: dict[Any, int] = {v: i for i, v in enumerate(self.classes or [])}
+
+    @property
+    def vocab(self) -> list[Any] | None:
+        """Deprecated: a target's labels are `classes` (`vocab` is for tokens)."""
+        warnings.warn(f"{type(self).__name__}.vocab is deprecated: use .classes", DeprecationWarning, stacklevel=2)
+        return self.classes
+
+    @property
+    def n_classes(self) -> int | None:
+        return len(self.classes) if self.classes is not None else None
 
 
 @_register
-class CategoryBlock(TransformBlock):
-    """A single label per item. Vocab = the sorted training labels, unless given.
+class CategoryBlock(_Labels):
+    """A single label per item. `classes` = the sorted training labels, unless given.
 
     Loss: cross-entropy; activation: softmax; decoding: the most probable label.
     """
 
-    def __init__(self, vocab: Sequence[Any] | None = None):
-        self.vocab: list[Any] | None = [_plain(v) for v in vocab] if vocab is not None else None
-        self._fixed = vocab is not None
-        self._index: dict[Any, int] = {v: i for i, v in enumerate(self.vocab or [])}
+    def __init__(self, classes: Sequence[Any] | None = None, *, vocab: Sequence[Any] | None = None):
+        if vocab is not None:
+            warnings.warn("CategoryBlock(vocab=...) is deprecated: use classes=", DeprecationWarning, stacklevel=2)
+            classes = vocab if classes is None else classes
+        self._set_classes(classes)
+        self._fixed = classes is not None
 
     def setup(self, values: Sequence[Any]) -> None:
         if not self._fixed:
-            self.vocab = _sorted_labels({_plain(v) for v in values})
-            self._index = {v: i for i, v in enumerate(self.vocab)}
-        if len(self.vocab or []) < 2:
-            raise ValueError(f"CategoryBlock: the training labels hold {len(self.vocab or [])} class(es) "
-                             f"({self.vocab}); a classifier needs at least two. Check get_y and the splitter.")
+            self._set_classes(_sorted_labels({_plain(v) for v in values}))
+        if len(self.classes or []) < 2:
+            raise ValueError(f"CategoryBlock: the training labels hold {len(self.classes or [])} class(es) "
+                             f"({self.classes}); a classifier needs at least two. Check get_y and the splitter.")
         self.check(values, "training")
 
     def check(self, values: Sequence[Any], split: str) -> None:
         unseen = Counter(_plain(v) for v in values if _plain(v) not in self._index)
         if unseen:
-            raise _unseen_error(unseen, self.vocab or [], split, "CategoryBlock")
+            raise _unseen_error(unseen, self.classes or [], split, "CategoryBlock")
 
     def encode(self, value: Any) -> torch.Tensor:
         try:
             return torch.tensor(self._index[_plain(value)], dtype=torch.long)
         except KeyError:
-            raise KeyError(f"label {value!r} is not in the vocab {self.vocab}") from None
+            raise KeyError(f"label {value!r} is not one of the classes {self.classes}") from None
 
     def decode(self, tensor: torch.Tensor) -> Any:
-        return self.vocab[int(tensor)]
+        return self.classes[int(tensor)]
 
     def loss_fn(self) -> Callable:
         return nn.CrossEntropyLoss()
@@ -204,32 +230,36 @@ class CategoryBlock(TransformBlock):
 
     def decode_prediction(self, probs: torch.Tensor) -> tuple[Any, int]:
         index = int(probs.argmax(-1))
-        return self.vocab[index], index
+        return self.classes[index], index
 
     def to_config(self) -> dict[str, Any]:
-        return {"type": "CategoryBlock", "vocab": self.vocab}
+        return {"type": "CategoryBlock", "classes": self.classes}
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "CategoryBlock":
-        return cls(vocab=config["vocab"])
+        return cls(classes=config["classes"] if "classes" in config else config["vocab"])  # 'vocab': older exports
 
     def __repr__(self) -> str:
-        return f"CategoryBlock(n_classes={len(self.vocab) if self.vocab else '?'})"
+        return f"CategoryBlock(n_classes={len(self.classes) if self.classes else '?'})"
 
 
 @_register
-class MultiCategoryBlock(TransformBlock):
+class MultiCategoryBlock(_Labels):
     """Zero or more labels per item (a list, or a string split on `delim`), encoded multi-hot.
 
     Loss: binary cross-entropy on logits; activation: sigmoid; decoding: labels with p >= `threshold`.
     """
 
-    def __init__(self, vocab: Sequence[Any] | None = None, delim: str | None = None, threshold: float = 0.5):
-        self.vocab: list[Any] | None = [_plain(v) for v in vocab] if vocab is not None else None
-        self._fixed = vocab is not None
+    def __init__(self, classes: Sequence[Any] | None = None, delim: str | None = None, threshold: float = 0.5, *,
+                 vocab: Sequence[Any] | None = None):
+        if vocab is not None:
+            warnings.warn("MultiCategoryBlock(vocab=...) is deprecated: use classes=", DeprecationWarning,
+                          stacklevel=2)
+            classes = vocab if classes is None else classes
+        self._set_classes(classes)
+        self._fixed = classes is not None
         self.delim = delim
         self.threshold = threshold
-        self._index: dict[Any, int] = {v: i for i, v in enumerate(self.vocab or [])}
 
     def _labels(self, value: Any) -> list[Any]:
         if isinstance(value, str):
@@ -238,27 +268,26 @@ class MultiCategoryBlock(TransformBlock):
 
     def setup(self, values: Sequence[Any]) -> None:
         if not self._fixed:
-            self.vocab = _sorted_labels({lab for v in values for lab in self._labels(v)})
-            self._index = {v: i for i, v in enumerate(self.vocab)}
-        if not self.vocab:
+            self._set_classes(_sorted_labels({lab for v in values for lab in self._labels(v)}))
+        if not self.classes:
             raise ValueError("MultiCategoryBlock: no labels at all in the training items; check get_y")
         self.check(values, "training")
 
     def check(self, values: Sequence[Any], split: str) -> None:
         unseen = Counter(lab for v in values for lab in self._labels(v) if lab not in self._index)
         if unseen:
-            raise _unseen_error(unseen, self.vocab or [], split, "MultiCategoryBlock")
+            raise _unseen_error(unseen, self.classes or [], split, "MultiCategoryBlock")
 
     def encode(self, value: Any) -> torch.Tensor:
-        out = torch.zeros(len(self.vocab or []), dtype=torch.float32)
+        out = torch.zeros(len(self.classes or []), dtype=torch.float32)
         for lab in self._labels(value):
             if lab not in self._index:
-                raise KeyError(f"label {lab!r} (in {value!r}) is not in the vocab {self.vocab}")
+                raise KeyError(f"label {lab!r} (in {value!r}) is not one of the classes {self.classes}")
             out[self._index[lab]] = 1.0
         return out
 
     def decode(self, tensor: torch.Tensor) -> list[Any]:
-        return [self.vocab[i] for i in torch.nonzero(tensor >= self.threshold).flatten().tolist()]
+        return [self.classes[i] for i in torch.nonzero(tensor >= self.threshold).flatten().tolist()]
 
     def loss_fn(self) -> Callable:
         return nn.BCEWithLogitsLoss()
@@ -268,17 +297,19 @@ class MultiCategoryBlock(TransformBlock):
 
     def decode_prediction(self, probs: torch.Tensor) -> tuple[list[Any], list[int]]:
         index = torch.nonzero(probs >= self.threshold).flatten().tolist()
-        return [self.vocab[i] for i in index], index
+        return [self.classes[i] for i in index], index
 
     def to_config(self) -> dict[str, Any]:
-        return {"type": "MultiCategoryBlock", "vocab": self.vocab, "delim": self.delim, "threshold": self.threshold}
+        return {"type": "MultiCategoryBlock", "classes": self.classes, "delim": self.delim,
+                "threshold": self.threshold}
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "MultiCategoryBlock":
-        return cls(vocab=config["vocab"], delim=config.get("delim"), threshold=config.get("threshold", 0.5))
+        return cls(classes=config["classes"] if "classes" in config else config["vocab"], delim=config.get("delim"),
+                   threshold=config.get("threshold", 0.5))
 
     def __repr__(self) -> str:
-        return f"MultiCategoryBlock(n_classes={len(self.vocab) if self.vocab else '?'})"
+        return f"MultiCategoryBlock(n_classes={len(self.classes) if self.classes else '?'})"
 
 
 @_register

@@ -2,10 +2,8 @@
 and the device. `transfer(batch, training)` is the one place a batch moves to the device."""
 from __future__ import annotations
 
-import atexit
 import math
-import os
-import weakref
+import warnings
 from typing import Any, Sequence
 
 import torch
@@ -13,68 +11,70 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from learnkit.core.device import default_device, to_device
-from learnkit.data.blocks import TransformBlock
-from learnkit.data.pipeline import BlockDataset, Collate
+from learnkit.data.blocks import CategoryBlock, RegressionBlock, TensorBlock, TransformBlock, _short
+from learnkit.data.loaders import WorkerLoader, make_loader, n_items
+from learnkit.data.pipeline import BlockDataset, ItemGetter, Step
+from learnkit.data.sharding import shard_loader
 
 __all__ = ["DataBunch", "WorkerLoader", "make_loader", "n_items"]
 
 
-def _default_workers(device: torch.device) -> int:
-    # On the CPU the model already uses every core for compute, so worker processes mostly add start-up
-    # cost; on CUDA, workers overlap decoding with GPU work.
-    if device.type != "cuda":
-        return 0
-    return min(8, os.cpu_count() or 1)
+def _structure(batch: Any) -> str:
+    """A one-line picture of a batch's structure for error messages."""
+    if isinstance(batch, (tuple, list)):
+        inner = ", ".join(_structure(b) for b in batch[:6])
+        return f"{type(batch).__name__}({inner}{', ...' if len(batch) > 6 else ''})"
+    if isinstance(batch, dict):
+        return "dict(" + ", ".join(f"{k!r}: {_structure(v)}" for k, v in list(batch.items())[:6]) + ")"
+    return _short(batch)
 
 
-_OPEN_LOADERS: "weakref.WeakSet[DataLoader]" = weakref.WeakSet()
+def _first_batch(dl: Any, name: str) -> tuple[torch.Tensor, ...]:
+    """The first batch of a user's loader, checked: a tuple/list of tensors with one first dimension."""
+    try:
+        batch = next(iter(dl))
+    except StopIteration:
+        raise ValueError(f"DataBunch: {name} yields no batch; give it at least one item") from None
+    fix = ("Fix: make the dataset return (input, target) tuples of tensors (e.g. torch.utils.data.TensorDataset), "
+           "or pass blocks=[...] for inputs that are not tensors")
+    if not isinstance(batch, (tuple, list)) or len(batch) < 2 or \
+            not all(isinstance(t, torch.Tensor) for t in batch):
+        raise TypeError(f"DataBunch: cannot read the batches of {name}: a batch is {_structure(batch)}, but learnkit "
+                        f"needs a tuple of tensors, inputs first and the target last. {fix}")
+    sizes = [t.shape[0] if t.ndim else None for t in batch]
+    if len(set(sizes)) != 1 or sizes[0] is None:
+        raise ValueError(f"DataBunch: the tensors of a batch of {name} have different lengths {sizes} "
+                         f"({_structure(batch)}); every tensor needs one row per item")
+    return tuple(batch)
 
 
-def _close_open_loaders() -> None:
-    for dl in list(_OPEN_LOADERS):
-        dl.close()
+def _known_targets(dl: Any) -> torch.Tensor | None:
+    """All training targets without iterating, when the dataset holds them (TensorDataset, torchvision)."""
+    ds = getattr(dl, "dataset", None)
+    tensors = getattr(ds, "tensors", None)
+    if isinstance(tensors, tuple) and tensors:
+        return tensors[-1]
+    targets = getattr(ds, "targets", None)
+    if targets is not None:
+        return torch.as_tensor(targets)
+    return None
 
 
-class WorkerLoader(DataLoader):
-    """A `DataLoader` whose persistent worker processes stop promptly when Python exits (and on `close()`).
-
-    Why: torch registers one exit hook per persistent worker that waits up to 5 s for it to end, and with pinned
-    memory nothing asks the worker to end first (pytorch/pytorch#81794): a script on a GPU finished 80 s late
-    (2 loaders x 8 workers x 5 s, measured on an H100). Each time a loader starts its workers, a hook that
-    closes the open loaders is registered again, last, so that it runs before torch's.
-    """
-
-    def __iter__(self) -> Any:
-        iterator = super().__iter__()
-        if self.persistent_workers and self not in _OPEN_LOADERS:
-            _OPEN_LOADERS.add(self)
-            atexit.unregister(_close_open_loaders)
-            atexit.register(_close_open_loaders)  # atexit runs last-registered first
-        return iterator
-
-    def close(self) -> None:
-        """Stop the worker processes now; the next iteration starts new ones."""
-        iterator, self._iterator = self._iterator, None
-        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
-            iterator._shutdown_workers()
-        _OPEN_LOADERS.discard(self)
-
-
-def make_loader(dataset: BlockDataset, batch_size: int, shuffle: bool, device: torch.device,
-                num_workers: int | None, block_names: Sequence[str], drop_last: bool = False,
-                generator: torch.Generator | None = None) -> DataLoader:
-    """A plain DataLoader with learnkit's defaults: workers on CUDA only, persistent when used, pinned
-    memory on CUDA."""
-    workers = _default_workers(device) if num_workers is None else num_workers
-    return WorkerLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
-                      num_workers=workers, persistent_workers=workers > 0, pin_memory=device.type == "cuda",
-                      collate_fn=Collate(block_names), generator=generator)
-
-
-def n_items(dl: Any) -> int:
-    """Items behind a loader (a DataLoader's dataset, or a GPU-resident loader's `n_items`)."""
-    dataset = getattr(dl, "dataset", None)
-    return len(dataset) if dataset is not None else int(getattr(dl, "n_items", 0))
+def infer_blocks(train_dl: Any) -> tuple[list[TransformBlock], int, str]:
+    """Blocks for a plain (inputs..., target) loader: tensor inputs; an integer target is a class index
+    (classes 0..max), a float target a regression value. Returns (blocks, n_inp, what was inferred)."""
+    batch = _first_batch(train_dl, "train_dl")
+    target = batch[-1]
+    inputs = [TensorBlock(dtype=None) for _ in batch[:-1]]
+    if target.is_floating_point():
+        return inputs + [RegressionBlock()], len(inputs), (f"float targets {tuple(target.shape[1:]) or ''}: "
+                                                           "RegressionBlock (MSE loss)")
+    known = _known_targets(train_dl)
+    if known is None:  # the dataset does not expose its targets: read them once
+        known = torch.cat([_first_batch([b], "train_dl")[-1].reshape(-1) for b in train_dl])
+    n = int(known.max()) + 1 if known.numel() else 0
+    return inputs + [CategoryBlock(classes=list(range(n)))], len(inputs), \
+        f"integer targets: CategoryBlock with {n} classes 0..{n - 1} (cross-entropy loss)"
 
 
 class DataBunch:
@@ -88,18 +88,33 @@ class DataBunch:
         device: where `transfer` puts batches.
     """
 
-    def __init__(self, train_dl: DataLoader, valid_dl: DataLoader, blocks: Sequence[TransformBlock],
-                 n_inp: int = 1, batch_tfms: Sequence[nn.Module] = (), device: torch.device | str | None = None,
-                 item_pipelines: Sequence[Sequence[Any]] | None = None, item_tfms: Sequence[Any] = (),
-                 input_pipelines: Sequence[Sequence[Any]] | None = None):
+    def __init__(self, train_dl: Any, valid_dl: Any, blocks: Sequence[TransformBlock] | None = None,
+                 n_inp: int | None = None, batch_tfms: Sequence[nn.Module] = (),
+                 device: torch.device | str | None = None, item_pipelines: Sequence[Sequence[Step]] | None = None,
+                 item_tfms: Sequence[Any] = (), input_pipelines: Sequence[Sequence[Step]] | None = None):
         self.train_dl, self.valid_dl = train_dl, valid_dl
+        self.inferred: str | None = None  # what was guessed about plain loaders (None when blocks were given)
+        if blocks is None:
+            blocks, inferred_inp, self.inferred = infer_blocks(train_dl)
+            n_inp = inferred_inp if n_inp is None else n_inp
+            if len(valid_dl) if hasattr(valid_dl, "__len__") else True:
+                _first_batch(valid_dl, "valid_dl")
+            print(f"DataBunch: {self.inferred}; {n_inp} tensor input(s). Override with DataBunch(train_dl, "
+                  f"valid_dl, blocks=[...], n_inp=...).")
         self.blocks = list(blocks)
-        self.n_inp = n_inp
+        self.n_inp = 1 if n_inp is None else n_inp
         self.batch_tfms = nn.ModuleList(batch_tfms)
         self.item_pipelines = item_pipelines
         self.item_tfms = list(item_tfms)
         self.input_pipelines = input_pipelines
         self.shard_of: tuple[int, int] | None = None
+        # Set by DataBlock.databunch: which loader strategy was chosen and why, the items left out (on_bad='skip'),
+        # and the recipe and source it was built from (`summary()`).
+        self.loader_kind: str = "custom"
+        self.loader_report: str = "loaders given by the user"
+        self.skipped: list[tuple[Any, str]] = []
+        self.datablock: Any = None
+        self.source: Any = None
         self.device = torch.device("cpu")
         self.to(default_device() if device is None else device)
 
@@ -113,18 +128,27 @@ class DataBunch:
         return self.blocks[self.n_inp] if len(self.blocks) > self.n_inp else None
 
     @property
-    def vocab(self) -> list[Any] | None:
+    def classes(self) -> list[Any] | None:
         """The target's classes (None for a target without classes)."""
-        return getattr(self.y_block, "vocab", None)
+        return getattr(self.y_block, "classes", None)
 
     @property
-    def classes(self) -> list[Any] | None:
-        return self.vocab
+    def n_classes(self) -> int | None:
+        """Number of model outputs the target needs (classes), or None when the target does not say."""
+        return len(self.classes) if self.classes is not None else None
+
+    @property
+    def vocab(self) -> list[Any] | None:
+        """Deprecated: the target's classes are `classes` (`vocab` is for tokens)."""
+        warnings.warn("data.vocab is deprecated for the target's labels: use data.classes", DeprecationWarning,
+                      stacklevel=2)
+        return self.classes
 
     @property
     def c(self) -> int | None:
-        """Number of model outputs the target needs (classes), or None when the target does not say."""
-        return len(self.vocab) if self.vocab is not None else None
+        """Deprecated (fastai's name): use `n_classes`."""
+        warnings.warn("data.c is deprecated: use data.n_classes", DeprecationWarning, stacklevel=2)
+        return self.n_classes
 
     def loss_fn(self) -> Any:
         """The target block's default loss."""
@@ -158,7 +182,6 @@ class DataBunch:
         """Keep only rank `rank`'s share of the training and validation batches (in place; see
         data/sharding.py). The Learner calls this under torchrun; calling it again with the same values is a
         no-op."""
-        from learnkit.data.sharding import shard_loader
         if self.shard_of == (rank, world_size):
             return self
         if self.shard_of is not None:
@@ -201,11 +224,28 @@ class DataBunch:
         """
         pipelines = self.item_pipelines if with_labels else self.input_pipelines
         if pipelines is None:
-            raise ValueError("test_dl needs a DataBunch made by DataBlock.databunch (it reuses its pipeline)")
+            raise ValueError("test_dl needs a DataBunch made by DataBlock.databunch (it reuses its pipeline); with "
+                             "your own loaders, run the model on your own test loader (learn.get_preds(dl))")
         n = len(self.blocks) if with_labels else self.n_inp
-        ds = BlockDataset(list(items), pipelines[:n])
-        return make_loader(ds, batch_size or self.valid_dl.batch_size or 64, False, self.device, 0,
-                           [repr(b) for b in self.blocks[:n]])
+        items = list(items)
+        pipelines = list(pipelines[:n])
+        if not with_labels and n > 1:  # several inputs: each entry holds one value per input, in order
+            for k, entry in enumerate(items):
+                if not isinstance(entry, (tuple, list)) or len(entry) != n:
+                    raise ValueError(f"test_dl: this data has {n} inputs, so each entry must be a tuple of {n} "
+                                     f"values (one per input, as the getters return them); entry {k} is "
+                                     f"{_short(entry)}")
+            pipelines = [[(f"input[{b}]", ItemGetter(b))] + list(p) for b, p in enumerate(pipelines)]
+        ds = BlockDataset(items, pipelines)
+        return make_loader(ds, batch_size or getattr(self.valid_dl, "batch_size", None) or 64, False, self.device, 0,
+                           self.blocks[:n])
+
+    def summary(self) -> None:
+        """Walk one item of the source through every step of the DataBlock this data was built from."""
+        if self.datablock is None:
+            raise ValueError("summary: this DataBunch was built from your own loaders, not a DataBlock; there is no "
+                             "per-item pipeline to walk")
+        self.datablock.summary(self.source)
 
     def show_batch(self, n: int = 9, split: str = "train", ncols: int | None = None, figsize: Any = None) -> Any:
         """Draw `n` items of a batch (after batch transforms) with their targets as titles. Returns the figure."""

@@ -2,19 +2,62 @@
 and `summary()` which walks one item through every step to debug the recipe."""
 from __future__ import annotations
 
+import logging
 import sys
+import warnings
 from typing import Any, Callable, Sequence, TextIO
 
 import torch
 from torch import nn
 
+from learnkit.core.args import checked_keywords
 from learnkit.core.device import default_device
 from learnkit.data.blocks import TransformBlock, TensorBlock, CategoryBlock, _short
-from learnkit.data.bunch import DataBunch, make_loader
-from learnkit.data.pipeline import BlockDataset, Collate, PipelineError, Step, run_step, step_name
+from learnkit.data.bunch import DataBunch
+from learnkit.data.loaders import LoaderPlan, build_loaders, eval_version, is_random
+from learnkit.data.pipeline import Collate, ItemGetter, PipelineError, Step, run_step, step_name
 from learnkit.data.splitters import RandomSplitter
 
-__all__ = ["DataBlock"]
+__all__ = ["DataBlock", "ItemGetter", "as_list", "check_on_bad", "report_bad"]
+
+log = logging.getLogger("learnkit")
+
+
+def as_list(value: Any) -> list[Any]:
+    """A list of transforms (or metrics) from one of them, a sequence of them, or None."""
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    if isinstance(value, nn.ModuleList):
+        return list(value)
+    return [value]
+
+
+def check_on_bad(on_bad: str) -> None:
+    if on_bad not in ("error", "skip"):
+        raise ValueError(f"on_bad={on_bad!r}: use 'error' (stop, listing the bad items) or 'skip' (leave them out "
+                         "with a warning)")
+
+
+def _listing(pairs: Sequence[tuple[Any, str]], limit: int = 20) -> str:
+    lines = [f"  {p}: {why}" for p, why in pairs[:limit]]
+    if len(pairs) > limit:
+        lines.append(f"  ... and {len(pairs) - limit} more")
+    return "\n".join(lines)
+
+
+def report_bad(bad: Sequence[tuple[Any, str]], on_bad: str, what: str, fix: str) -> None:
+    """on_bad='error': raise listing every offender; 'skip': warn and log the list (never a silent drop)."""
+    check_on_bad(on_bad)
+    if not bad:
+        return
+    if on_bad == "error":
+        raise ValueError(f"{len(bad)} {what}:\n{_listing(bad)}\nFix: {fix}, or pass on_bad='skip' to leave them "
+                         f"out (they are then listed in a warning and in data.skipped).")
+    text = f"learnkit skipped {len(bad)} {what}:\n{_listing(bad)}"
+    warnings.warn(text, stacklevel=4)
+    log.warning(text)
 
 
 class DataBlock:
@@ -29,6 +72,9 @@ class DataBlock:
         item_tfms: callables applied to each encoded input tensor (e.g. a resize), in order.
         batch_tfms: `nn.Module`s applied to input batches on the device (augmentation, Normalize).
         n_inp: how many of the blocks are inputs.
+        get_name: item → what error messages and `data.skipped` call it (default: the item's input value).
+
+    A single transform may be given without a list (`item_tfms=Resize(28)`).
 
     Example:
         >>> dblock = DataBlock(blocks=(TensorBlock, CategoryBlock), get_x=lambda r: r["x"],
@@ -41,7 +87,8 @@ class DataBlock:
                  get_x: Callable[[Any], Any] | None = None, get_y: Callable[[Any], Any] | None = None,
                  getters: Sequence[Callable[[Any], Any]] | None = None,
                  splitter: Callable[[Sequence[Any]], tuple[Sequence[int], Sequence[int]]] | None = None,
-                 item_tfms: Sequence[Callable] = (), batch_tfms: Sequence[nn.Module] = (), n_inp: int = 1):
+                 item_tfms: Sequence[Callable] | Callable = (), batch_tfms: Sequence[nn.Module] | nn.Module = (),
+                 n_inp: int = 1, get_name: Callable[[Any], Any] | None = None):
         self.blocks = [b() if isinstance(b, type) else b for b in blocks]
         if not self.blocks or not all(isinstance(b, TransformBlock) for b in self.blocks):
             raise TypeError(f"DataBlock(blocks={blocks!r}): every block must be a TransformBlock class or instance")
@@ -53,9 +100,9 @@ class DataBlock:
             raise ValueError(f"DataBlock: {len(getters)} getters for {len(self.blocks)} blocks; give one per block")
         self.get_items, self.get_x, self.get_y, self.getters = get_items, get_x, get_y, getters
         self.splitter = splitter
-        self.item_tfms = list(item_tfms) + [t for b in self.blocks[:n_inp] for t in b.item_tfms]
-        self.batch_tfms = list(self.blocks[0].batch_tfms) + list(batch_tfms)
-        self.n_inp = n_inp
+        self.item_tfms = as_list(item_tfms) + [t for b in self.blocks[:n_inp] for t in b.item_tfms]
+        self.batch_tfms = list(self.blocks[0].batch_tfms) + as_list(batch_tfms)
+        self.n_inp, self.get_name = n_inp, get_name
 
     # --- the steps ---
     def _getter(self, i: int) -> tuple[str, Callable[[Any], Any]] | None:
@@ -67,9 +114,11 @@ class DataBlock:
             return "get_y", self.get_y
         if len(self.blocks) == 1:
             return None
-        return f"item[{i}]", _ItemGetter(i)
+        return f"item[{i}]", ItemGetter(i)
 
-    def _pipelines(self, with_getters: bool = True) -> list[list[Step]]:
+    def _pipelines(self, with_getters: bool = True, training: bool = False) -> list[list[Step]]:
+        """Per block: getter → encode → item transforms (inputs; their eval versions unless `training`)."""
+        tfms = self.item_tfms if training else [eval_version(t) for t in self.item_tfms]
         pipelines = []
         for i, block in enumerate(self.blocks):
             steps: list[Step] = []
@@ -78,7 +127,7 @@ class DataBlock:
                 steps.append(getter)
             steps.append((f"{type(block).__name__}.encode", block.encode))
             if i < self.n_inp:
-                steps += [(step_name(t), t) for t in self.item_tfms]
+                steps += [(step_name(t), t) for t in tfms]
             pipelines.append(steps)
         return pipelines
 
@@ -102,6 +151,11 @@ class DataBlock:
             raise PipelineError(f"data step 'splitter' ({step_name(splitter)}) failed: {type(e).__name__}: {e}") from e
         return [int(i) for i in train], [int(i) for i in valid]
 
+    def split_of(self, source: Any, seed: int | None = None) -> tuple[list[int], list[int]]:
+        """(train indices, valid indices) into the items of `source`: the split `databunch(source, seed=seed)`
+        uses."""
+        return self._split(self._items(source), seed)
+
     def _raw_values(self, items: list[Any], indices: list[int], i: int) -> list[Any]:
         getter = self._getter(i)
         if getter is None:
@@ -109,10 +163,13 @@ class DataBlock:
         name, fn = getter
         return [run_step(name, fn, items[j], j, items[j]) for j in indices]
 
-    def databunch(self, source: Any, batch_size: int = 64, num_workers: int | None = None,
-                  device: torch.device | str | None = None, seed: int | None = None,
-                  drop_last: bool | None = None) -> DataBunch:
-        """Build the DataBunch.
+    @checked_keywords
+    def databunch(self, source: Any, *, batch_size: int = 64, num_workers: int | None = None,
+                  device: torch.device | str | None = None, seed: int | None = None, drop_last: bool | None = None,
+                  resident: bool | str = "auto", memory_budget: int | None = None, on_bad: str = "error",
+                  verify: bool = True, verbose: bool = False,
+                  bunch_type: type[DataBunch] = DataBunch) -> DataBunch:
+        """Build the DataBunch: items → split → block setup → loaders (data/loaders.py picks the strategy).
 
         Args:
             source: what `get_items` reads (a path, a table, a list of items).
@@ -121,30 +178,64 @@ class DataBlock:
             device: where batches go; None = CUDA if available else CPU.
             seed: seeds the default splitter and the training shuffle (None: global torch RNG).
             drop_last: drop the last partial training batch; None = drop when there is more than one batch.
+            resident: 'auto' keeps the encoded inputs on the device when the input block can estimate their size,
+                it fits `memory_budget` bytes (default: half the free GPU memory, a quarter of free host memory)
+                and no item transform is random; True insists, False always uses DataLoader workers.
+            on_bad: 'error' lists every item the input block cannot read (an unreadable file, an empty document)
+                in one error; 'skip' leaves them out with a warning listing them (`data.skipped`).
+            verify: on the DataLoader path, let the input block check every item up front (images: decode each
+                file once) so bad items are found before training.
+            verbose: print which loader path was chosen and why (`data.loader_report`).
+            bunch_type: the DataBunch class to build (`ImageDataBunch`, `TextDataBunch` pass theirs).
+
+        Example:
+            >>> data = dblock.databunch(rows, batch_size=64, seed=0)
         """
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"databunch(batch_size={batch_size!r}): batch_size must be a positive int")
+        check_on_bad(on_bad)
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ValueError(f"databunch(batch_size={batch_size!r}): batch_size must be a positive int, e.g. 64")
         device = default_device() if device is None else torch.device(device)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
         items = self._items(source)
         train_idx, valid_idx = self._split(items, seed)
-        for i, block in enumerate(self.blocks):
-            block.setup(self._raw_values(items, train_idx, i))
+        used = train_idx + valid_idx
+        values: list[list[Any]] = [[None] * len(items) for _ in self.blocks]
+        for b, block in enumerate(self.blocks):  # targets first: one class or an unseen label fails before decoding
+            for i, v in zip(used, self._raw_values(items, used, b)):
+                values[b][i] = v
+        for b in list(range(self.n_inp, len(self.blocks))) + list(range(self.n_inp)):
+            block = self.blocks[b]
+            block.setup([values[b][i] for i in train_idx])
             if valid_idx:
-                block.check(self._raw_values(items, valid_idx, i), "validation")
-        pipelines = self._pipelines()
-        names = [repr(b) for b in self.blocks]
-        train_ds = BlockDataset([items[i] for i in train_idx], pipelines, train_idx)
-        valid_ds = BlockDataset([items[i] for i in valid_idx], pipelines, valid_idx)
-        generator = None
-        if seed is not None:
-            generator = torch.Generator()
-            generator.manual_seed(seed)
-        if drop_last is None:
-            drop_last = len(train_ds) > batch_size
-        train_dl = make_loader(train_ds, batch_size, True, device, num_workers, names, drop_last, generator)
-        valid_dl = make_loader(valid_ds, batch_size, False, device, num_workers, names)
-        return DataBunch(train_dl, valid_dl, self.blocks, self.n_inp, self.batch_tfms, device, pipelines,
-                         self.item_tfms, self._pipelines(with_getters=False))
+                block.check([values[b][i] for i in valid_idx], "validation")
+        eval_tfms = [eval_version(t) for t in self.item_tfms]
+        plan = LoaderPlan(self.blocks, self.n_inp, items, values, train_idx, valid_idx,
+                          self._pipelines(training=True), self._pipelines(training=False), eval_tfms, batch_size,
+                          device, num_workers, torch.Generator().manual_seed(seed) if seed is not None else None,
+                          drop_last, resident, memory_budget, verify,
+                          bptt=next((getattr(b, "bptt") for b in self.blocks if hasattr(b, "bptt")), 72),
+                          random_items=any(is_random(t) for t in self.item_tfms))
+        train_dl, valid_dl, kind, report = build_loaders(plan)
+        bad = [(self._name(items[i], values[0][i]), why) for i, why in sorted(plan.bad)]
+        report_bad(bad, on_bad, self.blocks[0].bad_items, "delete or replace them")
+        data = bunch_type(train_dl, valid_dl, self.blocks, self.n_inp, self.batch_tfms, device,
+                          self._pipelines(training=False), eval_tfms, self._pipelines(with_getters=False, training=False))
+        data.loader_kind, data.loader_report, data.skipped = kind, report, bad
+        data.datablock, data.source = self, source
+        if verbose:
+            print(report)
+        log.info(report)
+        return data
+
+    def _name(self, item: Any, value: Any) -> Any:
+        """What messages call an item: `get_name(item)`, else its input value (e.g. the file path)."""
+        if self.get_name is not None:
+            try:
+                return self.get_name(item)
+            except Exception:
+                return value
+        return value
 
     def summary(self, source: Any, file: TextIO | None = None, seed: int | None = None) -> None:
         """Walk the first training item through every step, printing each result.
@@ -182,7 +273,7 @@ class DataBlock:
                 say(f"    {name} -> {_short(value)}")
             samples.append(value)
         say("\nBatch of 2 copies of that item:")
-        batch = Collate([repr(b) for b in self.blocks])([tuple(samples), tuple(samples)])
+        batch = Collate(self.blocks)([tuple(samples), tuple(samples)])
         for b, t in enumerate(batch):
             say(f"  collate block {b} -> {_short(t)}")
         x = batch[0]
@@ -194,18 +285,3 @@ class DataBlock:
                 raise PipelineError(f"batch transform {step_name(tfm)} failed on input {_short(x)}: "
                                     f"{type(e).__name__}: {e}") from e
             say(f"  batch transform {step_name(tfm)} -> {_short(x)}")
-
-
-class _ItemGetter:
-    """item → item[i] (a picklable callable, so worker processes can use it)."""
-
-    def __init__(self, i: int):
-        self.i = i
-        self.__qualname__ = f"item[{i}]"
-
-    def __call__(self, item: Any) -> Any:
-        try:
-            return item[self.i]
-        except (TypeError, IndexError, KeyError) as e:
-            raise TypeError(f"item has no element {self.i} ({e}); items must be (x, y) pairs, or pass "
-                            "get_x/get_y to DataBlock") from None

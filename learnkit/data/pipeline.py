@@ -63,12 +63,17 @@ class BlockDataset(Dataset):
 
 
 class Collate:
-    """`default_collate`, with an error that says which block's shapes differ and what to do."""
+    """Batch samples block by block: a block's own `collate` where it has one (padding for variable-length
+    values), else `default_collate`, with an error that says which block's shapes differ and what to do."""
 
-    def __init__(self, block_names: Sequence[str]):
-        self.block_names = list(block_names)
+    def __init__(self, blocks: Sequence[Any]):
+        self.block_names = [repr(b) for b in blocks]
+        self.collates = [getattr(b, "collate", None) for b in blocks]
 
     def __call__(self, samples: list[tuple[Any, ...]]) -> tuple[Any, ...]:
+        if any(c is not None for c in self.collates):
+            return tuple(c([s[b] for s in samples]) if c is not None else default_collate([s[b] for s in samples])
+                         for b, c in enumerate(self.collates[:len(samples[0])]))
         try:
             return tuple(default_collate(samples))
         except RuntimeError as e:
@@ -79,3 +84,18 @@ class Collate:
                                         f"{sorted(shapes)[:5]}. Add an item transform that gives every item "
                                         f"the same shape (e.g. a resize), or use batch_size=1.") from e
             raise
+
+
+class ItemGetter:
+    """item → item[i] (a picklable callable, so worker processes can use it)."""
+
+    def __init__(self, i: int):
+        self.i = i
+        self.__qualname__ = f"item[{i}]"
+
+    def __call__(self, item: Any) -> Any:
+        try:
+            return item[self.i]
+        except (TypeError, IndexError, KeyError) as e:
+            raise TypeError(f"item has no element {self.i} ({e}); items must be (x, y) pairs, or pass "
+                            "get_x/get_y to DataBlock") from None

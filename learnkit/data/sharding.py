@@ -19,7 +19,7 @@ from typing import Any, Iterator
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from learnkit.data.bunch import WorkerLoader
+from learnkit.data.loaders import WorkerLoader
 from learnkit.data.resident import ResidentLoader
 
 __all__ = ["RankBatches", "shard_loader"]

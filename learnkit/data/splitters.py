@@ -6,7 +6,18 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-__all__ = ["RandomSplitter", "FolderSplitter", "ColumnSplitter", "FuncSplitter", "IndexSplitter", "check_split"]
+__all__ = ["RandomSplitter", "FolderSplitter", "ColumnSplitter", "FuncSplitter", "IndexSplitter", "check_split",
+           "is_valid_flag", "VALID_FLAGS"]
+
+# What a validation-flag cell (a CSV's is_valid column) may say for "this row is validation", in any case.
+VALID_FLAGS = ("1", "true", "yes", "y", "t", "valid")
+
+
+def is_valid_flag(value: Any) -> bool:
+    """True when a validation-flag cell marks its row as validation (1/true/yes/y/t/valid, or a true bool)."""
+    if isinstance(value, bool):
+        return value
+    return str(value).strip().lower() in VALID_FLAGS
 
 
 def check_split(train: Sequence[int], valid: Sequence[int], n: int, name: str) -> tuple[list[int], list[int]]:

@@ -1,35 +1,29 @@
-"""Text data: TextBlock (word tokens + Vocab) and SubwordTextBlock (a model's own tokenizer), the
-length-bucketed classifier loader, the language-model stream loader, and TextDataBunch constructors."""
+"""Text data: TextBlock (word tokens + Vocab) and SubwordTextBlock (a model's own tokenizer), the language-model
+target, and TextDataBunch constructors (each a DataBlock through `DataBlock.databunch`; the length-bucketed and
+stream loaders they get are in data/loaders.py)."""
 from __future__ import annotations
 
-import csv
-import math
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
 
-from learnkit.core.device import default_device
+from learnkit.core.args import checked_keywords
 from learnkit.data.blocks import CategoryBlock, TransformBlock, register_block
-from learnkit.data.bunch import DataBunch, WorkerLoader
-from learnkit.data.splitters import RandomSplitter, check_split
+from learnkit.data.bunch import DataBunch
+from learnkit.data.datablock import DataBlock, check_on_bad, report_bad
+from learnkit.data.loaders import BucketBatchSampler, LMLoader
+from learnkit.data.pipeline import ItemGetter
+from learnkit.data.splitters import IndexSplitter, RandomSplitter, is_valid_flag
+from learnkit.data.tables import read_csv
 from learnkit.text.tokenizer import Tokenizer
 from learnkit.text.vocab import Vocab
 
 __all__ = ["TextBlock", "SubwordTextBlock", "LMTargetBlock", "LMLoss", "TextDataBunch", "BucketBatchSampler",
-           "PadCollate", "LMLoader", "read_text_file"]
-
-
-def read_text_file(path: str | Path) -> tuple[str, int]:
-    """A file's text as UTF-8, undecodable bytes replaced; returns (text, number of replaced bytes)."""
-    raw = Path(path).read_bytes()
-    text = raw.decode("utf-8", errors="replace")
-    bad = text.count("\ufffd") - raw.decode("utf-8", errors="ignore").count("\ufffd")
-    return text, bad
+           "PadCollate", "LMLoader", "read_text_file", "DEFAULT_MAX_LEN"]
 
 
 @register_block
@@ -43,33 +37,72 @@ class TextBlock(TransformBlock):
         max_len: tokens kept per document (the first ones) for classification; None keeps all.
     """
 
+    batching = "pad"  # documents have different lengths: bucketed batches, padded by `collate`
+    bad_items = "empty or unreadable documents"
+
     def __init__(self, tokenizer: Tokenizer | None = None, vocab: Vocab | None = None, min_freq: int = 3,
-                 max_vocab: int = 60000, max_len: int | None = None):
+                 max_vocab: int = 60000, max_len: int | None = None, cache_dir: str | Path | None = None):
         self.tokenizer = tokenizer or Tokenizer()
-        self.vocab_obj = vocab
+        self.vocab = vocab
         self.min_freq, self.max_vocab, self.max_len = min_freq, max_vocab, max_len
+        self.cache_dir = cache_dir  # an on-disk token cache for tokenize_texts (not exported)
+        self._tokens: dict[str, list[str]] = {}  # setup's tokens, reused once by encode_all
+
+    @property
+    def vocab_obj(self) -> Vocab | None:
+        """The token `Vocab` (older name of `vocab`)."""
+        return self.vocab
 
     @property
     def pad_idx(self) -> int:
         return 1
 
     def setup_tokens(self, docs: Sequence[Sequence[str]]) -> None:
-        if self.vocab_obj is None:
-            self.vocab_obj = Vocab.build(docs, self.min_freq, self.max_vocab)
+        if self.vocab is None:
+            self.vocab = Vocab.build(docs, self.min_freq, self.max_vocab)
 
     def setup(self, values: Sequence[str]) -> None:
-        self.setup_tokens(self.tokenizer.tokenize_texts(values))
+        """Tokenize the training texts (in parallel) and build the vocab from them, unless one was given."""
+        texts = [v for v in values if isinstance(v, str)]
+        docs = self.tokenizer.tokenize_texts(texts, cache_dir=self.cache_dir)
+        self._tokens = dict(zip(texts, docs))
+        self.setup_tokens(docs)
 
     def ids(self, tokens: Sequence[str]) -> torch.Tensor:
-        ids = self.vocab_obj.numericalize(tokens)
+        ids = self.vocab.numericalize(tokens)
         return ids[:self.max_len] if self.max_len is not None else ids
 
     def encode(self, value: str) -> torch.Tensor:
         return self.ids(self.tokenizer(value))
 
+    def encode_all(self, values: Sequence[Any], num_workers: int | None = None) -> tuple[list[torch.Tensor],
+                                                                                          list[tuple[int, str]]]:
+        """Token ids of every document (tokenized in parallel; the training texts' tokens from `setup` are
+        reused): (ids of the good ones, [(position, reason)] of empty or non-text documents)."""
+        tokens, self._tokens = self._tokens, {}
+        bad = [(i, f"not a string: {type(v).__name__}") for i, v in enumerate(values) if not isinstance(v, str)]
+        missing = list({v for v in values if isinstance(v, str) and v not in tokens})
+        tokens.update(zip(missing, self.tokenizer.tokenize_texts(missing, n_workers=num_workers,
+                                                                 cache_dir=self.cache_dir)))
+        bad_pos = {i for i, _ in bad}
+        out, cut = [], 0
+        for i, v in enumerate(values):
+            if i in bad_pos:
+                continue
+            doc = tokens[v]
+            if not v.strip() or not doc:
+                bad.append((i, "empty document (no tokens)"))
+                continue
+            cut += self.max_len is not None and len(doc) > self.max_len
+            out.append(self.ids(doc))
+        if cut:
+            warnings.warn(f"TextBlock: {cut} of {len(out)} documents are longer than max_len={self.max_len} tokens "
+                          f"and were cut to their first {self.max_len}")
+        return out, sorted(bad)
+
     def decode(self, tensor: torch.Tensor) -> str:
         ids = [i for i in tensor.tolist() if i != self.pad_idx]
-        return Tokenizer.decode(self.vocab_obj.decode(ids))
+        return Tokenizer.decode(self.vocab.decode(ids))
 
     def collate(self, tensors: Sequence[torch.Tensor]) -> torch.Tensor:
         return pad_batch(tensors, self.pad_idx)
@@ -79,7 +112,7 @@ class TextBlock(TransformBlock):
         ax.axis("off")
 
     def to_config(self) -> dict[str, Any]:
-        return {"type": "TextBlock", "tokenizer": self.tokenizer.to_config(), "itos": self.vocab_obj.itos,
+        return {"type": "TextBlock", "tokenizer": self.tokenizer.to_config(), "itos": self.vocab.itos,
                 "max_len": self.max_len}
 
     @classmethod
@@ -87,7 +120,7 @@ class TextBlock(TransformBlock):
         return cls(Tokenizer.from_config(config["tokenizer"]), Vocab(config["itos"]), max_len=config.get("max_len"))
 
     def __repr__(self) -> str:
-        return f"TextBlock(vocab={len(self.vocab_obj) if self.vocab_obj else '?'}, max_len={self.max_len})"
+        return f"TextBlock(vocab={len(self.vocab) if self.vocab else '?'}, max_len={self.max_len})"
 
 
 @register_block
@@ -96,7 +129,7 @@ class SubwordTextBlock(TextBlock):
     offer `encode(text, max_len) -> list[int]`, `decode(ids)`, `pad_id` and `to_config`/`from_config`."""
 
     def __init__(self, tokenizer: Any, max_len: int | None = 256):
-        self.tokenizer, self.max_len, self.vocab_obj = tokenizer, max_len, None
+        self.tokenizer, self.max_len, self.vocab, self.cache_dir, self._tokens = tokenizer, max_len, None, None, {}
 
     @property
     def pad_idx(self) -> int:
@@ -107,6 +140,17 @@ class SubwordTextBlock(TextBlock):
 
     def encode(self, value: str) -> torch.Tensor:
         return torch.tensor(self.tokenizer.encode(value, max_len=self.max_len or 10**9), dtype=torch.long)
+
+    def encode_all(self, values: Sequence[Any], num_workers: int | None = None) -> tuple[list[torch.Tensor],
+                                                                                          list[tuple[int, str]]]:
+        """The model tokenizer's ids of every document: (ids of the good ones, [(position, reason)])."""
+        out, bad = [], []
+        for i, v in enumerate(values):
+            if not isinstance(v, str) or not v.strip():
+                bad.append((i, "empty document" if isinstance(v, str) else f"not a string: {type(v).__name__}"))
+                continue
+            out.append(self.encode(v))
+        return out, bad
 
     def decode(self, tensor: torch.Tensor) -> str:
         return self.tokenizer.decode([i for i in tensor.tolist() if i != self.pad_idx])
@@ -135,8 +179,21 @@ class LMTargetBlock(TransformBlock):
     """The next token at every position (language modelling). Loss: `LMLoss`; decoding: the likeliest
     next word after the last position."""
 
-    def __init__(self, itos: Sequence[str] | None = None):
-        self.itos = list(itos) if itos is not None else None
+    batching = "stream"  # the documents become one token stream read in windows of about `bptt` tokens
+
+    def __init__(self, itos: Sequence[str] | None = None, bptt: int = 72, source: TextBlock | None = None):
+        self._itos = list(itos) if itos is not None else None
+        self.bptt, self.source = bptt, source
+
+    @property
+    def itos(self) -> list[str] | None:
+        """The next-token classes: the source TextBlock's vocab (once it is built), or the given list."""
+        if self._itos is None and self.source is not None and self.source.vocab is not None:
+            return self.source.vocab.itos
+        return self._itos
+
+    def encode(self, value: Any) -> torch.Tensor:
+        return torch.zeros(0, dtype=torch.long)  # targets come from the stream itself (x shifted by one)
 
     def loss_fn(self) -> Callable:
         return LMLoss()
@@ -149,11 +206,11 @@ class LMTargetBlock(TransformBlock):
         return (self.itos[index] if self.itos else index), index
 
     def to_config(self) -> dict[str, Any]:
-        return {"type": "LMTargetBlock", "itos": self.itos}
+        return {"type": "LMTargetBlock", "itos": self.itos, "bptt": self.bptt}
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "LMTargetBlock":
-        return cls(config.get("itos"))
+        return cls(config.get("itos"), bptt=config.get("bptt", 72))
 
 
 def pad_batch(tensors: Sequence[torch.Tensor], pad_idx: int) -> torch.Tensor:
@@ -177,111 +234,42 @@ class PadCollate:
         return (ids, *rest)
 
 
-class _Docs(Dataset):
-    def __init__(self, ids: Sequence[torch.Tensor], labels: Sequence[torch.Tensor] | None):
-        self.ids, self.labels = ids, labels
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
-        return (self.ids[i],) if self.labels is None else (self.ids[i], self.labels[i])
+# Classification documents are cut to their first DEFAULT_MAX_LEN tokens unless max_len says otherwise: one 5.6 MB
+# document once asked for 7.4 GB on the first batch. 1,440 tokens = 20 windows of 72, fastai's ULMFiT default.
+DEFAULT_MAX_LEN = 1440
 
 
-class BucketBatchSampler(Sampler[list[int]]):
-    """Batches of similar lengths (less padding). Training: shuffle, cut into chunks of 50 batches, sort
-    each chunk by length, batch it, shuffle the batches, then put the longest batch first so an
-    out-of-memory error shows on the first step. Validation: sorted by length, longest first."""
-
-    def __init__(self, lengths: Sequence[int], batch_size: int, shuffle: bool,
-                 generator: torch.Generator | None = None, chunk_batches: int = 50):
-        self.lengths, self.batch_size, self.shuffle = list(lengths), batch_size, shuffle
-        self.generator, self.chunk = generator, chunk_batches * batch_size
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.lengths) / self.batch_size)
-
-    def __iter__(self) -> Iterator[list[int]]:
-        n, bs = len(self.lengths), self.batch_size
-        if not self.shuffle:
-            order = sorted(range(n), key=lambda i: -self.lengths[i])
-            yield from (order[i:i + bs] for i in range(0, n, bs))
-            return
-        perm = torch.randperm(n, generator=self.generator).tolist()
-        batches = []
-        for c in range(0, n, self.chunk):
-            chunk = sorted(perm[c:c + self.chunk], key=lambda i: -self.lengths[i])
-            batches += [chunk[i:i + bs] for i in range(0, len(chunk), bs)]
-        order = torch.randperm(len(batches), generator=self.generator).tolist()
-        batches = [batches[i] for i in order]
-        longest = max(range(len(batches)), key=lambda b: max(self.lengths[i] for i in batches[b]))
-        batches.insert(0, batches.pop(longest))
-        yield from batches
-
-
-class LMLoader:
-    """Language-model batches from a list of documents (1-D id tensors), a GPU-free iterable with the
-    DataLoader contract (`__iter__` of (x, y) tuples, `__len__`, `batch_size`, `dataset`, `generator`).
-
-    Each epoch: documents shuffled (training), concatenated into one stream, cut into `batch_size` rows
-    (row b continues across batches), then read in windows of about `bptt` tokens (random lengths around
-    bptt in training; their number is fixed, so `len()` is exact); y is x shifted by one token.
-    """
-
-    def __init__(self, docs: Sequence[torch.Tensor], batch_size: int = 64, bptt: int = 72, shuffle: bool = True,
-                 generator: torch.Generator | None = None):
-        self.dataset, self.batch_size, self.bptt = list(docs), batch_size, bptt
-        self.shuffle, self.generator, self.drop_last = shuffle, generator, False
-        self.n_tokens = sum(len(d) for d in self.dataset)
-        if self.n_tokens // batch_size < 2:
-            raise ValueError(f"LMLoader: {self.n_tokens} tokens cannot fill {batch_size} rows of at least 2 "
-                             f"tokens; use a smaller batch_size or more text")
-
-    def __len__(self) -> int:
-        return math.ceil((self.n_tokens // self.batch_size - 1) / self.bptt)
-
-    def _lengths(self, total: int) -> list[int]:
-        n = len(self)
-        if not self.shuffle:
-            return [min(self.bptt, total - i * self.bptt) for i in range(n)]
-        # Jittered lengths (mostly bptt, sometimes half; +-5%), rescaled so n windows cover the stream.
-        base = torch.where(torch.rand(n, generator=self.generator) < 0.95, 1.0, 0.5) * self.bptt
-        raw = base * (1 + 0.05 * torch.randn(n, generator=self.generator))
-        ends = (raw.clamp_min(1).cumsum(0) / raw.clamp_min(1).sum() * total).round().long().tolist()
-        lengths, prev = [], 0
-        for e in ends:
-            lengths.append(max(1, e - prev))
-            prev += lengths[-1]
-        lengths[-1] -= prev - total
-        return [l for l in lengths if l > 0]
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        order = torch.randperm(len(self.dataset), generator=self.generator).tolist() if self.shuffle \
-            else range(len(self.dataset))
-        stream = torch.cat([self.dataset[i] for i in order])
-        per_row = len(stream) // self.batch_size
-        rows = stream[:per_row * self.batch_size].view(self.batch_size, per_row)
-        i = 0
-        for length in self._lengths(per_row - 1):
-            yield rows[:, i:i + length], rows[:, i + 1:i + 1 + length]
-            i += length
+def read_text_file(path: str | Path, encoding: str | None = None) -> tuple[str, int]:
+    """A file's text (UTF-8 unless `encoding`), undecodable bytes replaced; returns (text, number of replaced
+    bytes). TextDataBunch.from_folder reads strictly instead and reports undecodable files (on_bad)."""
+    raw = Path(path).read_bytes()
+    text = raw.decode(encoding or "utf-8", errors="replace")
+    bad = text.count("\ufffd") - raw.decode(encoding or "utf-8", errors="ignore").count("\ufffd")
+    return text, bad
 
 
 class TextDataBunch(DataBunch):
     """A DataBunch for text: classifier batches (padded ids, labels) or language-model batches (x, y).
 
-    Keeps the raw texts, labels and split so that `with_block` can re-encode them for another model's
-    tokenizer (a pretrained transformer) with the same split.
+    Every constructor describes its data as a `DataBlock` (TextBlock + CategoryBlock, or + LMTargetBlock with
+    `is_lm=True`) and goes through the one `DataBlock.databunch`; data/loaders.py batches documents by similar
+    length (padded) or as one token stream (language model). `data.texts`, `data.labels` and `data.split` keep the
+    raw data so that `with_block` can re-encode it for another model's tokenizer with the same split.
+
+    Keyword arguments shared with ImageDataBunch's constructors mean the same: `valid_pct`, `seed`, `on_bad`
+    ('error' lists empty or undecodable documents in one error; 'skip' leaves them out with a warning),
+    `batch_size`, `num_workers` (None: auto — 0 here, the documents are encoded once up front), `device`,
+    `verbose`. Text options: `is_lm`, `bptt` (language-model window), `block` (default: a `TextBlock` with
+    `max_len`, `min_freq`, `max_vocab`), `max_len` (classification default 1,440 tokens; None keeps all),
+    `cache_dir` (an on-disk token cache).
     """
 
-    def test_dl(self, items: Sequence[Any], with_labels: bool = False, batch_size: int | None = None) -> DataLoader:
-        block = self.x_block
-        ids = [block.encode(t if not with_labels else t[0]) for t in items]
-        labels = [self.y_block.encode(t[1]) for t in items] if with_labels else None
-        return DataLoader(_Docs(ids, labels), batch_size=batch_size or 64, shuffle=False,
-                          collate_fn=PadCollate(block.pad_idx))
+    texts: list[str]
+    labels: list[Any] | None
+    split: tuple[list[int], list[int]]
+    is_lm: bool = False
 
-    def show_batch(self, n: int = 6, split: str = "train", width: int = 100, **kwargs: Any) -> list[tuple[str, str]]:
+    def show_batch(self, n: int = 6, split: str = "train", width: int = 100) -> list[tuple[str, str]]:
         """Print `n` decoded documents of a batch with their targets; returns them."""
         batch = self.one_batch(split)
         rows = []
@@ -295,139 +283,165 @@ class TextDataBunch(DataBunch):
 
     # ---------------------------------------------------------------- constructors
     @classmethod
-    def from_lists(cls, texts: Sequence[str], labels: Sequence[Any] | None = None,
+    @checked_keywords
+    def from_lists(cls, texts: Sequence[str], labels: Sequence[Any] | None = None, *,
                    valid_idx: Sequence[int] | None = None, valid_pct: float = 0.2, seed: int | None = None,
-                   is_lm: bool = False, batch_size: int = 64, bptt: int = 72, block: TextBlock | None = None,
-                   max_len: int | None = None, min_freq: int = 3, max_vocab: int = 60000,
-                   device: Any = None, num_workers: int = 0, cache_dir: str | Path | None = None,
-                   drop_empty: bool = False, sources: Sequence[str] | None = None) -> "TextDataBunch":
+                   is_lm: bool = False, on_bad: str = "error", batch_size: int = 64, bptt: int = 72,
+                   block: TextBlock | None = None, max_len: int | None = DEFAULT_MAX_LEN, min_freq: int = 3,
+                   max_vocab: int = 60000, device: Any = None, num_workers: int | None = None,
+                   cache_dir: str | Path | None = None, sources: Sequence[str] | None = None,
+                   verbose: bool = False, drop_empty: bool | None = None) -> "TextDataBunch":
         """Build from texts (and labels for classification).
 
         Args:
             valid_idx: validation indices; otherwise a seeded random `valid_pct` split.
             is_lm: language-model batches (labels are ignored).
-            block: how to encode (default `TextBlock(max_len=max_len, min_freq, max_vocab)`).
-            drop_empty: drop documents with no tokens (listed in a warning) instead of raising.
             sources: names of the texts (file names, row numbers) used in messages.
+            drop_empty: deprecated; use on_bad='skip'.
+
+        Example:
+            >>> data = TextDataBunch.from_lists(["good", "bad"] * 50, ["pos", "neg"] * 50, seed=0)
         """
+        if drop_empty is not None:
+            warnings.warn("TextDataBunch(drop_empty=...) is deprecated: use on_bad='skip' (or 'error')",
+                          DeprecationWarning, stacklevel=3)
+            on_bad = "skip" if drop_empty else on_bad
         texts = list(texts)
         names = list(sources) if sources is not None else [f"text {i}" for i in range(len(texts))]
         if not is_lm and labels is None:
             raise ValueError("TextDataBunch: classification needs labels (or pass is_lm=True)")
         if labels is not None and len(labels) != len(texts):
-            raise ValueError(f"TextDataBunch: {len(texts)} texts but {len(labels)} labels")
+            raise ValueError(f"TextDataBunch: {len(texts)} texts but {len(labels)} labels; give one label per text")
         bad = [n for t, n in zip(texts, names) if not isinstance(t, str)]
         if bad:
             raise TypeError(f"TextDataBunch: these entries are not strings: {bad[:5]}")
-        empty = [i for i, t in enumerate(texts) if not t.strip()]
-        if empty:
-            listed = ", ".join(names[i] for i in empty[:10])
-            if not drop_empty:
-                raise ValueError(f"TextDataBunch: {len(empty)} empty document(s): {listed}. Remove them or pass "
-                                 f"drop_empty=True to skip them.")
-            warnings.warn(f"TextDataBunch: skipped {len(empty)} empty document(s): {listed}")
-        keep = [i for i in range(len(texts)) if i not in set(empty)]
-        if valid_idx is not None:
-            valid_set = set(int(i) for i in valid_idx)
-            split = ([j for j, i in enumerate(keep) if i not in valid_set], [j for j, i in enumerate(keep) if i in valid_set])
-        else:
-            split = RandomSplitter(valid_pct, seed=seed if seed is not None else 0)(keep)
-        texts = [texts[i] for i in keep]
-        labels = [labels[i] for i in keep] if labels is not None else None
-        train_idx, valid_idx_ = check_split(*split, len(texts), "TextDataBunch")
-        block = block or TextBlock(max_len=None if is_lm else max_len, min_freq=min_freq, max_vocab=max_vocab)
-        return cls._build(texts, labels, train_idx, valid_idx_, is_lm, batch_size, bptt, block, device,
-                          num_workers, cache_dir, seed)
+        splitter: Any = IndexSplitter(valid_idx) if valid_idx is not None else \
+            RandomSplitter(valid_pct, seed=seed if seed is not None else 0)
+        block = block or TextBlock(max_len=None if is_lm else max_len, min_freq=min_freq, max_vocab=max_vocab,
+                                   cache_dir=cache_dir)
+        return cls._texts(texts, labels if not is_lm else None, names, splitter, block, is_lm=is_lm, bptt=bptt,
+                          on_bad=on_bad, batch_size=batch_size, device=device, num_workers=num_workers, seed=seed,
+                          verbose=verbose)
 
     @classmethod
-    def _build(cls, texts: list[str], labels: list[Any] | None, train_idx: list[int], valid_idx: list[int],
-               is_lm: bool, batch_size: int, bptt: int, block: TextBlock, device: Any, num_workers: int,
-               cache_dir: str | Path | None, seed: int | None) -> "TextDataBunch":
-        device = default_device() if device is None else torch.device(device)
-        if isinstance(block, SubwordTextBlock):
-            ids = [block.encode(t) for t in texts]
-        else:
-            docs = block.tokenizer.tokenize_texts(texts, cache_dir=cache_dir)
-            block.setup_tokens([docs[i] for i in train_idx])
-            ids = [block.ids(d) for d in docs]
-            if block.max_len is not None:
-                cut = sum(len(d) > block.max_len for d in docs)
-                if cut:
-                    warnings.warn(f"TextDataBunch: {cut} of {len(docs)} documents are longer than max_len="
-                                  f"{block.max_len} tokens and were cut to their first {block.max_len}")
-        generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        if is_lm:
-            y_block: TransformBlock = LMTargetBlock(block.vocab_obj.itos if block.vocab_obj else None)
-            train_dl: Any = LMLoader([ids[i] for i in train_idx], batch_size, bptt, True, generator)
-            valid_dl: Any = LMLoader([ids[i] for i in valid_idx], batch_size, bptt, False) if valid_idx else []
-        else:
-            y_block = CategoryBlock()
-            y_block.setup([labels[i] for i in train_idx])
-            if valid_idx:
-                y_block.check([labels[i] for i in valid_idx], "validation")
-            targets = [y_block.encode(v) for v in labels]
-            collate = PadCollate(block.pad_idx)
+    @checked_keywords
+    def from_csv(cls, csv_path: str | Path, *, text_col: str = "text", label_col: str = "label",
+                 valid_col: str | None = "is_valid", valid_pct: float = 0.2, encoding: str | None = None,
+                 seed: int | None = None, is_lm: bool = False, on_bad: str = "error", batch_size: int = 64,
+                 bptt: int = 72, block: TextBlock | None = None, max_len: int | None = DEFAULT_MAX_LEN,
+                 min_freq: int = 3, max_vocab: int = 60000, device: Any = None, num_workers: int | None = None,
+                 cache_dir: str | Path | None = None, verbose: bool = False) -> "TextDataBunch":
+        """From a CSV file with a header: texts, labels, and (if the column exists) a validation flag
+        (1/true/yes/valid); otherwise a seeded random `valid_pct` split. `encoding`: the CSV's text encoding
+        (default UTF-8, BOM accepted; undecodable bytes are an error naming the line)."""
+        path = Path(csv_path)
+        header, rows = read_csv(path, encoding=encoding)
+        if not rows:
+            raise ValueError(f"{path}: no data rows")
+        missing = [c for c in (text_col, None if is_lm else label_col) if c and c not in header]
+        if missing:
+            raise KeyError(f"{path}: no column(s) {missing}; columns are {header}. Pass text_col=/label_col=")
+        ti = header.index(text_col)
+        li = header.index(label_col) if not is_lm else None
+        vi = header.index(valid_col) if valid_col and valid_col in header else None
+        short = [n for n, r in rows if len(r) <= max(ti, li or 0, vi or 0)]
+        if short:
+            raise ValueError(f"{path}: line(s) {short[:10]} have fewer cells than the header {header}")
+        texts = [r[ti] for _, r in rows]
+        labels = [r[li] for _, r in rows] if li is not None else None
+        valid_idx = [i for i, (_, r) in enumerate(rows) if is_valid_flag(r[vi])] if vi is not None else None
+        return cls.from_lists(texts, labels, valid_idx=valid_idx, valid_pct=valid_pct, seed=seed, is_lm=is_lm,
+                              on_bad=on_bad, batch_size=batch_size, bptt=bptt, block=block, max_len=max_len,
+                              min_freq=min_freq, max_vocab=max_vocab, device=device, num_workers=num_workers,
+                              cache_dir=cache_dir, sources=[f"{path.name} line {n}" for n, _ in rows],
+                              verbose=verbose)
 
-            def loader(idx: list[int], shuffle: bool) -> DataLoader:
-                sampler = BucketBatchSampler([len(ids[i]) for i in idx], batch_size, shuffle, generator)
-                return WorkerLoader(_Docs([ids[i] for i in idx], [targets[i] for i in idx]), batch_sampler=sampler,
-                                  collate_fn=collate, num_workers=num_workers, pin_memory=device.type == "cuda",
-                                  persistent_workers=num_workers > 0)
-            train_dl, valid_dl = loader(train_idx, True), loader(valid_idx, False)
-        bunch = cls(train_dl, valid_dl, [block, y_block], 1, (), device)
-        bunch.texts, bunch.labels, bunch.split = texts, labels, (train_idx, valid_idx)
-        bunch.is_lm, bunch.batch_size, bunch.bptt, bunch.seed = is_lm, batch_size, bptt, seed
-        bunch.num_workers = num_workers
-        return bunch
+    @classmethod
+    @checked_keywords
+    def from_folder(cls, path: str | Path, *, train: str = "train", valid: str = "valid",
+                    valid_pct: float | None = None, seed: int | None = None, encoding: str | None = None,
+                    is_lm: bool = False, on_bad: str = "error", batch_size: int = 64, bptt: int = 72,
+                    block: TextBlock | None = None, max_len: int | None = DEFAULT_MAX_LEN, min_freq: int = 3,
+                    max_vocab: int = 60000, device: Any = None, num_workers: int | None = None,
+                    cache_dir: str | Path | None = None, verbose: bool = False) -> "TextDataBunch":
+        """Labels = parent folder names of `*.txt` files, as ImageDataBunch.from_folder: with `path/train` and
+        `path/valid` the folders are the split; otherwise (or with `valid_pct`) a seeded random split of every
+        file (of `path/train` and `path/valid` when they exist, else of the class folders under `path`). With
+        is_lm=True any .txt files below the roots. Files that are not valid text in `encoding` (default UTF-8)
+        are listed in one error (on_bad='skip' leaves them out)."""
+        path = Path(path)
+        check_on_bad(on_bad)
+        if not path.is_dir():
+            raise FileNotFoundError(f"TextDataBunch.from_folder: {path} is not a folder")
+        has_train, has_valid = (path / train).is_dir(), (path / valid).is_dir()
+        roots = [path / train] + ([path / valid] if has_valid else []) if has_train else [path]
+        texts, labels, in_valid, names, bad = [], [], [], [], []
+        for r, root in enumerate(roots):
+            for file in sorted(p for p in root.rglob("*.txt") if p.is_file()):
+                if not is_lm and file.parent == root:
+                    bad.append((file, f"not inside a class folder of {root}: its label is unknown"))
+                    continue
+                try:
+                    texts.append(file.read_bytes().decode(encoding or "utf-8"))
+                except UnicodeDecodeError as e:
+                    bad.append((file, f"not valid {encoding or 'UTF-8'} text at byte {e.start}; pass "
+                                      "encoding='latin-1' (or the files' real encoding)"))
+                    continue
+                labels.append(file.parent.name)
+                in_valid.append(r == 1)
+                names.append(str(file))
+        report_bad(bad, on_bad, "files that cannot be read as labelled text", "fix or remove them")
+        if not texts:
+            raise ValueError(f"TextDataBunch.from_folder: no .txt files under {[str(r) for r in roots]}")
+        use_folders = valid_pct is None and has_train and has_valid
+        valid_idx = [i for i, v in enumerate(in_valid) if v] if use_folders else None
+        data = cls.from_lists(texts, None if is_lm else labels, valid_idx=valid_idx,
+                              valid_pct=0.2 if valid_pct is None else valid_pct, seed=seed, is_lm=is_lm,
+                              on_bad=on_bad, batch_size=batch_size, bptt=bptt, block=block, max_len=max_len,
+                              min_freq=min_freq, max_vocab=max_vocab, device=device, num_workers=num_workers,
+                              cache_dir=cache_dir, sources=names, verbose=verbose)
+        data.skipped = list(bad) + data.skipped
+        return data
+
+    # ---------------------------------------------------------------- the one path
+    @classmethod
+    def _texts(cls, texts: list[str], labels: list[Any] | None, names: list[str], splitter: Any, block: TextBlock, *,
+               is_lm: bool, bptt: int, on_bad: str, batch_size: int, device: Any, num_workers: int | None,
+               seed: int | None, verbose: bool) -> "TextDataBunch":
+        """(text, label, name) items described as a DataBlock and built by its `databunch()`."""
+        y_block: TransformBlock = LMTargetBlock(bptt=bptt, source=block) if is_lm else CategoryBlock()
+        items = list(zip(texts, labels if labels is not None else [None] * len(texts), names))
+        dblock = DataBlock(blocks=(block, y_block), splitter=splitter, get_name=ItemGetter(2))
+        data = dblock.databunch(items, batch_size=batch_size, num_workers=num_workers, device=device, seed=seed,
+                                on_bad=on_bad, verbose=verbose, bunch_type=cls)
+        skipped = {n for n, _ in data.skipped}
+        train, valid = dblock.split_of(items, seed)
+        keep = [i for i in range(len(items)) if names[i] not in skipped]
+        position = {i: k for k, i in enumerate(keep)}
+        data.texts = [texts[i] for i in keep]
+        data.labels = [labels[i] for i in keep] if labels is not None else None
+        data.split = ([position[i] for i in train if i in position], [position[i] for i in valid if i in position])
+        data.is_lm = is_lm
+        data.options = {"is_lm": is_lm, "bptt": bptt, "on_bad": on_bad, "batch_size": batch_size, "device": device,
+                        "num_workers": num_workers, "seed": seed, "verbose": verbose}
+        return data
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.train_dl.batch_size or self.options["batch_size"])
 
     def with_block(self, block: TextBlock) -> "TextDataBunch":
-        """The same texts, labels and split, encoded by another block (e.g. a transformer's tokenizer)."""
-        return type(self)._build(self.texts, self.labels, *self.split, self.is_lm, self.batch_size, self.bptt,
-                                 block, self.device, self.num_workers, None, self.seed)
+        """The same texts, labels and split, encoded by another block (e.g. a transformer's tokenizer); a new
+        TextDataBunch (this one is unchanged)."""
+        names = [f"text {i}" for i in range(len(self.texts))]
+        return type(self)._texts(self.texts, self.labels, names, _GivenSplit(*self.split), block, **self.options)
 
-    @classmethod
-    def from_csv(cls, path: str | Path, text_col: str = "text", label_col: str = "label",
-                 valid_col: str | None = "is_valid", **kwargs: Any) -> "TextDataBunch":
-        """From a CSV file with a header: texts, labels, and (if the column exists) a validation flag."""
-        path = Path(path)
-        with open(path, newline="", encoding="utf-8", errors="replace") as f:
-            rows = list(csv.DictReader(f))
-        if not rows:
-            raise ValueError(f"{path}: no rows")
-        missing = [c for c in (text_col, None if kwargs.get("is_lm") else label_col) if c and c not in rows[0]]
-        if missing:
-            raise KeyError(f"{path}: no column(s) {missing}; columns are {list(rows[0])}. Pass text_col=/label_col=")
-        texts = [r[text_col] for r in rows]
-        labels = None if kwargs.get("is_lm") else [r[label_col] for r in rows]
-        if valid_col and valid_col in rows[0] and "valid_idx" not in kwargs:
-            kwargs["valid_idx"] = [i for i, r in enumerate(rows)
-                                   if r[valid_col].strip().lower() in ("1", "true", "yes", "valid")]
-        return cls.from_lists(texts, labels, sources=[f"{path.name} row {i + 2}" for i in range(len(rows))], **kwargs)
 
-    @classmethod
-    def from_folder(cls, path: str | Path, train: str = "train", valid: str = "valid", **kwargs: Any) -> "TextDataBunch":
-        """From `path/train/<label>/*.txt` and `path/valid/<label>/*.txt` (or, with is_lm=True, any .txt
-        files below path/train and path/valid). Undecodable bytes are replaced, counted and reported."""
-        path = Path(path)
-        texts, labels, valid_idx, names, damaged = [], [], [], [], []
-        for split in (train, valid):
-            folder = path / split
-            if not folder.is_dir():
-                raise FileNotFoundError(f"TextDataBunch.from_folder: {folder} is not a folder; expected "
-                                        f"{path}/{train}/<label>/*.txt and {path}/{valid}/<label>/*.txt")
-            for file in sorted(folder.rglob("*.txt")):
-                text, bad = read_text_file(file)
-                if bad:
-                    damaged.append((str(file), bad))
-                if split == valid:
-                    valid_idx.append(len(texts))
-                texts.append(text)
-                labels.append(file.parent.name)
-                names.append(str(file))
-        if not texts:
-            raise ValueError(f"TextDataBunch.from_folder: no .txt files under {path}/{train} or {path}/{valid}")
-        if damaged:
-            warnings.warn(f"TextDataBunch.from_folder: {len(damaged)} file(s) were not valid UTF-8; "
-                          f"{sum(n for _, n in damaged)} undecodable byte(s) replaced by U+FFFD, e.g. {damaged[:3]}")
-        return cls.from_lists(texts, None if kwargs.get("is_lm") else labels, valid_idx=valid_idx, sources=names,
-                              **kwargs)
+class _GivenSplit:
+    """A splitter that returns a split already made (with_block keeps the order as well as the sets)."""
+
+    def __init__(self, train: Sequence[int], valid: Sequence[int]):
+        self.train, self.valid = list(train), list(valid)
+
+    def __call__(self, items: Sequence[Any]) -> tuple[list[int], list[int]]:
+        return self.train, self.valid

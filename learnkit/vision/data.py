@@ -1,5 +1,6 @@
-"""ImageDataBunch: image folders, CSV files and file lists → a DataBunch, on the GPU-resident fast path when
-the decoded images fit a memory budget, else on DataLoader workers.
+"""ImageDataBunch: image folders, CSV files and file lists → a DataBunch. Every constructor describes its data as
+a `DataBlock` (ImageBlock + CategoryBlock or MultiCategoryBlock) and goes through the one `DataBlock.databunch`:
+data/loaders.py chooses the GPU-resident path when the decoded images fit a memory budget, else DataLoader workers.
 
 Both paths yield the same batches: (uint8 images (B,C,H,W), targets), with the batch transforms
 (augmentation, then Normalize) applied on the device by `DataBunch.transfer`. Bad files are found before
@@ -7,9 +8,7 @@ training starts (every file is decoded once) and are either an error listing the
 """
 from __future__ import annotations
 
-import csv
 import logging
-import math
 import re
 import warnings
 from pathlib import Path
@@ -18,16 +17,15 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from learnkit.core.device import default_device
+from learnkit.core.args import checked_keywords
 from learnkit.data.blocks import CategoryBlock, MultiCategoryBlock, TransformBlock
 from learnkit.data.bunch import DataBunch, make_loader
-from learnkit.data.datablock import _ItemGetter
-from learnkit.data.pipeline import BlockDataset
-from learnkit.data.resident import ResidentLoader, memory_budget
-from learnkit.data.splitters import RandomSplitter
+from learnkit.data.datablock import DataBlock, check_on_bad, report_bad
+from learnkit.data.resident import ResidentLoader
+from learnkit.data.splitters import IndexSplitter, RandomSplitter, is_valid_flag
+from learnkit.data.tables import read_csv
 from learnkit.data.transforms import Normalize
-from learnkit.vision.image import (DEFAULT_MAX_PIXELS, ImageBlock, RegexLabeller, decode_images, get_image_files,
-                                   verify_images)
+from learnkit.vision.image import DEFAULT_MAX_PIXELS, ImageBlock, RegexLabeller, get_image_files
 
 __all__ = ["ImageDataBunch", "IMAGENET_STATS"]
 
@@ -35,71 +33,50 @@ IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 log = logging.getLogger("learnkit")
 
 
-def _is_random(tfm: Any) -> bool:
-    """An item transform is random in training when its eval version differs from it."""
-    make_eval = getattr(tfm, "eval_transform", None)
-    if make_eval is None:
-        return False
-    other = make_eval()
-    if other is tfm:
-        return False
-    config = getattr(tfm, "to_config", None)
-    return config is None or config() != other.to_config()
-
-
-def _eval_version(tfm: Any) -> Any:
-    make_eval = getattr(tfm, "eval_transform", None)
-    return make_eval() if make_eval is not None else tfm
-
-
-def _listing(pairs: Sequence[tuple[Any, str]], limit: int = 20) -> str:
-    lines = [f"  {p}: {why}" for p, why in pairs[:limit]]
-    if len(pairs) > limit:
-        lines.append(f"  ... and {len(pairs) - limit} more")
-    return "\n".join(lines)
-
-
-def _check_on_bad(on_bad: str) -> None:
-    if on_bad not in ("error", "skip"):
-        raise ValueError(f"on_bad={on_bad!r}: use 'error' or 'skip'")
-
-
-def _handle_bad(bad: Sequence[tuple[Any, str]], on_bad: str, what: str, fix: str) -> None:
-    """on_bad='error': raise listing every offender; 'skip': warn and log the list (never a silent drop)."""
-    _check_on_bad(on_bad)
-    if not bad:
-        return
-    if on_bad == "error":
-        raise ValueError(f"{len(bad)} {what}:\n{_listing(bad)}\nFix: {fix}, or pass on_bad='skip' to leave them "
-                         f"out (they are then listed in a warning and in data.skipped).")
-    text = f"learnkit skipped {len(bad)} {what}:\n{_listing(bad)}"
-    warnings.warn(text, stacklevel=4)
-    log.warning(text)
+def _name_or_path(label_func: Callable[[Any], Any], files: Sequence[Path]) -> Callable[[Path], Any]:
+    """fastai tutorials write label functions over the file NAME (`lambda f: f[0].isupper()`); learnkit passes the
+    Path. Accept both where unambiguous: if the function fails on the first Path with a TypeError or
+    AttributeError (a Path is not a string) but works on its name, it gets names."""
+    if not files:
+        return label_func
+    try:
+        label_func(files[0])
+        return label_func
+    except (TypeError, AttributeError):
+        try:
+            label_func(files[0].name)
+        except Exception:
+            return label_func  # fails either way: the per-file loop reports it
+        log.info("label_func takes file names (a Path failed): it is given each file's name")
+        return lambda f: label_func(f.name)
+    except Exception:
+        return label_func
 
 
 class ImageDataBunch(DataBunch):
-    """A DataBunch of images and their labels. Build one with a `from_*` constructor.
+    """A DataBunch of images and their labels. Build one with a `from_*` constructor; each builds a `DataBlock`
+    (`data.datablock`; `data.summary()` walks one item through it) and calls its `databunch()`.
 
-    Attributes (besides DataBunch's):
-        loader_kind: 'resident' (decoded once, kept on the device as uint8) or 'dataloader' (workers decode).
-        loader_report: one line saying which path was chosen and why.
-        skipped: (file, reason) of every item left out with on_bad='skip'.
+    Attributes (besides DataBunch's `loader_kind`, `loader_report`, `skipped`):
+        normalize_user_set: the constructor was given an explicit `normalize=` (vision_learner keeps it).
 
-    Common keyword arguments of every constructor:
+    Keyword arguments shared by every constructor (and, for the common ones, by TextDataBunch's):
+        batch_size: items per batch. num_workers: DataLoader workers (None: 0 on the CPU, min(8, cores) on CUDA).
+        device: where batches go (None: CUDA if available). seed: seeds the split and the shuffling order.
+        drop_last: drop a last partial training batch (None: when there is more than one batch).
+        on_bad: 'error' (default) lists unreadable files, unlabelled files and empty class folders in one error;
+            'skip' leaves them out with a warning listing them (`data.skipped`).
+        verbose: print which loader path was chosen and why.
         item_tfms: per-item transforms on uint8 tensors (e.g. `Resize(460)`); random ones (RandomResizedCrop)
             run in training only, their `eval_transform()` in validation and inference.
         batch_tfms: device batch transforms, e.g. `aug_transforms(size=224)`; `Normalize` is appended.
-        batch_size: items per batch. mode: 'RGB' (default), 'L' (grayscale) or None (as stored).
+        mode: 'RGB' (default), 'L' (grayscale) or None (as stored).
         normalize: 'auto' (statistics of the training images), 'imagenet', (mean, std), or None.
         resident: 'auto' (when the decoded images fit `memory_budget` bytes and no item transform is random),
             True (insist) or False (always DataLoader workers).
-        on_bad: 'error' (default) lists unreadable files, unlabelled files and empty class folders in one error;
-            'skip' leaves them out with a warning listing them.
-        seed: seeds the split, the shuffling order and nothing else.
         verify: decode every file up front on the DataLoader path too (default), so bad files are reported
-            before training; False skips that pass for very large folders (a bad file then stops training
-            with an error naming it).
-        num_workers, device, max_pixels (decompression-bomb guard), verbose (print the loader report).
+            before training; False skips that pass for very large folders.
+        max_pixels: the decompression-bomb guard.
 
     Example:
         >>> data = ImageDataBunch.from_folder("datasets/fashion-mnist-sample/png", mode="L", batch_size=128)
@@ -107,21 +84,25 @@ class ImageDataBunch(DataBunch):
     """
 
     _auto_stats: tuple[list[float], list[float]] | None = None
-    loader_kind: str = "dataloader"
-    loader_report: str = ""
-    skipped: list[tuple[Path, str]]
+    normalize_user_set: bool = False
 
     # ------------------------------------------------------------------ constructors
     @classmethod
-    def from_folder(cls, path: str | Path, train: str = "train", valid: str = "valid", valid_pct: float | None = None,
-                    seed: int | None = None, **kwargs: Any) -> "ImageDataBunch":
+    @checked_keywords
+    def from_folder(cls, path: str | Path, *, train: str = "train", valid: str = "valid",
+                    valid_pct: float | None = None, seed: int | None = None, item_tfms: Any = (), batch_tfms: Any = (),
+                    batch_size: int = 64, mode: str | None = "RGB", normalize: Any = "auto", resident: Any = "auto",
+                    memory_budget: int | None = None, num_workers: int | None = None,
+                    device: torch.device | str | None = None, on_bad: str = "error",
+                    max_pixels: int | None = DEFAULT_MAX_PIXELS, verify: bool = True, drop_last: bool | None = None,
+                    verbose: bool = True) -> "ImageDataBunch":
         """Labels = parent folder names. With `path/train` and `path/valid` sub-folders they are the split;
         otherwise (or with `valid_pct`) a seeded random split of every image (of `path/train` and `path/valid`
         when they exist, else of the class folders directly under `path`)."""
         path = Path(path)
+        check_on_bad(on_bad)
         if not path.is_dir():
             raise FileNotFoundError(f"ImageDataBunch.from_folder: {path} is not a folder")
-        on_bad = kwargs.get("on_bad", "error")
         has_train, has_valid = (path / train).is_dir(), (path / valid).is_dir()
         use_folders = valid_pct is None and has_train and has_valid
         # With train/ (and valid/) sub-folders their class folders hold the labels, also for a random split.
@@ -138,197 +119,169 @@ class ImageDataBunch(DataBunch):
                 files += found
                 labels += [d.name] * len(found)
                 in_valid += [r == 1] * len(found)
-        _handle_bad(bad, on_bad, "files without a label or empty class folders",
-                    f"put every image in a class sub-folder of {roots[0]} and remove empty folders")
+        report_bad(bad, on_bad, "files without a label or empty class folders",
+                   f"put every image in a class sub-folder of {roots[0]} and remove empty folders")
         if not files:
             raise ValueError(f"ImageDataBunch.from_folder: no image files under {[str(r) for r in roots]}")
         if use_folders:
-            train_idx = [i for i, v in enumerate(in_valid) if not v]
-            valid_idx = [i for i, v in enumerate(in_valid) if v]
-            if not train_idx:
+            if all(in_valid):
                 raise ValueError(f"ImageDataBunch.from_folder: no training images in {path / train}")
+            splitter: Any = IndexSplitter([i for i, v in enumerate(in_valid) if v])
         else:
-            train_idx, valid_idx = RandomSplitter(0.2 if valid_pct is None else valid_pct, seed=seed or 0)(files)
-        return cls._build(files, labels, list(train_idx), list(valid_idx), seed=seed, **kwargs)
+            splitter = RandomSplitter(0.2 if valid_pct is None else valid_pct, seed=seed if seed is not None else 0)
+        return cls._images(files, labels, splitter, False, None, skipped=bad, item_tfms=item_tfms,
+                           batch_tfms=batch_tfms, batch_size=batch_size, mode=mode, normalize=normalize,
+                           resident=resident, memory_budget=memory_budget, num_workers=num_workers, device=device,
+                           on_bad=on_bad, max_pixels=max_pixels, verify=verify, drop_last=drop_last, seed=seed,
+                           verbose=verbose)
 
     @classmethod
-    def from_lists(cls, path: str | Path, fnames: Sequence[str | Path], labels: Sequence[Any],
+    @checked_keywords
+    def from_lists(cls, path: str | Path, fnames: Sequence[str | Path], labels: Sequence[Any], *,
                    valid_pct: float = 0.2, seed: int | None = None, multi_label: bool = False,
-                   label_delim: str | None = None, **kwargs: Any) -> "ImageDataBunch":
+                   label_delim: str | None = None, item_tfms: Any = (), batch_tfms: Any = (), batch_size: int = 64,
+                   mode: str | None = "RGB", normalize: Any = "auto", resident: Any = "auto",
+                   memory_budget: int | None = None, num_workers: int | None = None,
+                   device: torch.device | str | None = None, on_bad: str = "error",
+                   max_pixels: int | None = DEFAULT_MAX_PIXELS, verify: bool = True, drop_last: bool | None = None,
+                   verbose: bool = True) -> "ImageDataBunch":
         """Files (relative to `path`, or absolute) with their labels; a seeded random split."""
         files = [Path(path) / f for f in fnames]
         labels = list(labels)
         if len(files) != len(labels):
             raise ValueError(f"ImageDataBunch.from_lists: {len(files)} files but {len(labels)} labels; give one "
                              "label per file")
-        train_idx, valid_idx = RandomSplitter(valid_pct, seed=seed or 0)(files)
-        return cls._build(files, labels, list(train_idx), list(valid_idx), seed=seed, multi_label=multi_label,
-                          label_delim=label_delim, **kwargs)
+        return cls._images(files, labels, RandomSplitter(valid_pct, seed=seed if seed is not None else 0),
+                           multi_label, label_delim, item_tfms=item_tfms, batch_tfms=batch_tfms,
+                           batch_size=batch_size, mode=mode, normalize=normalize, resident=resident,
+                           memory_budget=memory_budget, num_workers=num_workers, device=device, on_bad=on_bad,
+                           max_pixels=max_pixels, verify=verify, drop_last=drop_last, seed=seed, verbose=verbose)
 
     @classmethod
-    def from_name_func(cls, path: str | Path, fnames: Sequence[str | Path], label_func: Callable[[Path], Any],
-                       valid_pct: float = 0.2, seed: int | None = None, **kwargs: Any) -> "ImageDataBunch":
-        """Labels = `label_func(file)`; files where it fails are listed together (see `on_bad`)."""
+    @checked_keywords
+    def from_name_func(cls, path: str | Path, fnames: Sequence[str | Path], label_func: Callable[[Path], Any], *,
+                       valid_pct: float = 0.2, seed: int | None = None, item_tfms: Any = (), batch_tfms: Any = (),
+                       batch_size: int = 64, mode: str | None = "RGB", normalize: Any = "auto",
+                       resident: Any = "auto", memory_budget: int | None = None, num_workers: int | None = None,
+                       device: torch.device | str | None = None, on_bad: str = "error",
+                       max_pixels: int | None = DEFAULT_MAX_PIXELS, verify: bool = True,
+                       drop_last: bool | None = None, verbose: bool = True) -> "ImageDataBunch":
+        """Labels = `label_func(file)`: it receives the file's Path; a function written for the file's name
+        (`lambda name: name[0].isupper()`, as in fastai's tutorials) is given the name instead when a Path fails
+        with a TypeError/AttributeError. Files where it fails are listed together (see `on_bad`)."""
+        check_on_bad(on_bad)
         files = [Path(path) / f for f in fnames]
+        func = _name_or_path(label_func, files)
         keep, labels, bad = [], [], []
         for f in files:
             try:
-                labels.append(label_func(f))
+                labels.append(func(f))
                 keep.append(f)
             except Exception as e:  # every failing file is reported, not just the first
                 bad.append((f, f"label_func failed: {type(e).__name__}: {e}"))
-        _handle_bad(bad, kwargs.get("on_bad", "error"), "files without a label",
-                    "fix label_func or rename/remove these files")
-        return cls.from_lists(".", keep, labels, valid_pct=valid_pct, seed=seed, **kwargs)
+        report_bad(bad, on_bad, "files without a label", "fix label_func or rename/remove these files")
+        return cls._images(keep, labels, RandomSplitter(valid_pct, seed=seed if seed is not None else 0), False,
+                           None, skipped=bad, item_tfms=item_tfms, batch_tfms=batch_tfms, batch_size=batch_size,
+                           mode=mode, normalize=normalize, resident=resident, memory_budget=memory_budget,
+                           num_workers=num_workers, device=device, on_bad=on_bad, max_pixels=max_pixels,
+                           verify=verify, drop_last=drop_last, seed=seed, verbose=verbose)
 
     @classmethod
-    def from_name_re(cls, path: str | Path, fnames: Sequence[str | Path], pattern: str, valid_pct: float = 0.2,
-                     seed: int | None = None, **kwargs: Any) -> "ImageDataBunch":
-        """Labels = group 1 of `pattern` searched in each file name (e.g. r'^([a-z_]+)_\\d+\\.jpg$')."""
+    @checked_keywords
+    def from_name_re(cls, path: str | Path, fnames: Sequence[str | Path], pattern: str, *, valid_pct: float = 0.2,
+                     seed: int | None = None, item_tfms: Any = (), batch_tfms: Any = (), batch_size: int = 64,
+                     mode: str | None = "RGB", normalize: Any = "auto", resident: Any = "auto",
+                     memory_budget: int | None = None, num_workers: int | None = None,
+                     device: torch.device | str | None = None, on_bad: str = "error",
+                     max_pixels: int | None = DEFAULT_MAX_PIXELS, verify: bool = True, drop_last: bool | None = None,
+                     verbose: bool = True) -> "ImageDataBunch":
+        """Labels = group 1 of `pattern` searched in each file name (e.g. r'^([a-z_]+)_\\d+\\.jpg$');
+        fastai's `pat=` is accepted."""
         re.compile(pattern)
-        return cls.from_name_func(path, fnames, RegexLabeller(pattern), valid_pct=valid_pct, seed=seed, **kwargs)
+        return cls.from_name_func(path, fnames, RegexLabeller(pattern), valid_pct=valid_pct, seed=seed,
+                                  item_tfms=item_tfms, batch_tfms=batch_tfms, batch_size=batch_size, mode=mode,
+                                  normalize=normalize, resident=resident, memory_budget=memory_budget,
+                                  num_workers=num_workers, device=device, on_bad=on_bad, max_pixels=max_pixels,
+                                  verify=verify, drop_last=drop_last, verbose=verbose)
 
     @classmethod
-    def from_csv(cls, path: str | Path, csv_file: str = "labels.csv", folder: str = ".", fn_col: int | str = 0,
+    @checked_keywords
+    def from_csv(cls, csv_path: str | Path, *, folder: str | Path | None = None, fn_col: int | str = 0,
                  label_col: int | str = 1, label_delim: str | None = None, valid_col: int | str | None = None,
-                 valid_pct: float = 0.2, suffix: str = "", seed: int | None = None, **kwargs: Any) -> "ImageDataBunch":
-        """A CSV with a file-name column and a label column (several labels per cell with `label_delim`:
-        multi-label). `valid_col` (truthy = validation) gives the split, else a seeded random one."""
-        path = Path(path)
-        table = path / csv_file
-        if not table.exists():
-            raise FileNotFoundError(f"ImageDataBunch.from_csv: {table} not found")
-        with open(table, newline="", encoding="utf-8") as f:
-            rows = list(csv.reader(f))
-        if len(rows) < 2:
-            raise ValueError(f"ImageDataBunch.from_csv: {table} has no data rows")
-        header, rows = rows[0], rows[1:]
+                 valid_pct: float = 0.2, suffix: str = "", encoding: str | None = None, seed: int | None = None,
+                 csv_file: str | None = None, item_tfms: Any = (), batch_tfms: Any = (), batch_size: int = 64,
+                 mode: str | None = "RGB", normalize: Any = "auto", resident: Any = "auto",
+                 memory_budget: int | None = None, num_workers: int | None = None,
+                 device: torch.device | str | None = None, on_bad: str = "error",
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS, verify: bool = True, drop_last: bool | None = None,
+                 verbose: bool = True) -> "ImageDataBunch":
+        """A CSV file with a header, a file-name column and a label column (several labels per cell with
+        `label_delim`: multi-label). `csv_path` is the CSV file (as in TextDataBunch.from_csv); file names are
+        relative to `folder` (default: the CSV's folder). `valid_col` (1/true/yes/valid = validation) gives the
+        split, else a seeded random one. `encoding`: the CSV's text encoding (default: UTF-8, BOM accepted).
 
-        def column(spec: int | str) -> int:
-            if isinstance(spec, int):
-                if not 0 <= spec < len(header):
-                    raise ValueError(f"from_csv: column {spec} does not exist in {table} (columns: {header})")
-                return spec
-            if spec not in header:
-                raise ValueError(f"from_csv: no column {spec!r} in {table}; columns: {header}")
-            return header.index(spec)
-        fi, li = column(fn_col), column(label_col)
-        vi = column(valid_col) if valid_col is not None else None
+        The older call `from_csv(folder, csv_file="labels.csv")` (fastai's `from_csv(path, csv_fname)`) still
+        works with a DeprecationWarning."""
+        csv_path = Path(csv_path)
+        check_on_bad(on_bad)
+        if csv_path.is_dir():
+            warnings.warn(f"ImageDataBunch.from_csv({str(csv_path)!r}) with a folder is deprecated: pass the CSV "
+                          f"file's path, e.g. from_csv({str(csv_path / (csv_file or 'labels.csv'))!r})",
+                          DeprecationWarning, stacklevel=3)
+            folder = csv_path / (folder if folder is not None else ".")
+            csv_path = csv_path / (csv_file or "labels.csv")
+        elif csv_file is not None:
+            raise TypeError(f"ImageDataBunch.from_csv: csv_file={csv_file!r} only goes with a folder as first "
+                            f"argument; {csv_path} is already the CSV file")
+        folder = csv_path.parent if folder is None else Path(folder)
+        header, rows = read_csv(csv_path, encoding=encoding)
+        if not rows:
+            raise ValueError(f"ImageDataBunch.from_csv: {csv_path} has no data rows")
+        fi, li = _column(header, fn_col, csv_path), _column(header, label_col, csv_path)
+        vi = _column(header, valid_col, csv_path) if valid_col is not None else None
         files, labels, is_valid, bad = [], [], [], []
-        for n, row in enumerate(rows, start=2):
+        for n, row in rows:
             if len(row) <= max(fi, li, vi or 0):
-                bad.append((f"{table}:{n}", f"row has {len(row)} cells: {row}"))
+                bad.append((f"{csv_path}:{n}", f"row has {len(row)} cells: {row}"))
                 continue
-            file = path / folder / f"{row[fi]}{suffix}"
+            file = folder / f"{row[fi]}{suffix}"
             label = row[li].strip()
             if label == "" and label_delim is None:
-                bad.append((file, f"empty label in {table} line {n}"))
+                bad.append((file, f"empty label in {csv_path} line {n}"))
                 continue
             files.append(file)
             labels.append(label)
             if vi is not None:
-                is_valid.append(row[vi].strip().lower() in ("1", "true", "yes", "valid", "y", "t"))
-        _handle_bad(bad, kwargs.get("on_bad", "error"), "rows without a file or a label",
-                    f"fill in the label column {header[li]!r} of {table}")
+                is_valid.append(is_valid_flag(row[vi]))
+        report_bad(bad, on_bad, "rows without a file or a label", f"fill in the label column {header[li]!r} of {csv_path}")
         if vi is not None:
-            train_idx = [i for i, v in enumerate(is_valid) if not v]
-            valid_idx = [i for i, v in enumerate(is_valid) if v]
+            splitter: Any = IndexSplitter([i for i, v in enumerate(is_valid) if v])
         else:
-            train_idx, valid_idx = (list(s) for s in RandomSplitter(valid_pct, seed=seed or 0)(files))
-        return cls._build(files, labels, train_idx, valid_idx, seed=seed, multi_label=label_delim is not None,
-                          label_delim=label_delim, **kwargs)
+            splitter = RandomSplitter(valid_pct, seed=seed if seed is not None else 0)
+        return cls._images(files, labels, splitter, label_delim is not None, label_delim, skipped=bad,
+                           item_tfms=item_tfms, batch_tfms=batch_tfms, batch_size=batch_size, mode=mode,
+                           normalize=normalize, resident=resident, memory_budget=memory_budget,
+                           num_workers=num_workers, device=device, on_bad=on_bad, max_pixels=max_pixels,
+                           verify=verify, drop_last=drop_last, seed=seed, verbose=verbose)
 
-    # ------------------------------------------------------------------ the one builder
+    # ------------------------------------------------------------------ the one path
     @classmethod
-    def _build(cls, files: list[Path], labels: list[Any], train_idx: list[int], valid_idx: list[int], *,
-               multi_label: bool = False, label_delim: str | None = None, item_tfms: Sequence[Any] = (),
-               batch_tfms: Sequence[nn.Module] = (), batch_size: int = 64, mode: str | None = "RGB",
-               normalize: Any = "auto", resident: Any = "auto", memory_budget_bytes: int | None = None,
-               num_workers: int | None = None, device: torch.device | str | None = None, on_bad: str = "error",
-               seed: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS, verbose: bool = True,
-               drop_last: bool | None = None, verify: bool = True) -> "ImageDataBunch":
-        _check_on_bad(on_bad)
-        if resident not in ("auto", True, False):
-            raise ValueError(f"resident={resident!r}: use 'auto', True or False")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size={batch_size!r}: must be a positive int")
-        device = default_device() if device is None else torch.device(device)
-        if device.type == "cuda" and device.index is None:
-            device = torch.device("cuda", torch.cuda.current_device())
-        x_block = ImageBlock(mode=mode, max_pixels=max_pixels)
+    def _images(cls, files: list[Path], labels: list[Any], splitter: Any, multi_label: bool,
+                label_delim: str | None, *, skipped: Sequence[tuple[Any, str]] = (), item_tfms: Any, batch_tfms: Any,
+                batch_size: int, mode: str | None, normalize: Any, resident: Any, memory_budget: int | None,
+                num_workers: int | None, device: Any, on_bad: str, max_pixels: int | None, verify: bool,
+                drop_last: bool | None, seed: int | None, verbose: bool) -> "ImageDataBunch":
+        """(file, label) items described as a DataBlock and built by its `databunch()`, then normalized."""
         y_block: TransformBlock = MultiCategoryBlock(delim=label_delim) if multi_label else CategoryBlock()
-        y_block.setup([labels[i] for i in train_idx])  # single class, unseen labels: fail before decoding
-        if valid_idx:
-            y_block.check([labels[i] for i in valid_idx], "validation")
-        train_tfms = list(item_tfms)
-        eval_tfms = [_eval_version(t) for t in train_tfms]
-        random_items = any(_is_random(t) for t in train_tfms)
-
-        # Choose the path, then decode (resident) or verify (workers) every file once.
-        budget = memory_budget(device) if memory_budget_bytes is None else int(memory_budget_bytes)
-        want, reason = resident, f"resident={resident}"
-        if resident == "auto":
-            if random_items:
-                want, reason = False, "item transforms are random per item"
-            else:
-                need = _estimate_bytes(files, x_block, eval_tfms)
-                want = need is not None and need <= budget
-                reason = (f"about {need / 2**20:.0f} MB decoded {'fits' if want else 'exceeds'} the budget of "
-                          f"{budget / 2**20:.0f} MB" if need is not None else "images have different sizes")
-        elif resident is True and random_items:
-            raise ValueError("resident=True but some item transforms are random per item "
-                             f"({[t for t in train_tfms if _is_random(t)]}); use batch augmentation "
-                             "(aug_transforms(min_scale=...)) instead, or resident=False")
-        order = train_idx + valid_idx  # decode only what is used
-        used = [files[i] for i in order]
-        if want:
-            images, bad = decode_images(used, mode=mode, num_workers=num_workers, on_bad="skip",
-                                        max_pixels=max_pixels)
-        else:
-            images = None
-            bad = verify_images(used, mode=mode, max_pixels=max_pixels, num_workers=num_workers) if verify else []
-        _handle_bad(bad, on_bad, "unreadable image files", "delete or replace them")
-        bad_files = {Path(f) for f, _ in bad}
-        keep_pos = [k for k, f in enumerate(used) if f not in bad_files] if bad_files else list(range(len(used)))
-        n_train = sum(1 for k in keep_pos if k < len(train_idx))
-        kept = [order[k] for k in keep_pos]
-        items = [(files[i], labels[i]) for i in kept]
-        pipelines = [[("item[0]", _ItemGetter(0)), ("ImageBlock.encode", x_block.encode)] +
-                     [(type(t).__name__, t) for t in eval_tfms],
-                     [("item[1]", _ItemGetter(1)), (f"{type(y_block).__name__}.encode", y_block.encode)]]
-        train_pipelines = [pipelines[0][:2] + [(type(t).__name__, t) for t in train_tfms], pipelines[1]]
-        input_pipelines = [[step for step in pipelines[0][1:]]]
-        generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        if drop_last is None:
-            drop_last = n_train > batch_size
-        names = [repr(x_block), repr(y_block)]
-        if want:
-            x = _apply_and_stack(images, eval_tfms)  # decode_images returned the good files only, in order
-            y = torch.stack(_encode_labels(y_block, [lab for _, lab in items]))
-            x, y = x.to(device), y.to(device)
-            train_dl = ResidentLoader((x[:n_train], y[:n_train]), batch_size, shuffle=True, drop_last=drop_last,
-                                      generator=generator)
-            valid_dl = ResidentLoader((x[n_train:], y[n_train:]), batch_size)
-            kind = "resident"
-            report = ("GPU-resident path" if device.type == "cuda" else "resident path (host memory)") + \
-                f": {len(items)} images decoded once, uint8 {tuple(x.shape[1:])}, {x.numel() / 2**20:.1f} MB on " \
-                f"{device}; no worker processes ({reason})"
-        else:
-            train_ds = BlockDataset(items[:n_train], train_pipelines, kept[:n_train])
-            valid_ds = BlockDataset(items[n_train:], pipelines, kept[n_train:])
-            train_dl = make_loader(train_ds, batch_size, True, device, num_workers, names, drop_last, generator)
-            valid_dl = make_loader(valid_ds, batch_size, False, device, num_workers, names)
-            kind = "dataloader"
-            report = (f"DataLoader path: {len(items)} images decoded per epoch by {train_dl.num_workers} worker "
-                      f"process(es) ({reason})")
-        data = cls(train_dl, valid_dl, [x_block, y_block], 1, list(batch_tfms), device, pipelines, eval_tfms,
-                   input_pipelines)
-        data.loader_kind, data.loader_report, data.skipped = kind, report, list(bad)
+        dblock = DataBlock(blocks=(ImageBlock(mode=mode, max_pixels=max_pixels), y_block), splitter=splitter,
+                           item_tfms=item_tfms, batch_tfms=batch_tfms)
+        data = dblock.databunch(list(zip(files, labels)), batch_size=batch_size, num_workers=num_workers,
+                                device=device, seed=seed, drop_last=drop_last, resident=resident,
+                                memory_budget=memory_budget, on_bad=on_bad, verify=verify, verbose=verbose,
+                                bunch_type=cls)
+        data.skipped = list(skipped) + data.skipped
         data.set_normalize(normalize)
         data.normalize_user_set = not (isinstance(normalize, str) and normalize == "auto")  # vision_learner keeps it
-        if verbose:
-            print(report)
-        log.info(report)
         return data
 
     # ------------------------------------------------------------------ normalization
@@ -374,7 +327,7 @@ class ImageDataBunch(DataBunch):
             sample = x.index_select(0, idx)
         else:
             chunks, n = [], 0
-            valid_like = make_loader(dl.dataset, 256, False, torch.device("cpu"), 0, [repr(b) for b in self.blocks])
+            valid_like = make_loader(dl.dataset, 256, False, torch.device("cpu"), 0, self.blocks)
             for batch in valid_like:
                 chunks.append(batch[0])
                 n += len(batch[0])
@@ -397,21 +350,15 @@ class ImageDataBunch(DataBunch):
         return super().__repr__()[:-1] + f", path={self.loader_kind!r})"
 
 
-def _encode_labels(block: TransformBlock, labels: Sequence[Any]) -> list[torch.Tensor]:
-    """block.encode per label, each distinct label encoded once (70,000 labels, 10 classes); unhashable
-    labels (multi-label lists) are encoded one by one."""
-    encoded: dict[Any, torch.Tensor] = {}
-    out = []
-    for lab in labels:
-        try:
-            hash(lab)
-        except TypeError:  # a list of labels
-            out.append(block.encode(lab))
-            continue
-        if lab not in encoded:
-            encoded[lab] = block.encode(lab)
-        out.append(encoded[lab])
-    return out
+def _column(header: list[str], spec: int | str, table: Path) -> int:
+    """A column's position from its index or its name, with an error listing the columns."""
+    if isinstance(spec, int):
+        if not 0 <= spec < len(header):
+            raise ValueError(f"from_csv: column {spec} does not exist in {table} (columns: {header})")
+        return spec
+    if spec not in header:
+        raise ValueError(f"from_csv: no column {spec!r} in {table}; columns: {header}")
+    return header.index(spec)
 
 
 def _per_channel(values: Any, n: int) -> list[float]:
@@ -423,41 +370,3 @@ def _per_channel(values: Any, n: int) -> list[float]:
     if len(values) == 1:
         return values * n
     return [values[i % len(values)] for i in range(n)]
-
-
-def _estimate_bytes(files: Sequence[Path], block: ImageBlock, eval_tfms: Sequence[Any]) -> int | None:
-    """Decoded bytes after the item transforms, from a few files' headers (None: sizes differ and no
-    transform makes them equal)."""
-    from PIL import Image
-    shapes = set()
-    step = max(1, len(files) // 16)
-    for f in list(files)[::step][:17]:
-        try:
-            with Image.open(f) as im:
-                w, h = im.size
-                bands = len(im.getbands())
-        except Exception:
-            continue  # a bad file: verified (and reported) later
-        channels = block.n_channels or (1 if bands == 1 else 3)
-        x = torch.zeros(channels, h, w, dtype=torch.uint8)
-        for t in eval_tfms:
-            x = t(x)
-        shapes.add(tuple(x.shape))
-    if len(shapes) != 1:
-        return None
-    return int(math.prod(next(iter(shapes)))) * len(files)
-
-
-def _apply_and_stack(images: Any, eval_tfms: Sequence[Any]) -> torch.Tensor:
-    if not eval_tfms and isinstance(images, torch.Tensor):
-        return images
-    out = []
-    for im in images:
-        for t in eval_tfms:
-            im = t(im)
-        out.append(im)
-    shapes = {tuple(t.shape) for t in out}
-    if len(shapes) > 1:
-        raise ValueError(f"resident=True needs images of one size, found {sorted(shapes)[:5]}; add an item "
-                         "transform such as Resize(224), or use resident=False")
-    return torch.stack(out)

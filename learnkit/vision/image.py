@@ -14,6 +14,7 @@ set: the data must hold its end marker (PNG IEND; JPEG EOI after the last scan),
 from __future__ import annotations
 
 import io
+import math
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -212,6 +213,8 @@ class ImageBlock(TransformBlock):
         torch.Size([1, 28, 28])
     """
 
+    bad_items = "unreadable image files"
+
     def __init__(self, mode: str | None = "RGB", max_pixels: int | None = DEFAULT_MAX_PIXELS):
         _check_mode(mode, "ImageBlock")
         self.mode, self.max_pixels = mode, max_pixels
@@ -237,6 +240,53 @@ class ImageBlock(TransformBlock):
             if x is None:
                 raise ImageLoadError(f, why or "", "fix or remove the file, or predict the others")
             yield x
+
+    # --- what data/loaders.py asks of an input block (the resident and DataLoader paths) ---
+    def encode_all(self, values: Sequence[Any], num_workers: int | None = None) -> tuple[Any, list[tuple[int, str]]]:
+        """Decode every value once, in parallel: (the good ones in order — one uint8 (N,C,H,W) tensor when they
+        share a shape, else a list — and [(position, reason)] of the bad ones). Used by the resident path."""
+        values = list(values)
+        if not all(isinstance(v, (str, Path)) for v in values):
+            return [self.encode(v) for v in values], []
+        paths = [Path(v) for v in values]
+        images, bad_files = decode_images(paths, mode=self.mode, num_workers=num_workers, on_bad="skip",
+                                          max_pixels=self.max_pixels)
+        bad, k = [], 0
+        for pos, f in enumerate(paths):  # bad files come back in the files' order
+            if k < len(bad_files) and bad_files[k][0] == f:
+                bad.append((pos, bad_files[k][1]))
+                k += 1
+        return images, bad
+
+    def verify_all(self, values: Sequence[Any], num_workers: int | None = None) -> list[tuple[int, str]]:
+        """Fully decode every file value (in parallel) once, up front: [(position, reason)] of the bad ones."""
+        positions = [i for i, v in enumerate(values) if isinstance(v, (str, Path))]
+        bad = verify_images([values[i] for i in positions], self.mode, self.max_pixels, num_workers)
+        where = {Path(values[i]): i for i in positions}
+        return [(where[Path(f)], why) for f, why in bad]
+
+    def estimate_bytes(self, values: Sequence[Any], item_tfms: Sequence[Any]) -> int | None:
+        """Decoded bytes of all values after the (eval) item transforms, from a few files' headers; None when
+        the sizes differ and no transform makes them equal (then the images cannot be stacked)."""
+        shapes = set()
+        values = list(values)
+        step = max(1, len(values) // 16)
+        for v in values[::step][:17]:
+            if not isinstance(v, (str, Path)):
+                return None
+            try:
+                with Image.open(v) as im:
+                    w, h = im.size
+                    bands = len(im.getbands())
+            except Exception:
+                continue  # a bad file: found (and reported) when decoding
+            x = torch.zeros(self.n_channels or (1 if bands == 1 else 3), h, w, dtype=torch.uint8)
+            for t in item_tfms:
+                x = t(x)
+            shapes.add(tuple(x.shape))
+        if len(shapes) != 1:
+            return None
+        return int(math.prod(next(iter(shapes)))) * len(values)
 
     def show(self, tensor: torch.Tensor, ax: Any) -> None:
         """Draw a (C,H,W) image: uint8 as is; floats outside [0, 1] (normalized) rescaled to [0, 1] per image."""

@@ -24,14 +24,14 @@ def test_category_vocab_is_sorted_training_labels_and_encode_decode_round_trip()
 
 
 def test_category_explicit_vocab_keeps_its_order():
-    block = CategoryBlock(vocab=["zebra", "ant"])
+    block = CategoryBlock(classes=["zebra", "ant"])
     block.setup(["ant", "zebra", "ant"])
     assert block.vocab == ["zebra", "ant"]
     assert int(block.encode("zebra")) == 0 and int(block.encode("ant")) == 1
 
 
 def test_category_explicit_vocab_missing_a_training_label_is_an_error():
-    block = CategoryBlock(vocab=["a", "b"])
+    block = CategoryBlock(classes=["a", "b"])
     with pytest.raises(ValueError, match=r"training set has label\(s\) never seen in training: 'c' \(1 item\)"):
         block.setup(["a", "b", "c"])
 
@@ -45,7 +45,7 @@ def test_category_unseen_validation_labels_are_named_with_counts_and_fix():
     assert "validation set" in msg
     assert "'x' (2 items)" in msg and "'y' (1 item)" in msg
     assert "['a', 'b']" in msg                           # the training labels
-    assert "CategoryBlock(vocab=[...])" in msg           # one of the fixes
+    assert "CategoryBlock(classes=[...])" in msg           # one of the fixes
 
 
 def test_category_single_class_is_a_clear_error():
@@ -56,8 +56,8 @@ def test_category_single_class_is_a_clear_error():
 
 
 def test_category_encode_of_unknown_label_names_it():
-    block = CategoryBlock(vocab=["a", "b"])
-    with pytest.raises(KeyError, match=r"label 'q' is not in the vocab \['a', 'b'\]"):
+    block = CategoryBlock(classes=["a", "b"])
+    with pytest.raises(KeyError, match=r"label 'q' is not one of the classes \['a', 'b'\]"):
         block.encode("q")
 
 
@@ -70,7 +70,7 @@ def test_category_tensor_and_numpy_labels_become_python_numbers():
 
 
 def test_category_decode_prediction_activation_and_loss():
-    block = CategoryBlock(vocab=["a", "b", "c"])
+    block = CategoryBlock(classes=["a", "b", "c"])
     assert block.decode_prediction(torch.tensor([0.1, 0.7, 0.2])) == ("b", 1)
     probs = block.activation(torch.tensor([[1.0, 2.0, 3.0]]))
     torch.testing.assert_close(probs, torch.softmax(torch.tensor([[1.0, 2.0, 3.0]]), -1))
@@ -99,11 +99,11 @@ def test_multicategory_multi_hot_from_delimited_strings():
 
 
 def test_multicategory_decode_uses_threshold():
-    block = MultiCategoryBlock(vocab=["a", "b", "c"])
+    block = MultiCategoryBlock(classes=["a", "b", "c"])
     probs = torch.tensor([0.9, 0.5, 0.4])
     assert block.decode(probs) == ["a", "b"]
     assert block.decode_prediction(probs) == (["a", "b"], [0, 1])
-    strict = MultiCategoryBlock(vocab=["a", "b", "c"], threshold=0.95)
+    strict = MultiCategoryBlock(classes=["a", "b", "c"], threshold=0.95)
     assert strict.decode(probs) == [] and strict.decode_prediction(probs) == ([], [])
     assert block.decode(block.encode(["c"])) == ["c"]
     assert isinstance(block.loss_fn(), nn.BCEWithLogitsLoss)
@@ -116,7 +116,7 @@ def test_multicategory_unseen_label_errors():
     with pytest.raises(ValueError, match=r"MultiCategoryBlock: the validation set has label\(s\) never seen in "
                                          r"training: 'z' \(2 items\)"):
         block.check([["a", "z"], ["z"]], "validation")
-    with pytest.raises(KeyError, match=r"label 'z' \(in \['a', 'z'\]\) is not in the vocab \['a', 'b'\]"):
+    with pytest.raises(KeyError, match=r"label 'z' \(in \['a', 'z'\]\) is not one of the classes \['a', 'b'\]"):
         block.encode(["a", "z"])
     with pytest.raises(ValueError, match="no labels at all"):
         MultiCategoryBlock().setup([[], []])
@@ -151,8 +151,8 @@ def test_tensor_block_dtypes():
 
 @pytest.mark.parametrize("block", [
     TensorBlock(), TensorBlock(dtype=None), TensorBlock(dtype=torch.uint8),
-    CategoryBlock(vocab=["b", "a"]),
-    MultiCategoryBlock(vocab=["x", "y"], delim="|", threshold=0.3),
+    CategoryBlock(classes=["b", "a"]),
+    MultiCategoryBlock(classes=["x", "y"], delim="|", threshold=0.3),
     RegressionBlock(),
 ], ids=repr)
 def test_block_config_round_trip(block):

@@ -83,9 +83,14 @@ def test_max_len_truncates_with_warning_and_empty_docs_are_errors():
     with pytest.warns(UserWarning, match="longer than max_len=5"):
         data = TextDataBunch.from_lists(texts, labels, seed=0, batch_size=8, min_freq=1, device="cpu", max_len=5)
     assert max(b[0].shape[1] for b in data.train_dl) == 5
-    with pytest.raises(ValueError, match=r"2 empty document\(s\): text 1, text 3.*drop_empty=True"):
+    with pytest.raises(ValueError, match=r"(?s)2 empty or unreadable documents:\n  text 1: empty.*\n  text 3: empty"
+                                         r".*on_bad='skip'"):
         TextDataBunch.from_lists(["a b", " ", "c d", ""], ["x", "y", "x", "y"], device="cpu")
     with pytest.warns(UserWarning, match="skipped 1 empty"):
+        data = TextDataBunch.from_lists(texts + [""], labels + ["pos"], on_bad="skip", device="cpu", min_freq=1)
+    assert data.skipped == [(f"text {len(texts)}", "empty document (no tokens)")]
+    assert len(data.texts) == len(texts)
+    with pytest.warns(DeprecationWarning, match="drop_empty"):  # the older spelling still works
         TextDataBunch.from_lists(texts + [""], labels + ["pos"], drop_empty=True, device="cpu", min_freq=1)
 
 
@@ -139,11 +144,15 @@ def test_from_csv_and_folder(tmp_path):
             (tmp_path / "f" / split / label).mkdir(parents=True)
             for i in range(3):
                 (tmp_path / "f" / split / label / f"{i}.txt").write_bytes(f"{label} doc {i} ".encode() + b"\xff")
-    with pytest.warns(UserWarning, match="12 file\\(s\\) were not valid UTF-8; 12 undecodable"):
-        data = TextDataBunch.from_folder(tmp_path / "f", min_freq=1, device="cpu", batch_size=2)
-    assert len(data.train_dl.dataset) == 6 and data.vocab == ["x", "y"]
+    # undecodable bytes are never replaced silently: one error listing the files, with the option to pass
+    with pytest.raises(ValueError, match=r"(?s)12 files that cannot be read.*0.txt: not valid UTF-8.*"
+                                         r"encoding='latin-1'"):
+        TextDataBunch.from_folder(tmp_path / "f", min_freq=1, device="cpu", batch_size=2)
+    data = TextDataBunch.from_folder(tmp_path / "f", min_freq=1, device="cpu", batch_size=2, encoding="latin-1")
+    assert len(data.train_dl.dataset) == 6 and data.classes == ["x", "y"]
+    assert data.texts[0].endswith("\u00ff")
     assert read_text_file(tmp_path / "f" / "train" / "x" / "0.txt") == ("x doc 0 \ufffd", 1)
-    with pytest.raises(FileNotFoundError, match="expected"):
+    with pytest.raises(FileNotFoundError, match="is not a folder"):
         TextDataBunch.from_folder(tmp_path / "nope", device="cpu")
 
 

@@ -1,0 +1,389 @@
+"""The one place that chooses and builds loaders. `build_loaders` picks, for every `DataBlock.databunch` (and so
+for every `from_*` constructor), one of four strategies, and says which and why in one line:
+
+- *resident*: every input is encoded once (in parallel when the block can) and the batch tensors are kept on the
+  device; `ResidentLoader` slices batches there (no workers, no per-epoch decoding). Chosen by `resident='auto'`
+  when the input block can estimate its encoded size (`block.estimate_bytes`), it fits `memory_budget`, and no
+  item transform is random.
+- *workers*: `BlockDataset` + a `WorkerLoader` (a DataLoader) whose workers run the per-item pipeline each epoch.
+- *padded*: variable-length inputs (a block whose `batching` is 'pad', e.g. token ids) are encoded once, batched by
+  similar length (`BucketBatchSampler`) and padded by the block's own `collate`.
+- *stream*: a target block whose `batching` is 'stream' (language modelling): the encoded documents become one
+  stream read in windows (`LMLoader`).
+
+Data-parallel sharding (data/sharding.py) is applied to these loaders by `DataBunch.shard`. Nothing here knows what
+an image or a token is: blocks say how their values batch and how to encode many at once.
+"""
+from __future__ import annotations
+
+import atexit
+import math
+import os
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from learnkit.data.blocks import TransformBlock
+from learnkit.data.pipeline import BlockDataset, Collate, Step
+from learnkit.data.resident import ResidentLoader, memory_budget
+
+__all__ = ["WorkerLoader", "make_loader", "default_workers", "BucketBatchSampler", "LMLoader", "LoaderPlan",
+           "build_loaders", "n_items", "is_random", "eval_version"]
+
+
+def default_workers(device: torch.device) -> int:
+    # On the CPU the model already uses every core for compute, so worker processes mostly add start-up
+    # cost; on CUDA, workers overlap decoding with GPU work.
+    if device.type != "cuda":
+        return 0
+    return min(8, os.cpu_count() or 1)
+
+
+_OPEN_LOADERS: "weakref.WeakSet[DataLoader]" = weakref.WeakSet()
+
+
+def _close_open_loaders() -> None:
+    for dl in list(_OPEN_LOADERS):
+        dl.close()
+
+
+class WorkerLoader(DataLoader):
+    """A `DataLoader` whose persistent worker processes stop promptly when Python exits (and on `close()`).
+
+    Why: torch registers one exit hook per persistent worker that waits up to 5 s for it to end, and with pinned
+    memory nothing asks the worker to end first (pytorch/pytorch#81794): a script on a GPU finished 80 s late
+    (2 loaders x 8 workers x 5 s, measured on an H100). Each time a loader starts its workers, a hook that
+    closes the open loaders is registered again, last, so that it runs before torch's.
+    """
+
+    def __iter__(self) -> Any:
+        iterator = super().__iter__()
+        if self.persistent_workers and self not in _OPEN_LOADERS:
+            _OPEN_LOADERS.add(self)
+            atexit.unregister(_close_open_loaders)
+            atexit.register(_close_open_loaders)  # atexit runs last-registered first
+        return iterator
+
+    def close(self) -> None:
+        """Stop the worker processes now; the next iteration starts new ones."""
+        # _iterator / _shutdown_workers are DataLoader internals: the only way to end persistent workers early.
+        iterator, self._iterator = self._iterator, None
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
+        _OPEN_LOADERS.discard(self)
+
+
+def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, device: torch.device, num_workers: int | None,
+                blocks: Sequence[TransformBlock], drop_last: bool = False,
+                generator: torch.Generator | None = None, batch_sampler: Sampler | None = None) -> DataLoader:
+    """A plain DataLoader with learnkit's defaults: workers on CUDA only, persistent when used, pinned memory on
+    CUDA, and the blocks' collate (padding for variable-length blocks)."""
+    workers = default_workers(device) if num_workers is None else num_workers
+    common = dict(num_workers=workers, persistent_workers=workers > 0, pin_memory=device.type == "cuda",
+                  collate_fn=Collate(blocks))
+    if batch_sampler is not None:
+        return WorkerLoader(dataset, batch_sampler=batch_sampler, **common)
+    return WorkerLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, generator=generator,
+                        **common)
+
+
+def n_items(dl: Any) -> int:
+    """Items behind a loader (a DataLoader's dataset, or a GPU-resident loader's `n_items`)."""
+    dataset = getattr(dl, "dataset", None)
+    return len(dataset) if dataset is not None else int(getattr(dl, "n_items", 0))
+
+
+def eval_version(tfm: Any) -> Any:
+    """The deterministic version of an item transform used for validation, inference and exports."""
+    make_eval = getattr(tfm, "eval_transform", None)
+    return make_eval() if make_eval is not None else tfm
+
+
+def is_random(tfm: Any) -> bool:
+    """An item transform is random in training when its eval version differs from it."""
+    if getattr(tfm, "eval_transform", None) is None:
+        return False
+    other = eval_version(tfm)
+    if other is tfm:
+        return False
+    config = getattr(tfm, "to_config", None)
+    return config is None or config() != other.to_config()
+
+
+# ----------------------------------------------------------------------------------------- variable-length batches
+class BucketBatchSampler(Sampler[list[int]]):
+    """Batches of similar lengths (less padding). Training: shuffle, cut into chunks of 50 batches, sort
+    each chunk by length, batch it, shuffle the batches, then put the longest batch first so an
+    out-of-memory error shows on the first step. Validation: sorted by length, longest first."""
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, shuffle: bool,
+                 generator: torch.Generator | None = None, chunk_batches: int = 50):
+        self.lengths, self.batch_size, self.shuffle = list(lengths), batch_size, shuffle
+        self.generator, self.chunk = generator, chunk_batches * batch_size
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.lengths) / self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        n, bs = len(self.lengths), self.batch_size
+        if not self.shuffle:
+            order = sorted(range(n), key=lambda i: -self.lengths[i])
+            yield from (order[i:i + bs] for i in range(0, n, bs))
+            return
+        perm = torch.randperm(n, generator=self.generator).tolist()
+        batches = []
+        for c in range(0, n, self.chunk):
+            chunk = sorted(perm[c:c + self.chunk], key=lambda i: -self.lengths[i])
+            batches += [chunk[i:i + bs] for i in range(0, len(chunk), bs)]
+        order = torch.randperm(len(batches), generator=self.generator).tolist()
+        batches = [batches[i] for i in order]
+        longest = max(range(len(batches)), key=lambda b: max(self.lengths[i] for i in batches[b]))
+        batches.insert(0, batches.pop(longest))
+        yield from batches
+
+
+class LMLoader:
+    """Language-model batches from a list of documents (1-D id tensors), a GPU-free iterable with the
+    DataLoader contract (`__iter__` of (x, y) tuples, `__len__`, `batch_size`, `dataset`, `generator`).
+
+    Each epoch: documents shuffled (training), concatenated into one stream, cut into `batch_size` rows
+    (row b continues across batches), then read in windows of about `bptt` tokens (random lengths around
+    bptt in training; their number is fixed, so `len()` is exact); y is x shifted by one token.
+    """
+
+    def __init__(self, docs: Sequence[torch.Tensor], batch_size: int = 64, bptt: int = 72, shuffle: bool = True,
+                 generator: torch.Generator | None = None):
+        self.dataset, self.batch_size, self.bptt = list(docs), batch_size, bptt
+        self.shuffle, self.generator, self.drop_last = shuffle, generator, False
+        self.n_tokens = sum(len(d) for d in self.dataset)
+        if self.n_tokens // batch_size < 2:
+            raise ValueError(f"LMLoader: {self.n_tokens} tokens cannot fill {batch_size} rows of at least 2 "
+                             f"tokens; use a smaller batch_size or more text")
+
+    def __len__(self) -> int:
+        return math.ceil((self.n_tokens // self.batch_size - 1) / self.bptt)
+
+    def _lengths(self, total: int) -> list[int]:
+        n = len(self)
+        if not self.shuffle:
+            return [min(self.bptt, total - i * self.bptt) for i in range(n)]
+        # Jittered lengths (mostly bptt, sometimes half; +-5%), rescaled so n windows cover the stream.
+        base = torch.where(torch.rand(n, generator=self.generator) < 0.95, 1.0, 0.5) * self.bptt
+        raw = base * (1 + 0.05 * torch.randn(n, generator=self.generator))
+        ends = (raw.clamp_min(1).cumsum(0) / raw.clamp_min(1).sum() * total).round().long().tolist()
+        lengths, prev = [], 0
+        for e in ends:
+            lengths.append(max(1, e - prev))
+            prev += lengths[-1]
+        lengths[-1] -= prev - total
+        return [length for length in lengths if length > 0]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = torch.randperm(len(self.dataset), generator=self.generator).tolist() if self.shuffle \
+            else range(len(self.dataset))
+        stream = torch.cat([self.dataset[i] for i in order])
+        per_row = len(stream) // self.batch_size
+        rows = stream[:per_row * self.batch_size].view(self.batch_size, per_row)
+        i = 0
+        for length in self._lengths(per_row - 1):
+            yield rows[:, i:i + length], rows[:, i + 1:i + 1 + length]
+            i += length
+
+
+class _Encoded(Dataset):
+    """Items already encoded: one list of tensors per block."""
+
+    def __init__(self, columns: Sequence[Sequence[torch.Tensor]]):
+        self.columns = columns
+
+    def __len__(self) -> int:
+        return len(self.columns[0])
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
+        return tuple(col[i] for col in self.columns)
+
+
+# ----------------------------------------------------------------------------------------- the choice
+@dataclass
+class LoaderPlan:
+    """Everything `build_loaders` needs, gathered by `DataBlock.databunch`.
+
+    `values[b]` are block b's raw values (what its getter returned) for every item in `items`; `train` / `valid`
+    index into `items`. `train_pipelines` run per item in training (random item transforms), `eval_pipelines`
+    in validation (their eval versions)."""
+    blocks: Sequence[TransformBlock]
+    n_inp: int
+    items: Sequence[Any]
+    values: Sequence[Sequence[Any]]
+    train: list[int]
+    valid: list[int]
+    train_pipelines: Sequence[Sequence[Step]]
+    eval_pipelines: Sequence[Sequence[Step]]
+    eval_tfms: Sequence[Any]
+    batch_size: int
+    device: torch.device
+    num_workers: int | None = None
+    generator: torch.Generator | None = None
+    drop_last: bool | None = None
+    resident: Any = "auto"
+    memory_budget: int | None = None
+    verify: bool = True
+    bptt: int = 72
+    random_items: bool = False
+    bad: list[tuple[int, str]] = field(default_factory=list)  # (item index, reason): filled while building
+
+
+def _encode_targets(block: TransformBlock, values: Sequence[Any]) -> list[torch.Tensor]:
+    """block.encode per value, each distinct value encoded once (70,000 labels, 10 classes); unhashable
+    values (multi-label lists) are encoded one by one."""
+    encoded: dict[Any, torch.Tensor] = {}
+    out = []
+    for v in values:
+        try:
+            hash(v)
+        except TypeError:
+            out.append(block.encode(v))
+            continue
+        if v not in encoded:
+            encoded[v] = block.encode(v)
+        out.append(encoded[v])
+    return out
+
+
+def _encode_inputs(plan: LoaderPlan, order: list[int]) -> tuple[list[int], Any]:
+    """The input block's values of `order` encoded once: (items kept, their encodings in order — a list, or one
+    stacked tensor when the block makes one). Bad items' reasons go to plan.bad."""
+    block = plan.blocks[0]
+    values = [plan.values[0][i] for i in order]
+    encode_all: Callable | None = getattr(block, "encode_all", None)
+    if encode_all is None:
+        return list(order), [block.encode(v) for v in values]
+    encoded, bad = encode_all(values, plan.num_workers)
+    bad_pos = set()
+    for pos, why in bad:
+        plan.bad.append((order[pos], why))
+        bad_pos.add(pos)
+    return [i for k, i in enumerate(order) if k not in bad_pos], encoded
+
+
+def _apply(tfms: Sequence[Any], x: torch.Tensor) -> torch.Tensor:
+    for t in tfms:
+        x = t(x)
+    return x
+
+
+def _want_resident(plan: LoaderPlan) -> tuple[bool, str]:
+    if plan.resident not in ("auto", True, False):
+        raise ValueError(f"resident={plan.resident!r}: use 'auto', True or False")
+    if plan.resident is True and plan.random_items:
+        raise ValueError("resident=True but some item transforms are random per item; use batch augmentation "
+                         "(aug_transforms(min_scale=...)) instead, or resident=False")
+    if plan.resident != "auto":
+        return bool(plan.resident), f"resident={plan.resident}"
+    if plan.random_items:
+        return False, "item transforms are random per item"
+    estimate = getattr(plan.blocks[0], "estimate_bytes", None)
+    if estimate is None or plan.n_inp != 1:
+        return False, f"{type(plan.blocks[0]).__name__} does not say its encoded size"
+    order = plan.train + plan.valid
+    need = estimate([plan.values[0][i] for i in order], plan.eval_tfms)
+    budget = memory_budget(plan.device) if plan.memory_budget is None else int(plan.memory_budget)
+    if need is None:
+        return False, "items have different sizes"
+    fits = need <= budget
+    return fits, (f"about {need / 2**20:.0f} MB decoded {'fits' if fits else 'exceeds'} the budget of "
+                  f"{budget / 2**20:.0f} MB")
+
+
+def _resident(plan: LoaderPlan, reason: str) -> tuple[Any, Any, str, str]:
+    kept, x = _encode_inputs(plan, plan.train + plan.valid)  # decode only what is used
+    if plan.eval_tfms or not isinstance(x, torch.Tensor):
+        x = [_apply(plan.eval_tfms, v) for v in x]
+        shapes = {tuple(t.shape) for t in x}
+        if len(shapes) > 1:
+            raise ValueError(f"resident=True needs inputs of one size, found {sorted(shapes)[:5]}; add an item "
+                             "transform that gives every item the same shape (e.g. Resize(224)), or resident=False")
+        x = torch.stack(x) if x else torch.zeros(0)
+    targets = [torch.stack(_encode_targets(plan.blocks[b], [plan.values[b][i] for i in kept]))
+               for b in range(1, len(plan.blocks))]
+    tensors = [t.to(plan.device) for t in [x] + targets]
+    train_set = set(plan.train)
+    n_train = sum(1 for i in kept if i in train_set)
+    drop_last = n_train > plan.batch_size if plan.drop_last is None else plan.drop_last
+    train_dl = ResidentLoader(tuple(t[:n_train] for t in tensors), plan.batch_size, shuffle=True,
+                              drop_last=drop_last, generator=plan.generator)
+    valid_dl = ResidentLoader(tuple(t[n_train:] for t in tensors), plan.batch_size)
+    where = "GPU-resident path" if plan.device.type == "cuda" else "resident path (host memory)"
+    x0 = tensors[0]
+    report = (f"{where}: {len(kept)} items encoded once, {str(x0.dtype).split('.')[-1]} {tuple(x0.shape[1:])}, "
+              f"{x0.numel() * x0.element_size() / 2**20:.1f} MB on {plan.device}; no worker processes ({reason})")
+    return train_dl, valid_dl, "resident", report
+
+
+def _workers(plan: LoaderPlan, reason: str) -> tuple[Any, Any, str, str]:
+    order = plan.train + plan.valid
+    verify = getattr(plan.blocks[0], "verify_all", None)
+    if plan.verify and verify is not None:
+        for pos, why in verify([plan.values[0][i] for i in order], plan.num_workers):
+            plan.bad.append((order[pos], why))
+    bad = {i for i, _ in plan.bad}
+    train = [i for i in plan.train if i not in bad]
+    valid = [i for i in plan.valid if i not in bad]
+    drop_last = len(train) > plan.batch_size if plan.drop_last is None else plan.drop_last
+    train_ds = BlockDataset([plan.items[i] for i in train], plan.train_pipelines, train)
+    valid_ds = BlockDataset([plan.items[i] for i in valid], plan.eval_pipelines, valid)
+    train_dl = make_loader(train_ds, plan.batch_size, True, plan.device, plan.num_workers, plan.blocks, drop_last,
+                           plan.generator)
+    valid_dl = make_loader(valid_ds, plan.batch_size, False, plan.device, plan.num_workers, plan.blocks)
+    report = (f"DataLoader path: {len(train) + len(valid)} items through the item pipeline per epoch by "
+              f"{train_dl.num_workers} worker process(es) ({reason})")
+    return train_dl, valid_dl, "dataloader", report
+
+
+def _encoded_columns(plan: LoaderPlan, order: list[int]) -> tuple[list[int], list[list[Any]]]:
+    kept, x = _encode_inputs(plan, order)
+    x = [_apply(plan.eval_tfms, v) for v in x]
+    targets = [_encode_targets(plan.blocks[b], [plan.values[b][i] for i in kept])
+               for b in range(1, len(plan.blocks)) if getattr(plan.blocks[b], "batching", "stack") != "stream"]
+    return kept, [x] + targets
+
+
+def _padded(plan: LoaderPlan) -> tuple[Any, Any, str, str]:
+    kept, columns = _encoded_columns(plan, plan.train + plan.valid)
+    train_set = set(plan.train)
+    split = sum(1 for i in kept if i in train_set)
+    workers = 0 if plan.num_workers is None else plan.num_workers  # encoded already: workers only add start-up
+
+    def loader(lo: int, hi: int, shuffle: bool) -> DataLoader:
+        cols = [col[lo:hi] for col in columns]
+        sampler = BucketBatchSampler([len(t) for t in cols[0]], plan.batch_size, shuffle, plan.generator)
+        return make_loader(_Encoded(cols), plan.batch_size, shuffle, plan.device, workers, plan.blocks,
+                           batch_sampler=sampler)
+    report = (f"padded path: {len(kept)} items encoded once, batched by similar length "
+              f"({type(plan.blocks[0]).__name__} inputs have different lengths)")
+    return loader(0, split, True), loader(split, len(kept), False), "padded", report
+
+
+def _stream(plan: LoaderPlan) -> tuple[Any, Any, str, str]:
+    kept, columns = _encoded_columns(plan, plan.train + plan.valid)
+    train_set = set(plan.train)
+    docs_train = [d for i, d in zip(kept, columns[0]) if i in train_set]
+    docs_valid = [d for i, d in zip(kept, columns[0]) if i not in train_set]
+    train_dl = LMLoader(docs_train, plan.batch_size, plan.bptt, True, plan.generator)
+    valid_dl: Any = LMLoader(docs_valid, plan.batch_size, plan.bptt, False) if docs_valid else []
+    report = f"stream path: {len(kept)} documents encoded once, read as one stream in windows of ~{plan.bptt}"
+    return train_dl, valid_dl, "stream", report
+
+
+def build_loaders(plan: LoaderPlan) -> tuple[Any, Any, str, str]:
+    """(train loader, valid loader, kind, one-line report). Items found bad while encoding or verifying are
+    appended to `plan.bad` as (item index, reason) and left out; the caller reports them (on_bad)."""
+    if any(getattr(b, "batching", "stack") == "stream" for b in plan.blocks[plan.n_inp:]):
+        return _stream(plan)
+    if getattr(plan.blocks[0], "batching", "stack") == "pad":
+        return _padded(plan)
+    want, reason = _want_resident(plan)
+    return _resident(plan, reason) if want else _workers(plan, reason)
