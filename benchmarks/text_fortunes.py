@@ -100,7 +100,7 @@ def run_ulmfit(rows: list[dict], bible: str | None, fortunes_lm: str | None, out
     train_texts = [r["text"] for r in rows if not r["is_valid"]]
     # One vocab all the way (the pretraining corpus's): words rare in the 3.4k training texts but known from
     # the other fortunes keep their pretrained vectors instead of becoming xxunk.
-    vocab = lm_data.x_block.vocab_obj
+    vocab = lm_data.x_block.vocab
     ft_data = TextDataBunch.from_lists(train_texts, is_lm=True, valid_pct=0.1, seed=42, batch_size=bs, bptt=70,
                                        block=lk.text.TextBlock(vocab=vocab))
     ft = language_model_learner(ft_data, path=out, drop_mult=0.5, pretrained=bundle, mixed_precision=amp)
