@@ -209,7 +209,7 @@ def run_learnkit(init: dict, cfg: dict, batches: list, device: torch.device, epo
     model = make_model(cfg)
     model.load_state_dict(init)
     data = DataBunch(DeviceBatches(batches), DeviceBatches([]),
-                     blocks=[TensorBlock(), CategoryBlock(classes=list(range(N_CLASSES)))], device=device)
+                     blocks=[TensorBlock(), CategoryBlock(list(range(N_CLASSES)))], device=device)
     learn = Learner(data, model, metrics=(), progress=progress)
     learn.create_opt()  # one-off per Learner, like the hand-written loop's optimizer: outside the clock
     learn.check()
