@@ -337,7 +337,7 @@ class TextDataBunch(DataBunch):
         path = Path(csv_path)
         header, rows = read_csv(path, encoding=encoding)
         if not rows:
-            raise ValueError(f"{path}: no data rows")
+            raise ValueError(f"{path}: no rows of data (only a header)")
         missing = [c for c in (text_col, None if is_lm else label_col) if c and c not in header]
         if missing:
             raise KeyError(f"{path}: no column(s) {missing}; columns are {header}. Pass text_col=/label_col=")
