@@ -40,13 +40,9 @@ def take_fastai_names(where: str, fn: Callable, fastai_names: dict[str, Any], cu
                             f"ImageDataBunch.from_folder(path, {data_name}=...) or DataBlock.databunch(source, "
                             f"{data_name}=...))")
         reject_unknown(where, [name], params)
-    out = dict(current)
-    for new, value in rename_kwargs(where, fastai_names, stacklevel=stacklevel).items():
-        default = params[new].default
-        given = out[new]
+    for old, new in ((k, FASTAI_SPELLINGS[k]) for k in fastai_names):  # both spellings: refused before any warning
+        default, given = params[new].default, current[new]
         if given is not default and not (type(given) is type(default) and given == default):
-            old = next(k for k in fastai_names if FASTAI_SPELLINGS.get(k) == new)
             raise TypeError(f"{where}(): got both {old!r} and {new!r}; {old!r} is the old spelling of {new!r}, "
                             f"pass only {new}=")
-        out[new] = value
-    return out
+    return {**current, **rename_kwargs(where, fastai_names, stacklevel=stacklevel)}
