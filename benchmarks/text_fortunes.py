@@ -53,7 +53,7 @@ def run_minilm(rows: list[dict], model_dir: str, epochs: int, lr: float, bs: int
     lk.set_seed(42)
     start = time.perf_counter()
     data = classification_data(rows, batch_size=bs, seed=42, min_freq=1)
-    learn = text_classifier_learner(data, model_dir, metrics=[lk.accuracy], max_len=128)   # the one-liner
+    learn = text_classifier_learner(data, weights=model_dir, metrics=[lk.accuracy], max_len=128)   # the one-liner
     learn.fine_tune(epochs, base_lr=lr)
     acc = learn.validate()["accuracy"]
     return {"model": "MiniLM-L6 fine-tuned (one-liner)", "accuracy": acc, "seconds": time.perf_counter() - start,
@@ -103,7 +103,7 @@ def run_ulmfit(rows: list[dict], bible: str | None, fortunes_lm: str | None, out
     vocab = lm_data.x_block.vocab
     ft_data = TextDataBunch.from_lists(train_texts, is_lm=True, valid_pct=0.1, seed=42, batch_size=bs, bptt=70,
                                        block=lk.text.TextBlock(vocab=vocab))
-    ft = language_model_learner(ft_data, path=out, drop_mult=0.5, pretrained=bundle, mixed_precision=amp)
+    ft = language_model_learner(ft_data, path=out, drop_mult=0.5, weights=bundle, mixed_precision=amp)
     ft.fit_one_cycle(1, 2e-2, moms=(0.8, 0.7, 0.8))
     ft.unfreeze()
     ft.fit_one_cycle(ft_epochs, 1e-3, moms=(0.8, 0.7, 0.8))

@@ -258,7 +258,8 @@ class _LearnkitEstimator(BaseEstimator):
         config = {**TEXT_CONFIG, **{k: extra.pop(k) for k in list(extra) if k in TEXT_CONFIG}}
         if self.mixed_precision != "auto":  # 'auto' keeps the text learner's own default (float32 AWD-LSTM)
             extra["mixed_precision"] = self.mixed_precision
-        return text_classifier_learner(data, self.arch or "awd_lstm", config=config, progress=self.verbose, **extra)
+        weights = None if self.arch in (None, "awd_lstm") else self.arch  # arch: 'awd_lstm' or a BERT-family folder
+        return text_classifier_learner(data, weights=weights, config=config, progress=self.verbose, **extra)
 
     def _train(self, X: Any, y: Any, classes: Any = None, partial: bool = False) -> "_LearnkitEstimator":
         fitted = partial and hasattr(self, "learner_")

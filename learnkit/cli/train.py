@@ -152,7 +152,8 @@ def _build(args: argparse.Namespace, path: Path, out: Path) -> Any:
         raise _DataError(str(e) if path.name in str(e) else f"cannot use {path}: {e}") from None
     config = None if args.big or args.arch != "awd_lstm" else SMALL_AWD_LSTM
     try:
-        return text_classifier_learner(data, args.arch, config=config, path=out, progress=not args.no_progress)
+        weights = None if args.arch == "awd_lstm" else args.arch  # --arch: awd_lstm or a BERT-family model folder
+        return text_classifier_learner(data, weights=weights, config=config, path=out, progress=not args.no_progress)
     except (ValueError, OSError, KeyError) as e:
         raise _DataError(f"cannot build a {args.arch!r} classifier: {e}") from None
 

@@ -269,3 +269,19 @@ class DataBunch:
     def __repr__(self) -> str:
         return (f"DataBunch(train={n_items(self.train_dl)} items, valid={n_items(self.valid_dl)} items, "
                 f"batch_size={getattr(self.train_dl, 'batch_size', '?')}, blocks={self.blocks}, device={self.device})")
+
+    def with_batch_tfms(self, batch_tfms: Sequence[nn.Module]) -> "DataBunch":
+        """A shallow copy (same loaders, blocks and pipelines) with its own batch transforms; this bunch is left
+        as it is. A factory such as `vision_learner` gives its Learner such a view instead of editing yours.
+
+        Example:
+            >>> view = data.with_batch_tfms(list(data.batch_tfms) + [Normalize(mean, std)])
+            >>> view.train_dl is data.train_dl, len(data.batch_tfms) < len(view.batch_tfms)
+            (True, True)
+        """
+        import copy  # only this method needs it
+
+        view = copy.copy(self)
+        view.blocks, view.item_tfms = list(self.blocks), list(self.item_tfms)
+        view.batch_tfms = nn.ModuleList(batch_tfms).to(self.device)
+        return view

@@ -89,7 +89,7 @@ def measure(learn: "Learner", n_batches: int = 20) -> tuple[float, float]:
 
 def plan_budget(learn: "Learner", budget: str | float) -> dict[str, Any]:
     """How many training batches (and so epochs, the last possibly cut short) fit in `budget` seconds of fit,
-    validations included. Returns {'seconds', 'batch_s', 'valid_s', 'total_batches', 'n_epochs', 'callback'}."""
+    validations included. Returns {'seconds', 'batch_s', 'valid_s', 'total_batches', 'epochs', 'callback'}."""
     seconds = parse_budget(budget)
     batch_s, valid_s = measure(learn)
     if learn.dist is not None:  # every rank must plan the same number of steps: rank 0's timings decide
@@ -106,4 +106,4 @@ def plan_budget(learn: "Learner", budget: str | float) -> dict[str, Any]:
         raise ValueError(f"budget={budget!r}: a training batch takes {batch_s:.3f} s and a validation pass "
                          f"{valid_s:.2f} s here, so not even 2 batches fit; give a larger budget")
     return {"seconds": seconds, "batch_s": batch_s, "valid_s": valid_s, "total_batches": total,
-            "n_epochs": epochs, "callback": StopAfterBatches(total)}
+            "epochs": epochs, "callback": StopAfterBatches(total)}

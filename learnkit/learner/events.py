@@ -15,7 +15,7 @@ A `CancelX` raised in a callback skips the rest of X; X's `after_*` event still 
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Iterable
 
 __all__ = ["EVENTS", "Callback", "CancelBatch", "CancelStep", "CancelTrain", "CancelValidate", "CancelEpoch",
            "CancelFit"]
@@ -75,3 +75,62 @@ class Callback:
 
     def __repr__(self) -> str:
         return type(self).__name__
+
+
+class CallbackHost:
+    """How a `Learner` holds its callbacks (sorted by `order`, stable) and calls them on an event: a base class
+    of `Learner`; the loop that raises the events is in learner.py."""
+
+    callbacks: list[Callback]
+    _handlers: dict[str, list[tuple[Callback, Callable]]]
+
+    def add_callbacks(self, callbacks: Iterable[Callback | type]) -> "CallbackHost":
+        for cb in callbacks:
+            self.add_callback(cb)
+        return self
+
+    def add_callback(self, cb: Callback | type) -> Callback:
+        """Add a callback (an instance, or a class taking no arguments); returns the instance."""
+        cb = cb() if isinstance(cb, type) else cb
+        if not isinstance(cb, Callback):
+            raise TypeError(f"add_callback: {cb!r} is not a learnkit Callback")
+        self.callbacks.append(cb)
+        self._sort_handlers()
+        return cb
+
+    def remove_callback(self, cb: Callback | type) -> None:
+        """Remove a callback instance, or every callback of a class."""
+        self.callbacks = [c for c in self.callbacks if not (c is cb or (isinstance(cb, type) and isinstance(c, cb)))]
+        self._sort_handlers()
+
+    def _sort_handlers(self) -> None:
+        self.callbacks.sort(key=lambda c: c.order)  # stable: equal orders keep insertion order
+        self._handlers = {e: [(c, getattr(c, e)) for c in self.callbacks if callable(getattr(c, e, None))]
+                          for e in EVENTS}
+
+    def _event(self, name: str) -> None:
+        for cb, handler in self._handlers[name]:
+            try:
+                handler(self)
+            except CANCELS:
+                raise
+            except Exception as e:
+                note = f"(raised in callback {cb!r} during event '{name}')"
+                if hasattr(e, "add_note"):
+                    e.add_note(note)
+                    raise
+                raise RuntimeError(f"{type(e).__name__}: {e} {note}") from e
+
+    def _with_events(self, name: str, body: Callable[[], None], cancel: type[Exception]) -> None:
+        # after_<name> runs when the body ends or is cancelled, not when it fails (fit has its own finally).
+        try:
+            self._event(f"before_{name}")
+            body()
+        except cancel:
+            pass
+        self._event(f"after_{name}")
+
+    def show_training_loop(self) -> None:
+        """Print each event of the loop, indented by nesting, with the callbacks that run on it."""
+        from learnkit.learner.doctor import print_training_loop
+        print_training_loop(self)

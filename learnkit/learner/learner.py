@@ -1,14 +1,16 @@
 """Learner: the model, the data, the optimizer and THE training loop.
 
 Everything a training step needs (device moves, train/eval and grad modes, autocast, backward, step,
-zero_grad, schedules, counters) is in this file, in `fit` and the `_do_*` helpers below it. Callbacks
-are for optional concerns; recipes (`fit_one_cycle`, `fine_tune`, `lr_find`) are short methods over `fit`.
+zero_grad, schedules, counters) is in this file, in `fit` and the `_do_*` helpers below it. What one batch
+computes is the public step seam, `train_step` / `eval_step`, which a subclass overrides (a GAN, a loss over
+two outputs) while the loop keeps the rest. Callbacks are for optional concerns; recipes (`fit_one_cycle`,
+`fine_tune`, `lr_find`) are short methods over `fit`.
 """
 from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -16,22 +18,25 @@ from torch import nn
 from learnkit.core.device import amp_dtype
 from learnkit.core.random import get_rng_state, set_rng_state
 from learnkit.data.bunch import DataBunch, n_items
-from learnkit.learner.events import (CANCELS, EVENTS, Callback, CancelBatch, CancelEpoch, CancelFit, CancelStep,
+from learnkit.learner.events import (Callback, CallbackHost, CancelBatch, CancelEpoch, CancelFit, CancelStep,
                                      CancelTrain, CancelValidate)
 from learnkit.learner.history import History
 from learnkit.learner.metrics import Metric, as_metric
+from learnkit.learner.names import take_fastai_names
 from learnkit.learner.progress import ProgressBar
-from learnkit.optim.optimizer import AdamW, lrs_per_group, make_layer_groups, param_groups, set_hyper, set_trainable
-from learnkit.optim.schedules import Const, flat_cos, one_cycle, sgdr
+from learnkit.learner.recipes import Lr, Recipes
+from learnkit.optim.optimizer import AdamW, make_layer_groups, set_hyper
+from learnkit.optim.schedules import Const
 
 __all__ = ["Learner"]
 
 
-class Learner:
+class Learner(CallbackHost, Recipes):
     """Trains `model` on `data`.
 
     Args:
-        data: a `DataBunch`.
+        data: a `DataBunch` (fastai's `dls=` is accepted, with a deprecation warning; so are `loss_func`,
+            `opt_func`, `cbs`, `wd`).
         model: any `nn.Module`; moved to `data.device`.
         loss_fn: any callable `(pred, *targets) -> scalar`; default: the target block's loss.
         opt_fn: `(param_groups, lr) -> torch.optim.Optimizer`; default learnkit's `AdamW`.
@@ -46,6 +51,16 @@ class Learner:
         compile: torch.compile the model now (`learn.compile`): True, a mode ('max-autotune', or
             'reduce-overhead' = CUDA graphs, for static shapes), or a dict of torch.compile arguments.
         sync_bn: under torchrun on CUDA, BatchNorm statistics span all ranks (`nn.SyncBatchNorm`).
+        weight_decay: the weight decay of the optimizer's decay param groups (weights; biases and
+            normalization parameters get none); None keeps the optimizer's default (AdamW: 0.01).
+        cudnn_benchmark: set `torch.backends.cudnn.benchmark` to this during `fit`, `validate` and `get_preds`
+            only (restored afterwards); None leaves the process setting alone. `vision_learner` passes True on CUDA.
+
+    The step seam: `train_step(batch) -> loss` (forward and loss of one training batch) and `eval_step(batch)
+    -> (pred, loss)` (validation; `pred` feeds the metrics). A subclass overrides them for a custom step (a GAN,
+    a loss over two outputs); the loop keeps device moves, batch transforms, autocast, backward through the grad
+    scaler, accumulation and clipping callbacks, the step of `learn.opt`, `zero_grad`, schedules and counters.
+    A second network (a GAN's critic) is stepped inside the step with `learn.optimizer_step(loss, its_opt)`.
 
     Under `torchrun --nproc_per_node=N` the same script trains data-parallel (learner/distributed.py).
 
@@ -54,12 +69,20 @@ class Learner:
         >>> learn.fit_one_cycle(3, max_lr=3e-3)
     """
 
-    def __init__(self, data: DataBunch, model: nn.Module, loss_fn: Callable | None = None,
+    def __init__(self, data: DataBunch | None = None, model: nn.Module | None = None, loss_fn: Callable | None = None,
                  opt_fn: Callable[..., torch.optim.Optimizer] = AdamW, metrics: Sequence[Any] = (),
                  callbacks: Iterable[Callback] = (), path: str | Path = ".", model_dir: str = "models",
                  splitter: Callable[[nn.Module], Sequence[nn.Module]] | None = None,
                  mixed_precision: Any = "auto", progress: bool = True, train_bn: bool = True,
-                 preflight: bool = True, compile: bool | str | dict = False, sync_bn: bool = False):
+                 preflight: bool = True, compile: bool | str | dict = False, sync_bn: bool = False,
+                 weight_decay: float | None = None, cudnn_benchmark: bool | None = None, **fastai_names: Any):
+        if fastai_names:
+            data, loss_fn, opt_fn, callbacks, weight_decay = take_fastai_names("Learner", Learner.__init__, fastai_names, {
+                "data": data, "loss_fn": loss_fn, "opt_fn": opt_fn, "callbacks": callbacks,
+                "weight_decay": weight_decay}).values()
+        if data is None or model is None:
+            raise TypeError(f"Learner() needs data and model: Learner(data, model, ...) (got data={data!r}, "
+                            f"model={type(model).__name__ if model is not None else None})")
         from learnkit.learner.distributed import Distributed
         self.data, self.device = data, data.device
         self.dist = Distributed.from_env(self.device, sync_bn)  # None in a single process
@@ -73,93 +96,60 @@ class Learner:
             raise ValueError("Learner: no loss_fn given and the data has no target block to supply one; "
                              "pass loss_fn=...")
         self.opt_fn, self.opt = opt_fn, None
+        self.weight_decay, self.cudnn_benchmark = weight_decay, cudnn_benchmark
         self.metrics: list[Metric] = [as_metric(m) for m in metrics]
         self.path, self.model_dir = Path(path), model_dir
         self.splitter, self.train_bn = splitter, train_bn
         self.layer_groups = make_layer_groups(self.model, splitter)
         self.amp_dtype = amp_dtype(mixed_precision, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
-        self.compile_seconds: float | None = None  # set by compile()
         self.callbacks: list[Callback] = []
         self._handlers: dict[str, list[tuple[Callback, Callable]]] = {}
         self.history = History()
         progress = progress and (self.dist is None or self.dist.is_main)  # one rank prints
+        self.progress = progress
         self.add_callbacks([self.history] + ([ProgressBar()] if progress else []) + list(callbacks))
         self.epoch = self.iter = self.n_iter = self.n_epochs = self.opt_steps = self.batch_idx = 0
         self.schedules: dict[str, Any] = {}
         self.hypers: dict[str, list[float]] = {}
         self.val_results: dict[str, float] = {}
         self.training = False
+        # The current loader and batch as callbacks see them (set by the loop), and the validation sums.
+        self.dl, self.xb, self.yb, self.pred, self.loss, self.loss_grad = None, (), (), None, None, None
+        self._val_loss, self._val_count = torch.zeros(()), 0
+        # Set by other modules, declared here so that every attribute of a Learner is listed in one place:
+        self.compile_seconds: float | None = None  # learn.compile() (learner/compile.py)
+        self.budget_plan: dict[str, Any] | None = None  # fit_one_cycle(budget=...) (learner/budget.py)
+        self.lr_find_results: dict[str, Any] | None = None  # learn.lr_find() (learner/lr_find.py)
+        self.pretrained_source: str | None = None  # where vision_learner's pretrained weights came from
+        self.encoder_transfer: dict[str, int] | None = None  # load_encoder: shared/new tokens (text/learner.py)
         self._checked = not preflight
         self._resume_point: tuple[int, dict] | None = None
         if compile:
             self.compile(**(compile if isinstance(compile, dict) else {} if compile is True else {"mode": compile}))
 
-    # ------------------------------------------------------------------ callbacks
-    def add_callbacks(self, callbacks: Iterable[Callback | type]) -> "Learner":
-        for cb in callbacks:
-            self.add_callback(cb)
-        return self
-
-    def add_callback(self, cb: Callback | type) -> Callback:
-        """Add a callback (an instance, or a class taking no arguments); returns the instance."""
-        cb = cb() if isinstance(cb, type) else cb
-        if not isinstance(cb, Callback):
-            raise TypeError(f"add_callback: {cb!r} is not a learnkit Callback")
-        self.callbacks.append(cb)
-        self._sort_handlers()
-        return cb
-
-    def remove_callback(self, cb: Callback | type) -> None:
-        """Remove a callback instance, or every callback of a class."""
-        self.callbacks = [c for c in self.callbacks if not (c is cb or (isinstance(cb, type) and isinstance(c, cb)))]
-        self._sort_handlers()
-
-    def _sort_handlers(self) -> None:
-        self.callbacks.sort(key=lambda c: c.order)  # stable: equal orders keep insertion order
-        self._handlers = {e: [(c, getattr(c, e)) for c in self.callbacks if callable(getattr(c, e, None))]
-                          for e in EVENTS}
-
-    def _event(self, name: str) -> None:
-        for cb, handler in self._handlers[name]:
-            try:
-                handler(self)
-            except CANCELS:
-                raise
-            except Exception as e:
-                note = f"(raised in callback {cb!r} during event '{name}')"
-                if hasattr(e, "add_note"):
-                    e.add_note(note)
-                    raise
-                raise RuntimeError(f"{type(e).__name__}: {e} {note}") from e
-
-    def _with_events(self, name: str, body: Callable[[], None], cancel: type[Exception]) -> None:
-        # after_<name> runs when the body ends or is cancelled, not when it fails (fit has its own finally).
-        try:
-            self._event(f"before_{name}")
-            body()
-        except cancel:
-            pass
-        self._event(f"after_{name}")
-
-    def show_training_loop(self) -> None:
-        """Print each event of the loop, indented by nesting, with the callbacks that run on it."""
-        from learnkit.learner.doctor import print_training_loop
-        print_training_loop(self)
-
     # ------------------------------------------------------------------ the loop
-    def fit(self, n_epochs: int, lr: float | slice | Sequence[float] = 1e-3, schedules: dict | None = None,
-            callbacks: Iterable[Callback] = (), resume_from: str | Path | None = None) -> None:
-        """Train for `n_epochs` with a constant `lr` (or the given `schedules`).
+    def fit(self, epochs: int | None = None, lr: Lr = 1e-3, schedules: dict | None = None,
+            callbacks: Iterable[Callback] = (), resume_from: str | Path | None = None,
+            weight_decay: float | None = None, **fastai_names: Any) -> None:
+        """Train for `epochs` with a constant `lr` (or the given `schedules`).
 
         Args:
             lr: one rate, a `slice(lo, hi)` spread geometrically over the layer groups, or one per group.
             schedules: hyper-parameter name → schedule (or list, one per layer group) of progress 0..1.
             callbacks: callbacks for this fit only.
             resume_from: a checkpoint written by the `Checkpoint` callback during this same fit.
+            weight_decay: the decay param groups' weight decay for this fit (restored afterwards); None keeps
+                the learner's.
+
+        Example:
+            >>> learn.fit(3, lr=1e-3)
         """
-        if not isinstance(n_epochs, int) or n_epochs < 1:
-            raise ValueError(f"fit(n_epochs={n_epochs!r}): n_epochs must be a positive int")
+        if fastai_names:
+            epochs, callbacks, weight_decay = take_fastai_names("fit", Learner.fit, fastai_names, {
+                "epochs": epochs, "callbacks": callbacks, "weight_decay": weight_decay}).values()
+        if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+            raise ValueError(f"fit(epochs={epochs!r}): epochs must be a positive int, e.g. fit(3)")
         n_batches = len(self.data.train_dl)
         if n_batches == 0:
             dl = self.data.train_dl
@@ -168,35 +158,39 @@ class Learner:
                              f"smaller batch_size or more training items")
         if self.opt is None:
             self.create_opt()
-        self.n_epochs, self.n_iter, self.iter = n_epochs, n_epochs * n_batches, 0
+        self.n_epochs, self.n_iter, self.iter = epochs, epochs * n_batches, 0
         self.schedules = schedules if schedules is not None else {"lr": [Const(v) for v in self.lr_per_group(lr)]}
         if not self._checked:
             self.check()
         added = [self.add_callback(cb) for cb in callbacks]
+        decay_before = self._set_weight_decay(weight_decay)
         # Training forwards go through DDP under torchrun (a wrapper per fit); else the model itself.
         self._train_module = self.dist.train_model(self.model) if self.dist is not None else self.model
         start_epoch = 0
-        try:
-            if resume_from is not None:
-                from learnkit.learner.checkpoint import restore_checkpoint
-                start_epoch = restore_checkpoint(self, resume_from)
-            self._event("before_fit")
-            for self.epoch in range(start_epoch, n_epochs):
-                self.val_results = {}
-                self._with_events("epoch", self._do_epoch, CancelEpoch)
-        except CancelFit:
-            pass
-        finally:
-            # Also on KeyboardInterrupt or an error: close progress bars, keep history, drop half-made grads.
-            self.training = False
-            if self.opt is not None:
-                self.opt.zero_grad(set_to_none=True)
-            self._train_module = None  # under torchrun the DDP wrapper goes with it (a new one each fit)
+        with self._cudnn_scope():
             try:
-                self._event("after_fit")
+                if resume_from is not None:
+                    from learnkit.learner.checkpoint import restore_checkpoint
+                    start_epoch = restore_checkpoint(self, resume_from)
+                self._event("before_fit")
+                for self.epoch in range(start_epoch, epochs):
+                    self.val_results = {}
+                    self._with_events("epoch", self._do_epoch, CancelEpoch)
+            except CancelFit:
+                pass
             finally:
-                for cb in added:
-                    self.remove_callback(cb)
+                # Also on KeyboardInterrupt or an error: close progress bars, keep history, drop half-made grads.
+                self.training = False
+                if self.opt is not None:
+                    self.opt.zero_grad(set_to_none=True)
+                    for group, value in zip(self._decay_groups(), decay_before):
+                        group["weight_decay"] = value
+                self._train_module = None  # under torchrun the DDP wrapper goes with it (a new one each fit)
+                try:
+                    self._event("after_fit")
+                finally:
+                    for cb in added:
+                        self.remove_callback(cb)
 
     def _do_epoch(self) -> None:
         self.training, self.dl = True, self.data.train_dl
@@ -243,11 +237,12 @@ class Learner:
         try:
             if self.training:
                 self._apply_schedules()
-            self._event("before_batch")
+            self._event("before_batch")  # callbacks may replace learn.xb / learn.yb (MixUp): the step sees theirs
             with self.autocast():
-                self.pred = (self._train_module if self.training else self.model)(*self.xb)
-                self._event("after_forward")
-                self.loss = self.loss_fn(self.pred, *self.yb)
+                if self.training:
+                    self.loss = self.train_step(self.xb + self.yb)
+                else:
+                    self.pred, self.loss = self.eval_step(self.xb + self.yb)
             self.loss_grad = self.loss  # what backward sees; a callback may rescale it (GradientAccumulation)
             self._event("after_loss")
             if self.training:
@@ -263,6 +258,53 @@ class Learner:
         self._event("after_batch")
         if self.training:
             self.iter += 1
+
+    # ------------------------------------------------------------------ the step seam
+    def train_step(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """Forward and loss of one training batch; returns the loss the loop backpropagates.
+
+        `batch` is on the device, batch-transformed, as callbacks left it at `before_batch` (inputs first:
+        `batch[:learn.data.n_inp]`). The loop runs this under autocast and grad mode, then does the rest:
+        `after_loss`, backward through the grad scaler, `after_backward` (clipping, accumulation), the step
+        of `learn.opt`, `zero_grad`, counters. The default sets `learn.pred = learn.train_module(*inputs)`, fires
+        `after_forward` and returns `loss_fn(learn.pred, *targets)`. To step a second network, `optimizer_step`.
+
+        Example:
+            >>> class TwoHeads(Learner):  # a model returning (logits, value): one loss over both outputs
+            ...     def train_step(self, batch):
+            ...         (logits, value), (y, target) = self.model(batch[0]), batch[1:]
+            ...         return F.cross_entropy(logits, y) + F.mse_loss(value, target)
+        """
+        n = self.data.n_inp
+        self.pred = self.train_module(*batch[:n])
+        self._event("after_forward")
+        return self.loss_fn(self.pred, *batch[n:])
+
+    def eval_step(self, batch: tuple[torch.Tensor, ...]) -> tuple[Any, torch.Tensor]:
+        """Forward and loss of one validation batch: `(pred, loss)`; `pred` feeds the metrics
+        (`metric(pred, *targets)`) and the loss the validation loss. Runs in eval mode, under no_grad and
+        autocast. The default fires `after_forward` like `train_step`; override both together."""
+        n = self.data.n_inp
+        self.pred = self.model(*batch[:n])
+        self._event("after_forward")
+        return self.pred, self.loss_fn(self.pred, *batch[n:])
+
+    @property
+    def train_module(self) -> nn.Module:
+        """What training forwards go through: the model, or during a fit under torchrun its DDP wrapper."""
+        return self._train_module if self._train_module is not None else self.model
+
+    def optimizer_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        """One whole step of another optimizer inside a custom `train_step` (a GAN's critic): zero its
+        gradients, backward `loss` through the grad scaler (outside autocast), `scaler.step(optimizer)`, zero
+        its gradients again. The loop's `scaler.update()` after `learn.opt`'s step covers both; `opt_steps`
+        counts only the loop's steps. The loss the step then returns goes to `learn.opt` as usual."""
+        optimizer.zero_grad(set_to_none=True)
+        off = torch.autocast(self.device.type, enabled=False) if self.amp_dtype is not None else contextlib.nullcontext()
+        with off:
+            self.scaler.scale(loss).backward()
+        self.scaler.step(optimizer)
+        optimizer.zero_grad(set_to_none=True)
 
     def _backward_step(self) -> None:
         self.scaler.scale(self.loss_grad).backward()
@@ -294,6 +336,17 @@ class Learner:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
+    @contextlib.contextmanager
+    def _cudnn_scope(self) -> Iterator[None]:
+        """`torch.backends.cudnn.benchmark = self.cudnn_benchmark` inside, the process's value restored after."""
+        before = torch.backends.cudnn.benchmark
+        if self.cudnn_benchmark is not None:
+            torch.backends.cudnn.benchmark = self.cudnn_benchmark
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.benchmark = before
+
     def _generators(self) -> list[torch.Generator]:
         """The data's own generators, which a bit-exact restore must include."""
         return self.data.generators()
@@ -303,76 +356,6 @@ class Learner:
 
     def set_rng_state(self, state: dict) -> None:
         set_rng_state(state, self._generators())
-
-    # ------------------------------------------------------------------ recipes
-    def fit_one_cycle(self, n_epochs: int | None = None, max_lr: float | slice | Sequence[float] = 1e-3,
-                      div_factor: float = 25.0, final_div_factor: float = 1e5, pct_start: float = 0.25,
-                      moms: Sequence[float] | None = (0.95, 0.85, 0.95), budget: str | float | None = None,
-                      **kwargs: Any) -> None:
-        """`fit` with the one-cycle policy (cosine warm-up then cosine annealing of lr; momentum inverse).
-        budget='60s' instead of n_epochs: sized to end, annealed, in that time (learner/budget.py)."""
-        if (n_epochs is None) == (budget is None):
-            raise ValueError("fit_one_cycle: give n_epochs or budget (e.g. budget='60s'), not both or neither")
-        total = n_epochs * len(self.data.train_dl) if n_epochs is not None else 0
-        if budget is not None:
-            from learnkit.learner.budget import plan_budget
-            self.budget_plan = plan_budget(self, budget)
-            n_epochs, total = self.budget_plan["n_epochs"], self.budget_plan["total_batches"]
-            kwargs["callbacks"] = list(kwargs.get("callbacks", ())) + [self.budget_plan["callback"]]
-        per_group = [one_cycle(v, total, div_factor, final_div_factor, pct_start, moms)
-                     for v in self.lr_per_group(max_lr)]
-        self.fit(n_epochs, schedules={k: [s[k] for s in per_group] for k in per_group[0]}, **kwargs)
-
-    def fit_flat_cos(self, n_epochs: int, lr: float | slice = 1e-3, pct_start: float = 0.75,
-                     div_final: float = 1e5, **kwargs: Any) -> None:
-        """`fit` with lr flat, then cosine-annealed over the last (1 - pct_start) of the run."""
-        total = n_epochs * len(self.data.train_dl)
-        self.fit(n_epochs, schedules={"lr": [flat_cos(v, total, pct_start, div_final)["lr"]
-                                             for v in self.lr_per_group(lr)]}, **kwargs)
-
-    def fit_sgdr(self, n_cycles: int, cycle_len: int, max_lr: float | slice = 1e-3, cycle_mult: int = 2,
-                 **kwargs: Any) -> None:
-        """Cosine annealing with warm restarts: cycle i lasts cycle_len * cycle_mult**i epochs."""
-        lengths = [cycle_len * cycle_mult ** i for i in range(n_cycles)]
-        self.fit(sum(lengths), schedules={"lr": [sgdr(v, lengths)["lr"] for v in self.lr_per_group(max_lr)]},
-                 **kwargs)
-
-    def fine_tune(self, epochs: int, base_lr: float = 2e-3, freeze_epochs: int = 1, lr_mult: float = 100,
-                  pct_start: float = 0.3, div_factor: float = 5.0, strategy: str = "freeze",
-                  group_factor: float = 2.6, **kwargs: Any) -> None:
-        """Transfer learning in one call.
-
-        strategy='freeze' (fastai's): train the last layer group `freeze_epochs` with the rest frozen, then
-        everything for `epochs` with rates from base_lr/2/lr_mult to base_lr/2.
-        strategy='gradual' (ULMFiT): unfreeze one more layer group per stage (`freeze_epochs` each, lr halved
-        per stage, rates falling by `group_factor` per group), then everything for `epochs`.
-        """
-        if strategy not in ("freeze", "gradual"):
-            raise ValueError(f"fine_tune(strategy={strategy!r}): use 'freeze' or 'gradual'")
-        self.freeze()
-        self.fit_one_cycle(freeze_epochs, slice(base_lr), pct_start=0.99 if strategy == "freeze" else 0.25,
-                           **kwargs)
-        n = len(self.layer_groups)
-        if strategy == "gradual":
-            for k in range(2, n):
-                base_lr /= 2
-                self.freeze_to(-k)
-                self.fit_one_cycle(freeze_epochs, slice(base_lr / group_factor ** (n - 1), base_lr), **kwargs)
-            base_lr /= 2
-            self.unfreeze()
-            self.fit_one_cycle(epochs, slice(base_lr / group_factor ** (n - 1), base_lr), **kwargs)
-            return
-        base_lr /= 2
-        self.unfreeze()
-        self.fit_one_cycle(epochs, slice(base_lr / lr_mult, base_lr), pct_start=pct_start, div_factor=div_factor,
-                           **kwargs)
-
-    def lr_find(self, start_lr: float = 1e-7, end_lr: float = 10, num_it: int = 100, stop_div: bool = True,
-                show_plot: bool = True) -> Any:
-        """Exponential lr sweep; returns suggestions (valley, minimum, steepest). Leaves no trace."""
-        from learnkit.learner.lr_find import lr_find
-        # under torchrun: rank 0 sweeps on its shard; every rank gets the suggestions
-        return self._on_main(lambda: lr_find(self, start_lr, end_lr, num_it, stop_div, show_plot))
 
     def compile(self, **kwargs: Any) -> float:
         """torch.compile the model in place and compile now; returns the compile seconds (eager, with one
@@ -386,33 +369,12 @@ class Learner:
         from learnkit.learner.profiling import profile
         return profile(self, n_batches)
 
-    # ------------------------------------------------------------------ parameters and layer groups
-    def lr_per_group(self, lr: float | slice | Sequence[float]) -> list[float]:
-        """One learning rate per layer group: slice(lo, hi) is geometric from lo to hi; slice(hi) gives
-        hi/10 to all groups but the last."""
-        return lrs_per_group(lr, len(self.layer_groups))
-
-    def create_opt(self) -> torch.optim.Optimizer:
-        """Build `self.opt` with one (or two, decay/no-decay) param groups per layer group."""
-        self.opt = self.opt_fn(param_groups(self.layer_groups), lr=1e-3)
-        return self.opt
-
-    def freeze_to(self, n: int) -> None:
-        """Freeze layer groups [:n] (normalization layers stay trainable when train_bn), unfreeze the rest."""
-        set_trainable(self.layer_groups, n, self.train_bn)
-
-    def freeze(self) -> None:
-        """Freeze every layer group but the last."""
-        self.freeze_to(-1)
-
-    def unfreeze(self) -> None:
-        self.freeze_to(0)
-
     # ------------------------------------------------------------------ evaluation, inference, saving
     def validate(self, dl: Any = None) -> dict[str, float]:
         """Loss and metrics on `dl` (default: the validation loader)."""
         self.dl = dl if dl is not None else self.data.valid_dl
-        self._with_events("validate", self._do_validate, CancelValidate)
+        with self._cudnn_scope():
+            self._with_events("validate", self._do_validate, CancelValidate)
         return dict(self.val_results)
 
     def get_preds(self, dl: Any = None, activation: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -422,7 +384,7 @@ class Learner:
         dl = dl if dl is not None else self.data.valid_dl
         self.model.eval()
         preds, targets = [], []
-        with torch.no_grad():
+        with torch.no_grad(), self._cudnn_scope():
             for batch in dl:
                 batch = self.data.transfer(batch, training=False)
                 with self.autocast():
@@ -509,7 +471,3 @@ class Learner:
 
     def plot_sched(self, **kwargs: Any) -> Any:
         return self.history.plot_sched(**kwargs)
-
-    def plot_lr_find(self, **kwargs: Any) -> Any:
-        from learnkit.learner.lr_find import plot_lr_find
-        return plot_lr_find(self, **kwargs)

@@ -4,9 +4,11 @@ perplexity, and the texts the model gets most wrong."""
 from __future__ import annotations
 
 import json
+import logging
 import os
+import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +20,7 @@ from learnkit.core.serialization import load_tensors, save_tensors
 from learnkit.learner.events import Callback
 from learnkit.learner.learner import Learner
 from learnkit.learner.metrics import Metric, accuracy
+from learnkit.learner.names import take_fastai_names
 from learnkit.optim.optimizer import AdamW
 from learnkit.text.awd_lstm import RNNRegularizer, classifier_splitter, lm_splitter
 from learnkit.text.data import SubwordTextBlock, TextBlock, TextDataBunch
@@ -25,6 +28,8 @@ from learnkit.text.vocab import Vocab
 
 __all__ = ["language_model_learner", "text_classifier_learner", "save_encoder", "load_encoder", "Perplexity",
            "ResetState", "top_losses", "find_model_dir", "AWD_LSTM_CONFIG"]
+
+log = logging.getLogger(__name__)
 
 AWD_LSTM_CONFIG = {"emb_size": 400, "hidden_size": 1152, "n_layers": 3}
 # AWD-LSTM learners train in float32 unless asked otherwise (mixed_precision="bf16"): on an H100, bf16
@@ -72,32 +77,74 @@ def _text_opt(params: Any, lr: float = 1e-3) -> torch.optim.Optimizer:
     return AdamW(params, lr=lr, weight_decay=0.01)
 
 
-def language_model_learner(data: TextDataBunch, arch: str = "awd_lstm", pretrained: str | Path | None = None,
-                           drop_mult: float = 1.0, config: dict | None = None, metrics: Sequence[Any] | None = None,
-                           clip: float | None = 0.25, **kwargs: Any) -> Learner:
+def _old_pretrained(where: str, pretrained: Any, weights: Any) -> tuple[bool, Any]:
+    """An older learnkit took the weights' folder as `pretrained=`: accept it with a DeprecationWarning."""
+    if isinstance(pretrained, (str, Path)):
+        if weights is not None:
+            raise TypeError(f"{where}(): got a folder as pretrained= and weights=; pass only weights=<folder>")
+        warnings.warn(f"{where}(pretrained=<folder>) is deprecated: use weights=<folder> (pretrained is a bool)",
+                      DeprecationWarning, stacklevel=3)
+        return True, pretrained
+    if pretrained is None:  # an older learnkit's default
+        return False, weights
+    if not isinstance(pretrained, bool):
+        raise TypeError(f"{where}(pretrained={pretrained!r}): pretrained is True or False; the weights' folder or "
+                        "id goes to weights=")
+    return pretrained, weights
+
+
+def language_model_learner(data: TextDataBunch | None = None, arch: str = "awd_lstm", pretrained: bool = True,
+                           weights: str | Path | None = None, drop_mult: float = 1.0, config: dict | None = None,
+                           metrics: Sequence[Any] | None = None, clip: float | None = 0.25, *,
+                           loss_fn: Callable | None = None, opt_fn: Callable[..., torch.optim.Optimizer] = _text_opt,
+                           callbacks: Iterable[Callback] = (), path: str | Path = ".", model_dir: str = "models",
+                           mixed_precision: Any = AWD_LSTM_PRECISION, progress: bool = True, train_bn: bool = True,
+                           preflight: bool = True, compile: bool | str | dict = False, sync_bn: bool = False,
+                           weight_decay: float | None = None, cudnn_benchmark: bool | None = None,
+                           **fastai_names: Any) -> Learner:
     """An AWD-LSTM language model on `data` (built with is_lm=True).
 
     Args:
-        pretrained: an LM bundle written by `learn.export()` (e.g. one pretrained on a large corpus); its
-            weights are loaded with the vocabulary remapped to this data's vocab.
+        pretrained: load `weights` (and freeze all but the head). There is no built-in pretrained AWD-LSTM
+            (nothing is downloaded): without `weights` the model starts from scratch.
+        weights: an LM bundle written by `learn.export()` (e.g. one pretrained on a large corpus); its
+            weights are loaded with the vocabulary remapped to this data's vocab. (The folder as
+            `pretrained=` still works, with a deprecation warning.)
         drop_mult: scales every dropout.
         config: emb_size / hidden_size / n_layers (default AWD_LSTM_CONFIG).
         clip: gradient-norm clipping (AWD-LSTM trains with 0.25); None turns it off.
+        loss_fn, opt_fn, callbacks, path, model_dir, mixed_precision (default float32), progress, train_bn,
+            preflight, compile, sync_bn, weight_decay, cudnn_benchmark: as `Learner`'s.
+
+    Example:
+        >>> lm = language_model_learner(lm_data, weights="models/wiki_lm", drop_mult=0.3)
+        >>> lm.fit_one_cycle(1, 2e-2)
     """
+    if fastai_names:
+        data, loss_fn, opt_fn, callbacks, weight_decay = take_fastai_names(
+            "language_model_learner", language_model_learner, fastai_names, {
+                "data": data, "loss_fn": loss_fn, "opt_fn": opt_fn, "callbacks": callbacks,
+                "weight_decay": weight_decay}).values()
+    pretrained, weights = _old_pretrained("language_model_learner", pretrained, weights)
     if arch != "awd_lstm":
         raise ValueError(f"language_model_learner(arch={arch!r}): only 'awd_lstm' language models are available")
-    if not getattr(data, "is_lm", False):
-        raise ValueError("language_model_learner: the data must be built with is_lm=True")
+    if data is None or not getattr(data, "is_lm", False):
+        raise ValueError("language_model_learner: the data must be a TextDataBunch built with is_lm=True")
+    if weights is not None and not pretrained:
+        raise ValueError(f"language_model_learner(weights={str(weights)!r}, pretrained=False): weights are loaded "
+                         "only when pretrained; drop one of them")
     block = data.x_block
     cfg = {**AWD_LSTM_CONFIG, **(config or {})}
     model = create_model("awd_lstm_lm", vocab_size=len(block.vocab_obj), pad_idx=block.pad_idx,
                          drop_mult=drop_mult, **cfg)
-    callbacks = [ResetState(), RNNRegularizer(alpha=2.0, beta=1.0)] + _clipping(clip) + list(kwargs.pop("callbacks", []))
-    kwargs.setdefault("mixed_precision", AWD_LSTM_PRECISION)
-    learn = Learner(data, model, opt_fn=kwargs.pop("opt_fn", _text_opt), splitter=lm_splitter,
-                    metrics=[accuracy, Perplexity()] if metrics is None else metrics, callbacks=callbacks, **kwargs)
-    if pretrained is not None:
-        _load_pretrained_lm(learn, Path(pretrained))
+    callbacks = [ResetState(), RNNRegularizer(alpha=2.0, beta=1.0)] + _clipping(clip) + list(callbacks)
+    learn = Learner(data, model, loss_fn=loss_fn, opt_fn=opt_fn, splitter=lm_splitter,
+                    metrics=[accuracy, Perplexity()] if metrics is None else metrics, callbacks=callbacks,
+                    path=path, model_dir=model_dir, mixed_precision=mixed_precision, progress=progress,
+                    train_bn=train_bn, preflight=preflight, compile=compile, sync_bn=sync_bn,
+                    weight_decay=weight_decay, cudnn_benchmark=cudnn_benchmark)
+    if weights is not None:
+        _load_pretrained_lm(learn, Path(weights))
         learn.freeze()
     return learn
 
@@ -117,11 +164,11 @@ def _remap_rows(old: torch.Tensor, old_itos: Sequence[str], new_itos: Sequence[s
 def _load_pretrained_lm(learn: Learner, folder: Path) -> None:
     recipe_file = folder / "recipe.json"
     if not recipe_file.exists():
-        raise FileNotFoundError(f"pretrained={str(folder)!r}: no recipe.json there; pass a folder written by "
+        raise FileNotFoundError(f"weights={str(folder)!r}: no recipe.json there; pass a folder written by "
                                 f"learn.export() of a language model")
     recipe = json.loads(recipe_file.read_text())
     if recipe.get("model", {}).get("name") != "awd_lstm_lm":
-        raise ValueError(f"pretrained={str(folder)!r} holds a {recipe.get('model', {}).get('name')!r} model, not an "
+        raise ValueError(f"weights={str(folder)!r} holds a {recipe.get('model', {}).get('name')!r} model, not an "
                          f"AWD-LSTM language model")
     old_itos = recipe["blocks"][0]["itos"]
     state = load_tensors(folder / recipe["weights"]["file"])
@@ -187,49 +234,98 @@ def find_model_dir(name_or_path: str | Path) -> Path:
                             f"model.safetensors) on disk and pass its path.")
 
 
-def text_classifier_learner(data: TextDataBunch, arch: str | Path = "awd_lstm", drop_mult: float = 0.5,
+def text_classifier_learner(data: TextDataBunch | None = None, arch: str | Path | None = None,
+                            pretrained: bool = True, weights: str | Path | None = None, drop_mult: float = 0.5,
                             max_len: int = 256, pooling: str = "mean", config: dict | None = None,
                             encoder: str | None = None, metrics: Sequence[Any] | None = None,
-                            clip: float | None = 0.25, **kwargs: Any) -> Learner:
+                            clip: float | None = 0.25, *, loss_fn: Callable | None = None,
+                            opt_fn: Callable[..., torch.optim.Optimizer] | None = None,
+                            callbacks: Iterable[Callback] = (), path: str | Path = ".", model_dir: str = "models",
+                            mixed_precision: Any = None, progress: bool = True, train_bn: bool = True,
+                            preflight: bool = True, compile: bool | str | dict = False, sync_bn: bool = False,
+                            weight_decay: float | None = None, cudnn_benchmark: bool | None = None,
+                            **fastai_names: Any) -> Learner:
     """A text classifier on `data`.
 
     Args:
-        arch: 'awd_lstm' (ULMFiT; load a fine-tuned LM encoder with `encoder=` or `load_encoder`), or the
-            path (or locally cached hub id) of a BERT-family model folder: the data is then re-encoded with
-            that model's own tokenizer (same texts, labels and split; `learn.data` is the new bunch).
+        arch: 'awd_lstm' (ULMFiT) or 'bert' (a BERT-family encoder read from `weights`); default 'bert' when
+            `weights` is given, else 'awd_lstm'. (A model folder or hub id as `arch` still works, with a
+            deprecation warning: it is `weights`.)
+        pretrained: for 'bert', load the encoder's weights from `weights` (False: the same architecture and
+            tokenizer, randomly initialized). For 'awd_lstm', load `encoder=` when given (nothing is downloaded).
+        weights: 'bert' only: the path (or locally cached hub id) of a Hugging Face model folder. The data is
+            then re-encoded with that model's own tokenizer (same texts, labels and split) into a new bunch,
+            `learn.data`; your `data` is not modified, and one line (printed with `progress`, and logged) says so.
         max_len: tokens per document for transformers.
         pooling: 'mean' or 'cls' for transformers.
         encoder: name of an encoder saved with `save_encoder` (AWD-LSTM only).
         clip: gradient-norm clipping for the AWD-LSTM (0.25, as the AWD-LSTM paper); None turns it off.
+        loss_fn, opt_fn, callbacks, path, model_dir, mixed_precision, progress, train_bn, preflight, compile,
+            sync_bn, weight_decay, cudnn_benchmark: as `Learner`'s. Defaults: AWD-LSTM in float32 with AdamW
+            (weight decay 0.01); transformers with the Learner's ('auto' precision, AdamW).
 
     Example:
-        >>> learn = text_classifier_learner(data, "/models/all-MiniLM-L6-v2")
+        >>> learn = text_classifier_learner(data, weights="/models/all-MiniLM-L6-v2")
         >>> learn.fine_tune(3, base_lr=1e-4)
     """
+    if fastai_names:
+        data, loss_fn, opt_fn, callbacks, weight_decay = take_fastai_names(
+            "text_classifier_learner", text_classifier_learner, fastai_names, {
+                "data": data, "loss_fn": loss_fn, "opt_fn": opt_fn, "callbacks": callbacks,
+                "weight_decay": weight_decay}).values()
+    if arch is not None and str(arch) not in ("awd_lstm", "bert"):
+        if weights is not None:
+            raise TypeError(f"text_classifier_learner(arch={str(arch)!r}, weights=...): arch is 'awd_lstm' or "
+                            "'bert'; the model folder goes to weights=")
+        warnings.warn(f"text_classifier_learner(data, {str(arch)!r}) is deprecated: use text_classifier_learner("
+                      f"data, weights={str(arch)!r}) (arch names the architecture: 'awd_lstm' or 'bert')",
+                      DeprecationWarning, stacklevel=2)
+        arch, weights = "bert", arch
+    arch = str(arch) if arch is not None else ("bert" if weights is not None else "awd_lstm")
+    if not isinstance(pretrained, bool):
+        raise TypeError(f"text_classifier_learner(pretrained={pretrained!r}): pretrained is True or False; the "
+                        "model folder or id goes to weights=")
     metrics = [accuracy] if metrics is None else metrics
-    if getattr(data, "is_lm", False):
-        raise ValueError("text_classifier_learner: the data is a language-model bunch; build it with labels")
+    if data is None or getattr(data, "is_lm", False):
+        raise ValueError("text_classifier_learner: the data must be a labelled TextDataBunch (not is_lm=True)")
     n_out = len(data.vocab)
-    if str(arch) != "awd_lstm":
+    options = dict(loss_fn=loss_fn, metrics=metrics, path=path, model_dir=model_dir, progress=progress,
+                   train_bn=train_bn, preflight=preflight, compile=compile, sync_bn=sync_bn, weight_decay=weight_decay,
+                   cudnn_benchmark=cudnn_benchmark)
+    if arch == "bert":
         from learnkit.text.transformer import layer_groups, load_bert
-        folder = find_model_dir(arch)
+        if weights is None:
+            raise ValueError("text_classifier_learner(arch='bert'): give weights=<model folder or cached hub id> "
+                             "(config.json, vocab.txt, model.safetensors); nothing is downloaded")
+        folder = find_model_dir(weights)
         bert, tokenizer, bert_config = load_bert(folder)
-        data = data.with_block(SubwordTextBlock(tokenizer, max_len=max_len))
+        own = data.with_block(SubwordTextBlock(tokenizer, max_len=max_len))  # a new bunch: `data` is unchanged
+        message = (f"text_classifier_learner: re-encoded the {len(own.texts)} texts with {folder.name}'s WordPiece "
+                   f"tokenizer (max_len={max_len}); learn.data is that new bunch, your data is unchanged")
+        log.info(message)
+        if progress:
+            print(message)
         model = create_model("bert_classifier", config=bert_config, n_out=n_out, pad_id=int(tokenizer.pad_id),
                              pooling=pooling)
-        model.encoder.load_state_dict(bert.state_dict())
-        return Learner(data, model, splitter=layer_groups, metrics=metrics, **kwargs)
+        if pretrained:
+            model.encoder.load_state_dict(bert.state_dict())
+        return Learner(own, model, splitter=layer_groups, opt_fn=opt_fn or AdamW, callbacks=callbacks,
+                       mixed_precision="auto" if mixed_precision is None else mixed_precision, **options)
+    if arch != "awd_lstm":
+        raise ValueError(f"text_classifier_learner(arch={arch!r}): use 'awd_lstm' or 'bert'")
+    if weights is not None:
+        raise ValueError("text_classifier_learner(arch='awd_lstm', weights=...): an AWD-LSTM classifier starts "
+                         "from a fine-tuned language model's encoder: pass encoder=<name given to save_encoder>")
     block = data.x_block
     if not isinstance(block, TextBlock) or block.vocab_obj is None:
         raise ValueError("text_classifier_learner('awd_lstm'): the data must be encoded by a TextBlock with a vocab")
     cfg = {**AWD_LSTM_CONFIG, **(config or {})}
     model = create_model("awd_lstm_classifier", vocab_size=len(block.vocab_obj), n_out=n_out, pad_idx=block.pad_idx,
                          drop_mult=drop_mult, **cfg)
-    callbacks = [RNNRegularizer(alpha=2.0, beta=1.0)] + _clipping(clip) + list(kwargs.pop("callbacks", []))
-    kwargs.setdefault("mixed_precision", AWD_LSTM_PRECISION)
-    learn = Learner(data, model, opt_fn=kwargs.pop("opt_fn", _text_opt), splitter=classifier_splitter,
-                    metrics=metrics, callbacks=callbacks, **kwargs)
-    if encoder is not None:
+    callbacks = [RNNRegularizer(alpha=2.0, beta=1.0)] + _clipping(clip) + list(callbacks)
+    learn = Learner(data, model, opt_fn=opt_fn or _text_opt, splitter=classifier_splitter, callbacks=callbacks,
+                    mixed_precision=AWD_LSTM_PRECISION if mixed_precision is None else mixed_precision, **options)
+    if encoder is not None and pretrained:
         load_encoder(learn, encoder)
         learn.freeze()
     return learn

@@ -32,7 +32,7 @@ def test_plan_counts_validations_and_may_end_mid_epoch(monkeypatch):
     per_epoch = len(learn.data.train_dl)
     monkeypatch.setattr(budget_mod, "measure", lambda learn: (0.01, 0.05))  # 10 ms a batch, 50 ms a validation
     plan = plan_budget(learn, "1s")
-    total, epochs = plan["total_batches"], plan["n_epochs"]
+    total, epochs = plan["total_batches"], plan["epochs"]
     assert epochs == math.ceil(total / per_epoch)
     assert total * 0.01 + epochs * 0.05 <= 1.0 < (total + 1) * 0.01 + epochs * 0.05 + 1e-9
     assert total % per_epoch != 0  # this budget ends inside an epoch
@@ -59,10 +59,10 @@ def test_budgeted_fit_runs_the_planned_batches_and_ends_annealed(monkeypatch):
     record = _Record()
     learn.fit_one_cycle(budget="0.5s", max_lr=1e-2, callbacks=[record])
     plan = learn.budget_plan
-    assert record.batches == plan["total_batches"] and record.validations == plan["n_epochs"]
+    assert record.batches == plan["total_batches"] and record.validations == plan["epochs"]
     assert max(record.lrs) == pytest.approx(1e-2, rel=1e-2)
     assert record.lrs[-1] == pytest.approx(1e-2 / 25 / 1e5, rel=1e-6)  # the schedule's final value: annealed
-    assert len(learn.history.epoch_records) == plan["n_epochs"]
+    assert len(learn.history.epoch_records) == plan["epochs"]
 
 
 def test_measure_leaves_the_learner_untouched_and_returns_positive_times():
@@ -71,11 +71,11 @@ def test_measure_leaves_the_learner_untouched_and_returns_positive_times():
     assert batch_s > 0 and valid_s > 0 and learn.opt is None and not learn.history.epoch_records
 
 
-def test_n_epochs_xor_budget():
+def test_epochs_xor_budget():
     learn = _learner()
-    with pytest.raises(ValueError, match="n_epochs or budget"):
+    with pytest.raises(ValueError, match="give epochs or budget"):
         learn.fit_one_cycle(2, budget="10s")
-    with pytest.raises(ValueError, match="n_epochs or budget"):
+    with pytest.raises(ValueError, match="give epochs or budget"):
         learn.fit_one_cycle()
 
 

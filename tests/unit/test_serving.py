@@ -143,7 +143,7 @@ def text_learn(tmp_path_factory):
     root = tmp_path_factory.mktemp("serving_text")
     lk.set_seed(0)
     data = TextDataBunch.from_lists(TEXTS, LABELS, seed=0, batch_size=8, device="cpu", min_freq=1)
-    learn = text_classifier_learner(data, write_model_dir(root / "tiny-bert"), progress=False, path=root, max_len=12)
+    learn = text_classifier_learner(data, weights=write_model_dir(root / "tiny-bert"), progress=False, path=root, max_len=12)
     learn.fit_one_cycle(1, 1e-3)
     return learn
 

@@ -71,7 +71,7 @@ def test_pretrained_lm_bundle_is_remapped_to_new_vocab(tmp_path):
     bundle = lm_a.export("lm_a")
     other = [t.replace("indeed", "really truly") for t in texts]
     data_b = TextDataBunch.from_lists(other, is_lm=True, seed=0, batch_size=8, bptt=12, min_freq=1, device="cpu")
-    lm_b = language_model_learner(data_b, config=TINY, path=tmp_path, progress=False, pretrained=bundle)
+    lm_b = language_model_learner(data_b, config=TINY, path=tmp_path, progress=False, weights=bundle)
     itos_a, stoi_b = data_a.x_block.vocab_obj.itos, data_b.x_block.vocab_obj.stoi
     emb_a, emb_b = lm_a.model.encoder.embedding.weight, lm_b.model.encoder.embedding.weight
     for i, tok in enumerate(itos_a):
@@ -82,7 +82,7 @@ def test_pretrained_lm_bundle_is_remapped_to_new_vocab(tmp_path):
     assert lm_b.model.decoder.weight is lm_b.model.encoder.embedding.weight
     assert not lm_b.model.encoder.layers[0].weight_ih_l0.requires_grad and emb_b.requires_grad  # frozen, emb trains
     with pytest.raises(FileNotFoundError, match="recipe.json"):
-        language_model_learner(data_b, config=TINY, pretrained=tmp_path / "nowhere", progress=False)
+        language_model_learner(data_b, config=TINY, weights=tmp_path / "nowhere", progress=False)
 
 
 def test_transformer_one_liner_trains_exports_and_reloads(tmp_path):
@@ -92,7 +92,7 @@ def test_transformer_one_liner_trains_exports_and_reloads(tmp_path):
     texts = [("the cat sat on the mat" if i % 2 else "hello world big dog") + " !" * (i % 3) for i in range(96)]
     labels = ["cat" if i % 2 else "dog" for i in range(96)]
     data = TextDataBunch.from_lists(texts, labels, seed=0, batch_size=16, device="cpu", min_freq=1)
-    learn = text_classifier_learner(data, folder, metrics=[lk.accuracy], progress=False, path=tmp_path, max_len=12)
+    learn = text_classifier_learner(data, weights=folder, metrics=[lk.accuracy], progress=False, path=tmp_path, max_len=12)
     assert learn.data is not data and isinstance(learn.data.x_block, lk.text.SubwordTextBlock)
     assert learn.data.split == data.split and learn.data.vocab == data.vocab       # same texts and split
     assert len(learn.layer_groups) == 3                                            # embeddings, layers 0-1, head
@@ -106,4 +106,4 @@ def test_transformer_one_liner_trains_exports_and_reloads(tmp_path):
     assert predictor.predict("the cat sat on the mat")[0] == "cat"
     assert torch.allclose(predictor.predict("the cat sat on the mat")[2], probs, atol=1e-5)
     with pytest.raises(FileNotFoundError, match="learnkit works offline"):
-        text_classifier_learner(data, "some-org/not-cached-model", progress=False)
+        text_classifier_learner(data, weights="some-org/not-cached-model", progress=False)
