@@ -15,10 +15,10 @@ A `CancelX` raised in a callback skips the rest of X; X's `after_*` event still 
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Sequence
 
 __all__ = ["EVENTS", "Callback", "CancelBatch", "CancelStep", "CancelTrain", "CancelValidate", "CancelEpoch",
-           "CancelFit"]
+           "CancelFit", "run_handlers"]
 
 EVENTS = ("before_fit", "before_epoch", "before_train", "before_batch", "after_forward", "after_loss",
           "after_backward", "after_step", "after_batch", "after_train", "before_validate", "after_validate",
@@ -75,3 +75,19 @@ class Callback:
 
     def __repr__(self) -> str:
         return type(self).__name__
+
+
+def run_handlers(handlers: Sequence[tuple[Callback, Callable[[Any], None]]], learn: Any, event: str) -> None:
+    """Call each (callback, handler) of `event` with the learner, in order. `Cancel*` pass through; any other
+    error is re-raised with a note naming the callback and the event (Python < 3.11: a RuntimeError saying so)."""
+    for cb, handler in handlers:
+        try:
+            handler(learn)
+        except CANCELS:
+            raise
+        except Exception as e:
+            note = f"(raised in callback {cb!r} during event '{event}')"
+            if hasattr(e, "add_note"):
+                e.add_note(note)
+                raise
+            raise RuntimeError(f"{type(e).__name__}: {e} {note}") from e

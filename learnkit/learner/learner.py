@@ -13,12 +13,13 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 from torch import nn
 
-from learnkit.core.device import amp_dtype
+from learnkit.core.device import amp_dtype, autocast
 from learnkit.core.random import get_rng_state, set_rng_state
 from learnkit.data.bunch import DataBunch, n_items
-from learnkit.learner.events import (CANCELS, EVENTS, Callback, CancelBatch, CancelEpoch, CancelFit, CancelStep,
-                                     CancelTrain, CancelValidate)
+from learnkit.learner.events import (EVENTS, Callback, CancelBatch, CancelEpoch, CancelFit, CancelStep,
+                                     CancelTrain, CancelValidate, run_handlers)
 from learnkit.learner.history import History
+from learnkit.learner.inference import inference_forward
 from learnkit.learner.metrics import Metric, as_metric
 from learnkit.learner.progress import ProgressBar
 from learnkit.optim.optimizer import AdamW, lrs_per_group, make_layer_groups, param_groups, set_hyper, set_trainable
@@ -39,7 +40,8 @@ class Learner:
         callbacks: extra callbacks (instances) for every fit.
         path: folder for `save`/`load`/`export` (models go to `path/model_dir`).
         splitter: `model -> list of modules`, the layer groups (default: `[model]`).
-        mixed_precision: 'auto' (bf16 or fp16 autocast on CUDA, off on CPU), 'bf16', 'fp16' or None.
+        mixed_precision: 'auto' (bf16 or fp16 autocast on CUDA, off on CPU), 'bf16', 'fp16' or None; the
+            values `load_learner` takes too (`learnkit.core.parse_mixed_precision`).
         progress: show fastprogress bars and the metrics table.
         train_bn: keep normalization layers trainable in frozen layer groups.
         preflight: run the pre-flight check (`check()`) before the first fit.
@@ -48,6 +50,10 @@ class Learner:
         sync_bn: under torchrun on CUDA, BatchNorm statistics span all ranks (`nn.SyncBatchNorm`).
 
     Under `torchrun --nproc_per_node=N` the same script trains data-parallel (learner/distributed.py).
+    Public state the tools around the loop read: `checked` (the pre-flight check passed, or preflight=False),
+    `resume_point` ((batches_done, rng_state) while `resume_from=` resumes an epoch mid-way, else None),
+    `fit_error` (at after_fit: the exception, KeyboardInterrupt included, that ended the fit; None after a normal
+    end or CancelFit), `max_batches` (this fit's `fit(max_batches=...)`, else None).
 
     Example:
         >>> learn = Learner(data, create_model("mlp", n_in=784, n_out=10), metrics=[accuracy])
@@ -90,8 +96,8 @@ class Learner:
         self.hypers: dict[str, list[float]] = {}
         self.val_results: dict[str, float] = {}
         self.training = False
-        self._checked = not preflight
-        self._resume_point: tuple[int, dict] | None = None
+        self.checked, self.max_batches, self.fit_error = not preflight, None, None  # see the class docstring
+        self.resume_point: tuple[int, dict] | None = None
         if compile:
             self.compile(**(compile if isinstance(compile, dict) else {} if compile is True else {"mode": compile}))
 
@@ -121,17 +127,7 @@ class Learner:
                           for e in EVENTS}
 
     def _event(self, name: str) -> None:
-        for cb, handler in self._handlers[name]:
-            try:
-                handler(self)
-            except CANCELS:
-                raise
-            except Exception as e:
-                note = f"(raised in callback {cb!r} during event '{name}')"
-                if hasattr(e, "add_note"):
-                    e.add_note(note)
-                    raise
-                raise RuntimeError(f"{type(e).__name__}: {e} {note}") from e
+        run_handlers(self._handlers[name], self, name)
 
     def _with_events(self, name: str, body: Callable[[], None], cancel: type[Exception]) -> None:
         # after_<name> runs when the body ends or is cancelled, not when it fails (fit has its own finally).
@@ -149,7 +145,8 @@ class Learner:
 
     # ------------------------------------------------------------------ the loop
     def fit(self, n_epochs: int, lr: float | slice | Sequence[float] = 1e-3, schedules: dict | None = None,
-            callbacks: Iterable[Callback] = (), resume_from: str | Path | None = None) -> None:
+            callbacks: Iterable[Callback] = (), resume_from: str | Path | None = None,
+            max_batches: int | None = None) -> None:
         """Train for `n_epochs` with a constant `lr` (or the given `schedules`).
 
         Args:
@@ -157,6 +154,8 @@ class Learner:
             schedules: hyper-parameter name → schedule (or list, one per layer group) of progress 0..1.
             callbacks: callbacks for this fit only.
             resume_from: a checkpoint written by the `Checkpoint` callback during this same fit.
+            max_batches: stop after this many training batches in all: the epoch it falls in is cut short,
+                validated, and the fit ends. Schedules see the true length (`n_iter = max_batches`).
         """
         if not isinstance(n_epochs, int) or n_epochs < 1:
             raise ValueError(f"fit(n_epochs={n_epochs!r}): n_epochs must be a positive int")
@@ -166,26 +165,34 @@ class Learner:
             raise ValueError(f"fit: the training loader yields no batch ({n_items(dl)} items, batch_size="
                              f"{getattr(dl, 'batch_size', '?')}, drop_last={getattr(dl, 'drop_last', '?')}); use a "
                              f"smaller batch_size or more training items")
+        if max_batches is not None and not (type(max_batches) is int and max_batches >= 1):
+            raise ValueError(f"fit(max_batches={max_batches!r}): max_batches must be a positive int or None")
         if self.opt is None:
             self.create_opt()
-        self.n_epochs, self.n_iter, self.iter = n_epochs, n_epochs * n_batches, 0
+        self.max_batches, total = max_batches, n_epochs * n_batches
+        self.n_epochs, self.n_iter, self.iter = n_epochs, min(total, max_batches or total), 0
         self.schedules = schedules if schedules is not None else {"lr": [Const(v) for v in self.lr_per_group(lr)]}
-        if not self._checked:
+        if not self.checked:
             self.check()
         added = [self.add_callback(cb) for cb in callbacks]
         # Training forwards go through DDP under torchrun (a wrapper per fit); else the model itself.
         self._train_module = self.dist.train_model(self.model) if self.dist is not None else self.model
-        start_epoch = 0
+        start_epoch, self.fit_error = 0, None
         try:
             if resume_from is not None:
                 from learnkit.learner.checkpoint import restore_checkpoint
                 start_epoch = restore_checkpoint(self, resume_from)
             self._event("before_fit")
             for self.epoch in range(start_epoch, n_epochs):
+                if self.iter >= self.n_iter:  # max_batches ended the fit in the previous epoch
+                    break
                 self.val_results = {}
                 self._with_events("epoch", self._do_epoch, CancelEpoch)
         except CancelFit:
             pass
+        except BaseException as e:  # after_fit is told (learn.fit_error) that this fit failed
+            self.fit_error = e
+            raise
         finally:
             # Also on KeyboardInterrupt or an error: close progress bars, keep history, drop half-made grads.
             self.training = False
@@ -207,15 +214,17 @@ class Learner:
 
     def _do_train(self) -> None:
         self.model.train()
-        resume, self._resume_point = self._resume_point, None
+        resume, self.resume_point = self.resume_point, None
         with torch.enable_grad():
             for self.batch_idx, batch in enumerate(self.dl):
                 if resume is not None:  # resuming mid-epoch: replay the same order, skip what already ran
                     if self.batch_idx < resume[0]:
                         continue
-                    set_rng_state(resume[1], self._generators())
+                    set_rng_state(resume[1], self.data.generators())
                     resume = None
                 self._one_batch(batch)
+                if self.iter >= self.n_iter:  # fit(max_batches=...) ends inside this epoch
+                    break
 
     def _do_validate(self) -> None:
         self.training = False
@@ -290,19 +299,13 @@ class Learner:
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """The autocast context of this learner's mixed-precision setting (a no-op when off)."""
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
-
-    def _generators(self) -> list[torch.Generator]:
-        """The data's own generators, which a bit-exact restore must include."""
-        return self.data.generators()
+        return autocast(self.device.type, self.amp_dtype)
 
     def rng_state(self) -> dict:
-        return get_rng_state(self._generators())
+        return get_rng_state(self.data.generators())
 
     def set_rng_state(self, state: dict) -> None:
-        set_rng_state(state, self._generators())
+        set_rng_state(state, self.data.generators())
 
     # ------------------------------------------------------------------ recipes
     def fit_one_cycle(self, n_epochs: int | None = None, max_lr: float | slice | Sequence[float] = 1e-3,
@@ -318,7 +321,7 @@ class Learner:
             from learnkit.learner.budget import plan_budget
             self.budget_plan = plan_budget(self, budget)
             n_epochs, total = self.budget_plan["n_epochs"], self.budget_plan["total_batches"]
-            kwargs["callbacks"] = list(kwargs.get("callbacks", ())) + [self.budget_plan["callback"]]
+            kwargs["max_batches"] = total
         per_group = [one_cycle(v, total, div_factor, final_div_factor, pct_start, moms)
                      for v in self.lr_per_group(max_lr)]
         self.fit(n_epochs, schedules={k: [s[k] for s in per_group] for k in per_group[0]}, **kwargs)
@@ -425,8 +428,7 @@ class Learner:
         with torch.no_grad():
             for batch in dl:
                 batch = self.data.transfer(batch, training=False)
-                with self.autocast():
-                    out = self.model(*batch[:self.data.n_inp])
+                out = inference_forward(self.model, batch[:self.data.n_inp], self.amp_dtype)
                 y_block = self.data.y_block
                 preds.append(y_block.activation(out) if activation and y_block is not None else out.float())
                 if len(batch) > self.data.n_inp:
@@ -495,7 +497,7 @@ class Learner:
         """Pre-flight check: one batch through model and loss; classic mistakes raise in plain words."""
         from learnkit.learner.doctor import check_learner
         check_learner(self)
-        self._checked = True
+        self.checked = True
 
     def summary(self) -> str:
         """Per-layer output shapes and parameter counts (trainable/frozen), optimizer and loss."""

@@ -27,7 +27,7 @@ def test_good_setup_passes_and_fit_checks_once():
     learn = _learner(synthetic_classification(), tiny_mlp())
     learn.check()
     learn.fit(1)
-    assert learn._checked
+    assert learn.checked
 
 
 def test_head_size_vs_number_of_classes():
