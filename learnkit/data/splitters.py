@@ -121,3 +121,30 @@ class IndexSplitter:
         valid = set(self.valid_idx)
         return check_split([i for i in range(len(items)) if i not in valid], self.valid_idx, len(items),
                            "IndexSplitter")
+
+
+_VALID_WORDS = {"1": True, "true": True, "yes": True, "valid": True, "validation": True, "y": True, "t": True,
+                "0": False, "false": False, "no": False, "train": False, "training": False, "n": False, "f": False,
+                "": False}
+
+
+def is_valid_flag(value: Any) -> bool:
+    """Whether a CSV cell (or a bool / number) marks a row as validation: the one reading of an `is_valid` column.
+
+    True: 1, true, yes, valid, validation, y, t; False: 0, false, no, train, training, n, f, an empty cell (case
+    and surrounding spaces ignored); bools and the numbers 0/1 as themselves. Anything else is a ValueError naming
+    the value, so a typo cannot silently move a row into training.
+
+    Example:
+        >>> [is_valid_flag(v) for v in ("True", " 1 ", "train", "")]
+        [True, True, False, False]
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    word = str(value).strip().lower()
+    if word not in _VALID_WORDS:
+        raise ValueError(f"is_valid value {value!r} is neither true (1, true, yes, valid, y, t) nor false (0, false, "
+                         "no, train, n, f, empty); fix the cell or the column name")
+    return _VALID_WORDS[word]
