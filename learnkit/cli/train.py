@@ -244,9 +244,28 @@ def _load(model: Path) -> Any:
     except OSError as e:  # a file that cannot be read: the exception names it
         raise CliError(one_line(e) if e.filename is None else f"cannot read {e.filename}: {e.strerror or e}") \
             from None
-    except (KeyError, TypeError, AttributeError) as e:  # a recipe edited by hand
-        raise CliError(f"{recipe} is damaged ({type(e).__name__}: {one_line(e)}); re-export the model") from None
+    except (KeyError, TypeError, AttributeError) as e:  # a recipe edited by hand, or a weights file
+        raise CliError(_damaged(Path(model), e)) from None
     except Exception as e:  # load_learner's own errors name the damaged file (recipe or weights)
         text = one_line(e)
         raise CliError(text if str(model) in text else f"cannot load the model in {model} ({type(e).__name__}: "
                        f"{text}); re-export it") from None
+
+
+def _damaged(model: Path, e: BaseException) -> str:
+    """Which file of a bundle is damaged, for an error that does not say: the weights file when it does not read
+    on its own, else the recipe."""
+    import json
+
+    from learnkit.core.serialization import load_tensors
+    recipe = model / "recipe.json"
+    try:
+        weights = model / json.loads(recipe.read_text(encoding="utf-8"))["weights"]["file"]
+    except Exception:  # the recipe itself does not say where the weights are
+        weights = None
+    if weights is not None and weights.is_file():  # a regular file only: never open a FIFO or a device
+        try:
+            load_tensors(weights)
+        except Exception as w:
+            return f"{weights} is damaged ({type(w).__name__}: {one_line(w)}); re-export the model"
+    return f"{recipe} is damaged ({type(e).__name__}: {one_line(e)}); re-export the model"
