@@ -52,8 +52,8 @@ class Learner:
     Under `torchrun --nproc_per_node=N` the same script trains data-parallel (learner/distributed.py).
     Public state the tools around the loop read: `checked` (the pre-flight check passed, or preflight=False),
     `resume_point` ((batches_done, rng_state) while `resume_from=` resumes an epoch mid-way, else None),
-    `fit_error` (at after_fit: the exception, KeyboardInterrupt included, that ended the fit; None after a normal
-    end or CancelFit), `max_batches` (this fit's `fit(max_batches=...)`, else None).
+    `fit_error` (during after_fit: the exception, KeyboardInterrupt included, that ended the fit; None after a
+    normal end or CancelFit), `max_batches` (this fit's `fit(max_batches=...)`, else None).
 
     Example:
         >>> learn = Learner(data, create_model("mlp", n_in=784, n_out=10), metrics=[accuracy])
@@ -177,7 +177,7 @@ class Learner:
         added = [self.add_callback(cb) for cb in callbacks]
         # Training forwards go through DDP under torchrun (a wrapper per fit); else the model itself.
         self._train_module = self.dist.train_model(self.model) if self.dist is not None else self.model
-        start_epoch, self.fit_error = 0, None
+        start_epoch = 0
         try:
             if resume_from is not None:
                 from learnkit.learner.checkpoint import restore_checkpoint
@@ -202,6 +202,7 @@ class Learner:
             try:
                 self._event("after_fit")
             finally:
+                self.fit_error = None  # its traceback would keep the failed step's tensors alive (an OOM retry)
                 for cb in added:
                     self.remove_callback(cb)
 
