@@ -2,7 +2,6 @@
 used for validation during the fit and copied into the model when the fit ends."""
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import torch
@@ -86,8 +85,6 @@ class EMA(Callback):
                       [t for t, f in zip(self._tensors, floating) if not f])
         need_backup = self.validate_with_ema or self.apply_at_end
         self._backup = [torch.empty_like(t) for t in self._tensors] if need_backup else []
-        # An exception already being handled around fit() is not one that ends this fit.
-        self._outer_exc = sys.exc_info()[1]
 
     def after_step(self, learn: Learner) -> None:
         if learn.opt_steps % self.every:
@@ -111,9 +108,7 @@ class EMA(Callback):
             return
         self._fitting = False
         self.restore_live(learn)  # validation may have ended in an error with the average swapped in
-        exc = sys.exc_info()[1]
-        failed = exc is not None and exc is not self._outer_exc
-        if self.apply_at_end and not failed:
+        if self.apply_at_end and learn.fit_error is None:  # the loop says whether this fit failed
             self._swap_in()
 
     def _swap_in(self) -> None:

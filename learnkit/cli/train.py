@@ -1,6 +1,6 @@
 """`learnkit train`, `learnkit lr-find` and `learnkit predict`: text classification from a CSV, or image
-classification from a folder (cli_vision.py), on the command line. Part of the cli layer (imported by
-learnkit/cli.py only); it imports from the library, never the other way round.
+classification from a folder (the image half is cli/vision.py), on the command line. Part of the cli layer
+(imported by cli/main.py only); it imports from the library, never the other way round.
 
 Example:
     $ learnkit train datasets/fortunes-sample/fortunes.csv --epochs 3 --lr auto --out runs/fortunes
@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
-import json
-import math
-import platform
-import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+
+from learnkit.cli.args import CliError, fraction, learning_rate, one_line, positive_int, seed
+from learnkit.cli.record import fingerprint, write_run_record
 
 __all__ = ["add_commands", "run_command", "COMMANDS", "SMALL_AWD_LSTM"]
 
@@ -26,35 +24,8 @@ COMMANDS = ("train", "lr-find", "predict")
 SMALL_AWD_LSTM = {"emb_size": 128, "hidden_size": 256, "n_layers": 2}  # CPU-sized; --big uses the library's
 
 
-class _DataError(Exception):
-    """Bad input data or arguments found after parsing; printed as one line, exit status 2."""
-
-
-# ------------------------------------------------------------------------------------------------ parsing
-def _lr(text: str) -> str | float:
-    if text == "auto":
-        return text
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a positive number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a positive number, got {text!r}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1 (exclusive), got {text!r}")
-    return value
-
-
-def add_commands(commands: Any, positive_int: Callable[[str], int], seed: Callable[[str], int]) -> None:
-    """Add the train, lr-find and predict sub-parsers to `commands` (cli.py's subparsers action)."""
+def add_commands(commands: Any) -> None:
+    """Add the train, lr-find and predict sub-parsers to `commands` (cli/main.py's subparsers action)."""
     train = commands.add_parser(
         "train", help="train a text classifier (CSV) or an image classifier (folder); write plots, model, run.json",
         description="Train a classifier on PATH: a CSV with a header (text and label columns, optionally "
@@ -71,12 +42,13 @@ def add_commands(commands: Any, positive_int: Callable[[str], int], seed: Callab
                          help="text: 'awd_lstm' (default) or the folder of a BERT-family model; images: a torchvision "
                               "name, 'efficientnet_lite0' or 'resnet9' (default: resnet34)")
         sub.add_argument("--big", action="store_true",
-                         help="full-size AWD-LSTM instead of the small CPU config " + str(SMALL_AWD_LSTM))
-        sub.add_argument("--valid-pct", type=_fraction, default=0.2,
-                         help="validation share when the CSV has no is_valid column (default: 0.2)")
+                         help="CSV: full-size AWD-LSTM instead of the small CPU config " + str(SMALL_AWD_LSTM))
+        sub.add_argument("--valid-pct", type=fraction, default=0.2,
+                         help="validation share when the CSV has no is_valid column or the image folder no "
+                              "train/ and valid/ sub-folders (default: 0.2)")
         sub.add_argument("--batch-size", type=positive_int, default=32, help="batch size (default: 32)")
-        sub.add_argument("--text-col", default="text", help="text column (default: text)")
-        sub.add_argument("--label-col", default="label", help="label column (default: label)")
+        sub.add_argument("--text-col", default="text", help="CSV: text column (default: text)")
+        sub.add_argument("--label-col", default="label", help="CSV: label column (default: label)")
         sub.add_argument("--seed", type=seed, default=0, help="random seed (default: 0)")
         sub.add_argument("--out", type=Path, default=Path(out), help=f"output folder (default: {out})")
         sub.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -90,37 +62,34 @@ def add_commands(commands: Any, positive_int: Callable[[str], int], seed: Callab
         images.add_argument("--skip-bad", action="store_true", help="leave unreadable images out (listed) "
                                                                      "instead of stopping")
     train.add_argument("--epochs", type=positive_int, default=3, help="epochs (default: 3)")
-    train.add_argument("--lr", type=_lr, default="auto",
+    train.add_argument("--lr", type=learning_rate, default="auto",
                        help="learning rate, or 'auto' for the lr_find valley suggestion (default: auto)")
     predict = commands.add_parser(
-        "predict", help="classify texts with an exported model; print NAME, label and probability per input",
+        "predict", help="classify texts or images with an exported model; print NAME, label and probability "
+                        "per input",
         description="Load MODEL (a folder written by 'learnkit train' or learn.export()) and print "
-                    "NAME<TAB>label<TAB>probability for each FILE (a text file) and each --text value "
-                    "(named text-1, text-2, ...).")
+                    "NAME<TAB>label<TAB>probability for each FILE (a text file for a text model, an image for an "
+                    "image model) and, for a text model, each --text value (named text-1, text-2, ...).")
     predict.add_argument("model", metavar="MODEL", type=Path, help="exported model folder")
-    predict.add_argument("files", metavar="FILES", nargs="*", type=Path, help="text files to classify")
-    predict.add_argument("--text", action="append", default=[], help="a text to classify (repeatable)")
+    predict.add_argument("files", metavar="FILES", nargs="*", type=Path, help="text files or images to classify")
+    predict.add_argument("--text", action="append", default=[], help="a text to classify (repeatable; text "
+                                                                     "models)")
 
 
 def run_command(args: argparse.Namespace) -> int:
-    """Run train / lr-find / predict. Returns the exit status; data and argument errors are one line, 2."""
-    from learnkit.cli.vision import ImageDataError
-    try:
-        if args.command == "predict":
-            return predict(args)
-        return train(args, find_only=args.command == "lr-find")
-    except (_DataError, ImageDataError) as e:
-        print(f"learnkit {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    """Run train / lr-find / predict. Returns the exit status; bad data and arguments raise `CliError`."""
+    if args.command == "predict":
+        return predict(args)
+    return train(args, find_only=args.command == "lr-find")
 
 
 # ------------------------------------------------------------------------------------------- train, lr-find
 def _check_inputs(args: argparse.Namespace) -> Path:
     path = Path(args.path).expanduser()
     if path.suffix.lower() != ".csv" and path.is_file():
-        raise _DataError(f"{path} is not a .csv file: train takes a text CSV or a folder of images")
+        raise CliError(f"{path} is not a .csv file: train takes a text CSV or a folder of images")
     if not path.exists():
-        raise _DataError(f"{path}: no such file or folder")
+        raise CliError(f"{path}: no such file or folder")
     if path.is_file() and args.arch is None:
         args.arch = "awd_lstm"
     if path.is_file() and args.arch != "awd_lstm":
@@ -128,10 +97,10 @@ def _check_inputs(args: argparse.Namespace) -> Path:
         try:
             find_model_dir(args.arch)
         except FileNotFoundError as e:
-            raise _DataError(f"--arch: {e}") from None
+            raise CliError(f"--arch: {e}") from None
     out = Path(args.out).expanduser().resolve()
     if out.exists() and not out.is_dir():
-        raise _DataError(f"--out {out} is a file, not a folder; pass another --out")
+        raise CliError(f"--out {out} is a file, not a folder; pass another --out")
     return path
 
 
@@ -147,15 +116,15 @@ def _build(args: argparse.Namespace, path: Path, out: Path) -> Any:
                                       valid_pct=args.valid_pct, seed=args.seed, batch_size=args.batch_size)
     except KeyError as e:  # a missing column; KeyError's str() would add quotes
         message = str(e.args[0]) if e.args else str(e)
-        raise _DataError(message.replace("Pass text_col=/label_col=", "Pass --text-col/--label-col")) from None
+        raise CliError(message.replace("Pass text_col=/label_col=", "Pass --text-col/--label-col")) from None
     except (ValueError, TypeError, OSError, csv.Error) as e:
-        raise _DataError(str(e) if path.name in str(e) else f"cannot use {path}: {e}") from None
+        raise CliError(one_line(e) if path.name in str(e) else f"cannot use {path}: {one_line(e)}") from None
     config = None if args.big or args.arch != "awd_lstm" else SMALL_AWD_LSTM
     try:
         weights = None if args.arch == "awd_lstm" else args.arch  # --arch: awd_lstm or a BERT-family model folder
         return text_classifier_learner(data, weights=weights, config=config, path=out, progress=not args.no_progress)
     except (ValueError, OSError, KeyError) as e:
-        raise _DataError(f"cannot build a {args.arch!r} classifier: {e}") from None
+        raise CliError(f"cannot build a {args.arch!r} classifier: {e}") from None
 
 
 def _lr_find(learn: Any) -> Any:
@@ -179,8 +148,7 @@ def train(args: argparse.Namespace, find_only: bool = False) -> int:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        print(f"learnkit {args.command}: cannot create the output folder {out}: {e.strerror or e}", file=sys.stderr)
-        return 1
+        raise CliError(f"cannot create the output folder {out}: {e.strerror or e}", status=1) from None
     import matplotlib
     matplotlib.use("Agg")  # files only: no window, no display needed
     learn = _build(args, path, out)
@@ -209,81 +177,96 @@ def train(args: argparse.Namespace, find_only: bool = False) -> int:
     fit_seconds = time.perf_counter() - fit_start
     _save(learn.plot_loss(), out / "loss.png")
     learn.export(out / "model")
-    final = learn.history.epoch_records[-1]
-    metrics = {k: v for k, v in final.items() if k not in ("epoch", "time")}
-
-    import torch
-
-    from learnkit.version import __version__
-    record = {
-        "command": "train",
+    record = write_run_record(out, "train", learn, {
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "versions": {"learnkit": __version__, "torch": torch.__version__,
-                     "python": platform.python_version()},
-        "device": str(data.device),
-        "data": {"path": str(path), "sha256": _digest(path),
+        "data": {"path": str(path), "sha256": fingerprint(path),
                  "train_items": train_n, "valid_items": valid_n, "classes": list(data.vocab)},
         "model_config": SMALL_AWD_LSTM if args.arch == "awd_lstm" and not args.big else None,
-        "lr": lr,
-        "lr_find": suggestions._asdict() if suggestions is not None else None,
-        "metrics": metrics,
-        "history": learn.history.epoch_records,
-        "seconds": {"fit": round(fit_seconds, 3), "total": round(time.perf_counter() - start, 3)},
-        "files": ["loss.png"] + (["lr_find.png"] if suggestions is not None else []) + ["model/", "run.json"],
-    }
-    (out / "run.json").write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
-    shown = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
+        "lr": lr, "lr_find": suggestions._asdict() if suggestions is not None else None,
+    }, {"fit": fit_seconds}, start, ["loss.png"] + (["lr_find.png"] if suggestions is not None else []) + ["model/"])
+    shown = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record["metrics"].items())
     print(f"{shown}; {record['seconds']['total']:.1f} s; wrote {out}")
     return 0
-
-
-def _digest(path: Path) -> str:
-    if path.is_dir():
-        from learnkit.cli.vision import folder_digest
-        return folder_digest(path)
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 # ------------------------------------------------------------------------------------------------ predict
 def predict(args: argparse.Namespace) -> int:
     """`learnkit predict MODEL FILES... [--text ...]`: one NAME<TAB>label<TAB>probability line per input."""
     if not args.files and not args.text:
-        raise _DataError("nothing to classify; pass text (or image) files and/or --text \"...\"")
-    from learnkit.text.data import read_text_file
+        raise CliError("nothing to classify; pass text (or image) files and/or --text \"...\"")
     predictor = _load(args.model)
-    if type(predictor.blocks[0]).__name__ == "ImageBlock":
+    kind = type(predictor.blocks[0]).__name__
+    if kind == "ImageBlock":
         from learnkit.cli.vision import image_inputs
         for name, file in image_inputs(list(args.files), list(args.text)):
             try:
                 label, _, probs = predictor.predict(file)
-            except ValueError as e:
-                raise _DataError(" ".join(str(e).split())) from None
+            except (ValueError, OSError) as e:
+                raise CliError(one_line(e) if str(file) in str(e) else f"cannot classify {file}: {one_line(e)}") \
+                    from None
             print(f"{name}\t{label}\t{float(probs.max()):.4f}")
         return 0
-    items = []
-    for file in args.files:
-        if not Path(file).is_file():
-            raise _DataError(f"{file}: no such file")
-        try:
-            items.append((str(file), read_text_file(file)[0]))
-        except OSError as e:
-            raise _DataError(f"cannot read {file}: {e.strerror or e}") from None
-    items += [(f"text-{i}", text) for i, text in enumerate(args.text, 1)]
-    kind = type(predictor.blocks[0]).__name__
     if kind not in ("TextBlock", "SubwordTextBlock"):
-        raise _DataError(f"{args.model} is not a text model (its input is a {kind}); predict takes text")
+        raise CliError(f"{args.model} is not a text or image model (its input is a {kind}); predict takes text "
+                       "or images")
+    items = [(str(file), _read_text(file, args.model)) for file in args.files]
+    items += [(f"text-{i}", text) for i, text in enumerate(args.text, 1)]
     for name, text in items:
         label, _, probs = predictor.predict(text)
         print(f"{name}\t{label}\t{float(probs.max()):.4f}")
     return 0
 
 
+def _read_text(file: Path, model: Path) -> str:
+    """The text of `file` for a text model: a regular file that is not an image (by its first bytes)."""
+    from learnkit.cli.vision import image_kind
+    from learnkit.text.data import read_text_file
+    file = Path(file)
+    if not file.exists():
+        raise CliError(f"{file}: no such file")
+    if not file.is_file():
+        raise CliError(f"{file} is not a regular file (a folder, FIFO or device); pass text files")
+    kind = image_kind(file)
+    if kind is not None:
+        raise CliError(f"{file} is a {kind} image, but {model} is a text model; pass text files (or "
+                       "--text \"...\"), or an image model")
+    try:
+        return read_text_file(file)[0]
+    except OSError as e:
+        raise CliError(f"cannot read {file}: {e.strerror or e}") from None
+
+
 def _load(model: Path) -> Any:
+    """`load_learner(model)`, every failure one line that names the file at fault (never a traceback)."""
     from learnkit.export import load_learner
+    recipe = Path(model) / "recipe.json"
     try:
         return load_learner(model)
-    except (OSError, ValueError) as e:
-        raise _DataError(str(e)) from None
-    except (KeyError, TypeError, AttributeError) as e:  # a recipe edited by hand
-        raise _DataError(f"load_learner: {Path(model) / 'recipe.json'} is damaged ({type(e).__name__}: "
-                         f"{e}); re-export the model") from None
+    except OSError as e:  # a file that cannot be read: the exception names it
+        raise CliError(one_line(e) if e.filename is None else f"cannot read {e.filename}: {e.strerror or e}") \
+            from None
+    except (KeyError, TypeError, AttributeError) as e:  # a recipe edited by hand, or a weights file
+        raise CliError(_damaged(Path(model), e)) from None
+    except Exception as e:  # load_learner's own errors name the damaged file (recipe or weights)
+        text = one_line(e)
+        raise CliError(text if str(model) in text else f"cannot load the model in {model} ({type(e).__name__}: "
+                       f"{text}); re-export it") from None
+
+
+def _damaged(model: Path, e: BaseException) -> str:
+    """Which file of a bundle is damaged, for an error that does not say: the weights file when it does not read
+    on its own, else the recipe."""
+    import json
+
+    from learnkit.core.serialization import load_tensors
+    recipe = model / "recipe.json"
+    try:
+        weights = model / json.loads(recipe.read_text(encoding="utf-8"))["weights"]["file"]
+    except Exception:  # the recipe itself does not say where the weights are
+        weights = None
+    if weights is not None and weights.is_file():  # a regular file only: never open a FIFO or a device
+        try:
+            load_tensors(weights)
+        except Exception as w:
+            return f"{weights} is damaged ({type(w).__name__}: {one_line(w)}); re-export the model"
+    return f"{recipe} is damaged ({type(e).__name__}: {one_line(e)}); re-export the model"

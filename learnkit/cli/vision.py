@@ -7,21 +7,22 @@ its weights are available, or a network trained from scratch (`fit_one_cycle`) w
 from __future__ import annotations
 
 import argparse
-import hashlib
+import struct
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULT_IMAGE_ARCH", "build_image_learner", "folder_digest", "image_inputs"]
+from learnkit.cli.args import CliError, one_line
+
+__all__ = ["DEFAULT_IMAGE_ARCH", "build_image_learner", "image_inputs", "image_kind"]
 
 DEFAULT_IMAGE_ARCH = "resnet34"
-
-
-class ImageDataError(Exception):
-    """Bad image data or arguments (printed as one line by cli_train)."""
+# The first bytes of the image formats Pillow reads most often (BMP is checked further below: 'BM' alone is text).
+_MAGIC = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
+          (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
 
 
 def build_image_learner(args: argparse.Namespace, path: Path, out: Path) -> Any:
-    """The DataBunch and Learner for `learnkit train FOLDER` (errors → ImageDataError, one line)."""
+    """The DataBunch and Learner for `learnkit train FOLDER` (errors: a one-line CliError)."""
     from learnkit.core import set_seed
     from learnkit.vision import ImageDataBunch, aug_transforms, vision_learner
     set_seed(args.seed)
@@ -35,15 +36,15 @@ def build_image_learner(args: argparse.Namespace, path: Path, out: Path) -> Any:
                                                                         _resize(size)),
             mode="L" if args.grayscale else "RGB", verbose=True)
     except (ValueError, OSError) as e:
-        raise ImageDataError(_one_line(e).replace("pass on_bad='skip'", "pass --skip-bad")) from None
+        raise CliError(one_line(e).replace("pass on_bad='skip'", "pass --skip-bad")) from None
     try:
         return vision_learner(data, arch, pretrained=not args.no_pretrained, weights=args.weights, path=out,
                               progress=not args.no_progress)
     except FileNotFoundError as e:
-        text = _one_line(e).replace("pass weights=<file>", "pass --weights FILE")
-        raise ImageDataError(f"{text} (or train from scratch with --no-pretrained)") from None
+        text = one_line(e).replace("pass weights=<file>", "pass --weights FILE")
+        raise CliError(f"{text} (or train from scratch with --no-pretrained)") from None
     except (ValueError, KeyError, TypeError) as e:
-        raise ImageDataError(f"cannot build a {arch!r} image classifier: {_one_line(e)}") from None
+        raise CliError(f"cannot build a {arch!r} image classifier: {one_line(e)}") from None
 
 
 def _resize(size: int) -> list[Any]:
@@ -51,24 +52,29 @@ def _resize(size: int) -> list[Any]:
     return [BatchResize(size)]
 
 
-def _one_line(e: BaseException) -> str:
-    text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
-    return " ".join(text.split())
-
-
-def folder_digest(path: Path) -> str:
-    """sha256 over the sorted relative file names and sizes under `path` (a cheap fingerprint of a folder)."""
-    h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        h.update(f"{f.relative_to(path).as_posix()}\t{f.stat().st_size}\n".encode())
-    return h.hexdigest()
+def image_kind(path: Path) -> str | None:
+    """The image format of a file by its first bytes ('PNG', 'JPEG', 'GIF', 'TIFF', 'WEBP', 'BMP'), else None."""
+    with open(path, "rb") as f:
+        head = f.read(32)
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return kind
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    # BMP: 'BM', then a DIB header of one of the known sizes at offset 14
+    if head[:2] == b"BM" and len(head) >= 18 and struct.unpack("<I", head[14:18])[0] in (12, 40, 52, 56, 64, 108, 124):
+        return "BMP"
+    return None
 
 
 def image_inputs(files: list[Path], texts: list[str]) -> list[tuple[str, Path]]:
     """(name, file) pairs for `learnkit predict` on an image model."""
     if texts:
-        raise ImageDataError("--text given, but this model classifies images; pass image files")
-    missing = [str(f) for f in files if not Path(f).is_file()]
+        raise CliError("--text given, but this model classifies images; pass image files")
+    missing = [str(f) for f in files if not Path(f).exists()]
     if missing:
-        raise ImageDataError(f"no such file: {', '.join(missing[:5])}")
+        raise CliError(f"no such file: {', '.join(missing[:5])}")
+    irregular = [str(f) for f in files if not Path(f).is_file()]
+    if irregular:
+        raise CliError(f"not a regular file (a folder, FIFO or device): {', '.join(irregular[:5])}; pass image files")
     return [(str(f), Path(f)) for f in files]

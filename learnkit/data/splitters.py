@@ -7,18 +7,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 __all__ = ["RandomSplitter", "FolderSplitter", "ColumnSplitter", "FuncSplitter", "IndexSplitter", "check_split",
-           "is_valid_flag", "VALID_FLAGS"]
-
-# What a validation-flag cell (a CSV's is_valid column) may say for "this row is validation", in any case.
-VALID_FLAGS = ("1", "true", "yes", "y", "t", "valid")
-
-
-def is_valid_flag(value: Any) -> bool:
-    """True when a validation-flag cell marks its row as validation (1/true/yes/y/t/valid, or a true bool)."""
-    if isinstance(value, bool):
-        return value
-    return str(value).strip().lower() in VALID_FLAGS
-
+           "is_valid_flag"]
 
 def check_split(train: Sequence[int], valid: Sequence[int], n: int, name: str) -> tuple[list[int], list[int]]:
     """Validate a split: indices in range, no overlap, a non-empty training part."""
@@ -132,3 +121,30 @@ class IndexSplitter:
         valid = set(self.valid_idx)
         return check_split([i for i in range(len(items)) if i not in valid], self.valid_idx, len(items),
                            "IndexSplitter")
+
+
+_VALID_WORDS = {"1": True, "true": True, "yes": True, "valid": True, "validation": True, "y": True, "t": True,
+                "0": False, "false": False, "no": False, "train": False, "training": False, "n": False, "f": False,
+                "": False}
+
+
+def is_valid_flag(value: Any) -> bool:
+    """Whether a CSV cell (or a bool / number) marks a row as validation: the one reading of an `is_valid` column.
+
+    True: 1, true, yes, valid, validation, y, t; False: 0, false, no, train, training, n, f, an empty cell (case
+    and surrounding spaces ignored); bools and the numbers 0/1 as themselves. Anything else is a ValueError naming
+    the value, so a typo cannot silently move a row into training.
+
+    Example:
+        >>> [is_valid_flag(v) for v in ("True", " 1 ", "train", "")]
+        [True, True, False, False]
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    word = str(value).strip().lower()
+    if word not in _VALID_WORDS:
+        raise ValueError(f"is_valid value {value!r} is neither true (1, true, yes, valid, y, t) nor false (0, false, "
+                         "no, train, n, f, empty); fix the cell or the column name")
+    return _VALID_WORDS[word]

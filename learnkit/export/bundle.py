@@ -12,13 +12,12 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import platform
 from pathlib import Path
 from typing import Any, TYPE_CHECKING
 
 import torch
 
-from learnkit.core.device import default_device
+from learnkit.core.device import default_device, versions
 from learnkit.core.random import current_seed
 from learnkit.core.registry import builder_module, create_model, model_spec
 from learnkit.core.serialization import atomic_write, load_tensors, save_tensors, sha256_file
@@ -87,7 +86,7 @@ def export(learn: "Learner", path: str | Path) -> Path:
         "batch_tfms": batch_cfgs,
         "classes": data.vocab,
         "mixed_precision": str(learn.amp_dtype).replace("torch.", "") if learn.amp_dtype else None,
-        "versions": {"learnkit": _version(), "torch": torch.__version__, "python": platform.python_version()},
+        "versions": versions(),
         "seed": current_seed(),
         "training": {"train_items": fingerprint["train_items"], "valid_items": fingerprint["valid_items"],
                      "data_sha256": fingerprint["sha256"],
@@ -127,8 +126,8 @@ def load_learner(path: str | Path, device: str | torch.device | None = None, mix
     Args:
         path: the bundle folder.
         device: where to run (default: the current CUDA device if any, else the CPU).
-        mixed_precision: autocast on CUDA: 'auto' (what training used; bf16 if it trained in float32),
-            'bf16', 'fp16' or None (float32). Off on the CPU.
+        mixed_precision: 'auto' (on CUDA what training used, bf16 if it trained in float32; off on the CPU),
+            'bf16', 'fp16' or None (float32), as `Learner(mixed_precision=...)` (`core.parse_mixed_precision`).
         num_workers: decoding threads for `predict_batch` (default: up to 8).
 
     Example:

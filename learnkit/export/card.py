@@ -12,13 +12,13 @@ import importlib.metadata
 import json
 import math
 import os
-import platform
 from pathlib import Path
 from typing import Any, TYPE_CHECKING
 
 import numpy as np
 import torch
 
+from learnkit.core.device import versions as core_versions
 from learnkit.core.random import current_seed
 from learnkit.core.registry import model_spec
 from learnkit.core.serialization import atomic_write
@@ -189,8 +189,7 @@ def _metrics(learn: "Learner") -> dict[str, Any]:
 
 
 def _versions(extra: dict[str, str] | None = None) -> dict[str, str]:
-    from learnkit.version import __version__
-    versions = {"learnkit": __version__, "torch": torch.__version__, "python": platform.python_version()}
+    versions = core_versions()
     for name in _OPTIONAL_PACKAGES:
         try:
             versions[name] = importlib.metadata.version(name)

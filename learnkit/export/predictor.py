@@ -11,22 +11,16 @@ from typing import Any, Iterable, Iterator, Sequence
 import torch
 from torch import nn
 
+from learnkit.core.device import amp_dtype, autocast
 from learnkit.data.blocks import TransformBlock
+from learnkit.learner.inference import inference_forward
 
 __all__ = ["Predictor"]
 
 
 def _autocast_dtype(mixed_precision: Any, recipe: dict, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for inference: None (float32) on the CPU or when turned off."""
-    if mixed_precision not in ("auto", "bf16", "fp16", None):
-        raise ValueError(f"load_learner(mixed_precision={mixed_precision!r}): use 'auto', 'bf16', 'fp16' or None")
-    if device.type != "cuda" or mixed_precision is None:
-        return None  # CPU autocast is slow on most CPUs and changes results, as in training
-    if mixed_precision == "auto":  # what training used; bf16 when it trained in float32 or on the CPU
-        mixed_precision = "fp16" if recipe.get("mixed_precision") == "float16" else "bf16"
-    if mixed_precision == "bf16" and not torch.cuda.is_bf16_supported():
-        return torch.float16
-    return torch.bfloat16 if mixed_precision == "bf16" else torch.float16
+    """The autocast dtype for inference: `learnkit.core.amp_dtype`, whose 'auto' follows what training used."""
+    return amp_dtype(mixed_precision, device, trained=recipe.get("mixed_precision"), where="load_learner")
 
 
 class Predictor:
@@ -40,7 +34,8 @@ class Predictor:
     Args:
         model, blocks, n_inp, item_tfms, batch_tfms, recipe: what `load_learner` rebuilt from the bundle.
         device: where the model runs.
-        mixed_precision: 'auto' (see above), 'bf16', 'fp16' or None (float32). Off on the CPU.
+        mixed_precision: 'auto' (see above; off on the CPU), 'bf16', 'fp16' or None (float32): the values
+            `Learner(mixed_precision=...)` takes (`learnkit.core.parse_mixed_precision`).
         num_workers: decoding threads for `predict_batch` (default: up to 8); 0 or 1 decodes in this thread.
 
     Example:
@@ -70,9 +65,7 @@ class Predictor:
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """The autocast context used for the model (a no-op in float32)."""
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+        return autocast(self.device.type, self.amp_dtype)
 
     # ------------------------------------------------------------------ raw items → CPU batches
     def _encode(self, item: Any) -> torch.Tensor:
@@ -144,9 +137,8 @@ class Predictor:
                     x = tfm(x)
                 if self.channels_last and x.ndim == 4 and x.is_floating_point():
                     x = x.contiguous(memory_format=torch.channels_last)
-                with self.autocast():
-                    out = self.model(x)
-                outs.append(self.blocks[self.n_inp].activation(out))  # stays on the device: no sync per batch
+                # stays on the device: no sync per batch
+                outs.append(inference_forward(self.model, (x,), self.amp_dtype, self.blocks[self.n_inp].activation))
             widths = {tuple(o.shape[1:]) for o in outs}
             if len(widths) > 1:
                 raise ValueError(f"predict_batch: the batches' outputs have different shapes {sorted(widths)}; "

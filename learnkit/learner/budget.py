@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from learnkit.learner.events import Callback, CancelFit, CancelTrain
+from learnkit.learner.inference import inference_forward
 
 if TYPE_CHECKING:
     from learnkit.learner.learner import Learner
@@ -35,7 +36,8 @@ def parse_budget(budget: str | float | int) -> float:
 
 class StopAfterBatches(Callback):
     """Ends a fit after `total` training batches: the last epoch is cut short, validated, and the fit ends.
-    At `before_fit` it sets `learn.n_iter = total`, so schedules see the run's true length."""
+    At `before_fit` it sets `learn.n_iter = total`, so schedules see the run's true length. Prefer
+    `fit(..., max_batches=total)`, which the loop handles itself (the budgeted fit uses it)."""
 
     order = 1000  # last: every other callback sees the final batch before the epoch is cut
 
@@ -72,8 +74,7 @@ def _validation_seconds(learn: "Learner") -> float:
     with torch.no_grad():
         for batch in dl:
             batch = learn.data.transfer(batch, training=False)
-            with learn.autocast():
-                learn.model(*batch[:learn.data.n_inp])
+            inference_forward(learn.model, batch[:learn.data.n_inp], learn.amp_dtype)
     _sync(learn.device)
     learn.model.train(was_training)
     return time.perf_counter() - start
@@ -89,7 +90,8 @@ def measure(learn: "Learner", n_batches: int = 20) -> tuple[float, float]:
 
 def plan_budget(learn: "Learner", budget: str | float) -> dict[str, Any]:
     """How many training batches (and so epochs, the last possibly cut short) fit in `budget` seconds of fit,
-    validations included. Returns {'seconds', 'batch_s', 'valid_s', 'total_batches', 'epochs', 'callback'}."""
+    validations included. Returns {'seconds', 'batch_s', 'valid_s', 'total_batches', 'epochs'}; `fit_one_cycle`
+    runs `fit(epochs, max_batches=total_batches)`."""
     seconds = parse_budget(budget)
     batch_s, valid_s = measure(learn)
     if learn.dist is not None:  # every rank must plan the same number of steps: rank 0's timings decide
@@ -106,4 +108,4 @@ def plan_budget(learn: "Learner", budget: str | float) -> dict[str, Any]:
         raise ValueError(f"budget={budget!r}: a training batch takes {batch_s:.3f} s and a validation pass "
                          f"{valid_s:.2f} s here, so not even 2 batches fit; give a larger budget")
     return {"seconds": seconds, "batch_s": batch_s, "valid_s": valid_s, "total_batches": total,
-            "epochs": epochs, "callback": StopAfterBatches(total)}
+            "epochs": epochs}

@@ -66,7 +66,7 @@ def restore_checkpoint(learn: "Learner", path: str | Path) -> int:
     if state["batches_done"]:
         # Mid-epoch: replay the epoch's shuffle from its start, skip the batches done, then continue.
         learn.set_rng_state(rng_state_from_tensors(state["rng_epoch_start"]))
-        learn._resume_point = (state["batches_done"], rng_now)
+        learn.resume_point = (state["batches_done"], rng_now)
     else:
         learn.set_rng_state(rng_now)
     return state["epoch"]

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from learnkit.core.random import get_rng_state, set_rng_state
 from learnkit.data.bunch import n_items
 
 if TYPE_CHECKING:
@@ -45,7 +44,7 @@ def compile_model(learn: "Learner", **kwargs: Any) -> float:
     if kwargs.get("mode") in ("reduce-overhead", "max-autotune") or (kwargs.get("options") or {}).get("triton.cudagraphs"):
         _check_static_batches(data.train_dl, kwargs.get("mode"))
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    rng = get_rng_state(learn._generators())
+    rng = learn.rng_state()
     was_training = model.training
     model.compile(**kwargs)
     start = time.perf_counter()
@@ -71,6 +70,6 @@ def compile_model(learn: "Learner", **kwargs: Any) -> float:
             p.grad = None
         model.load_state_dict(state)
         model.train(was_training)
-        set_rng_state(rng, learn._generators())
+        learn.set_rng_state(rng)
     learn.compile_seconds = seconds
     return seconds if seconds is not None else 0.0

@@ -7,6 +7,8 @@ from typing import Any, TYPE_CHECKING
 import torch
 from torch import nn
 
+from learnkit.learner.inference import inference_forward
+
 if TYPE_CHECKING:
     from learnkit.learner.learner import Learner
 
@@ -54,8 +56,7 @@ def _forward(learn: "Learner", xb: tuple) -> Any:
     was_training = model.training
     model.eval()  # eval: BatchNorm statistics and dropout are left alone
     try:
-        with torch.no_grad(), learn.autocast():
-            return model(*xb)
+        return inference_forward(model, xb, learn.amp_dtype)
     except RuntimeError as e:
         msg = str(e)
         shapes = ", ".join(_shape(x) for x in xb)
@@ -192,5 +193,5 @@ def print_training_loop(learn: "Learner") -> None:
              "after_loss": 3, "after_backward": 3, "after_step": 3, "after_batch": 3, "after_train": 2,
              "before_validate": 2, "after_validate": 2, "after_epoch": 1, "after_fit": 0}
     for e in EVENTS:
-        names = ", ".join(repr(c) for c, _ in learn._handlers[e])
+        names = ", ".join(repr(c) for c in learn.callbacks if callable(getattr(c, e, None)))  # run in this order
         print("  " * depth[e] + f"{e}: {names or '-'}")

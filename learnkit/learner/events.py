@@ -15,10 +15,10 @@ A `CancelX` raised in a callback skips the rest of X; X's `after_*` event still 
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 __all__ = ["EVENTS", "Callback", "CancelBatch", "CancelStep", "CancelTrain", "CancelValidate", "CancelEpoch",
-           "CancelFit"]
+           "CancelFit", "run_handlers"]
 
 EVENTS = ("before_fit", "before_epoch", "before_train", "before_batch", "after_forward", "after_loss",
           "after_backward", "after_step", "after_batch", "after_train", "before_validate", "after_validate",
@@ -77,6 +77,22 @@ class Callback:
         return type(self).__name__
 
 
+def run_handlers(handlers: Sequence[tuple[Callback, Callable[[Any], None]]], learn: Any, event: str) -> None:
+    """Call each (callback, handler) of `event` with the learner, in order. `Cancel*` pass through; any other
+    error is re-raised with a note naming the callback and the event (Python < 3.11: a RuntimeError saying so)."""
+    for cb, handler in handlers:
+        try:
+            handler(learn)
+        except CANCELS:
+            raise
+        except Exception as e:
+            note = f"(raised in callback {cb!r} during event '{event}')"
+            if hasattr(e, "add_note"):
+                e.add_note(note)
+                raise
+            raise RuntimeError(f"{type(e).__name__}: {e} {note}") from e
+
+
 class CallbackHost:
     """How a `Learner` holds its callbacks (sorted by `order`, stable) and calls them on an event: a base class
     of `Learner`; the loop that raises the events is in learner.py."""
@@ -109,17 +125,7 @@ class CallbackHost:
                           for e in EVENTS}
 
     def _event(self, name: str) -> None:
-        for cb, handler in self._handlers[name]:
-            try:
-                handler(self)
-            except CANCELS:
-                raise
-            except Exception as e:
-                note = f"(raised in callback {cb!r} during event '{name}')"
-                if hasattr(e, "add_note"):
-                    e.add_note(note)
-                    raise
-                raise RuntimeError(f"{type(e).__name__}: {e} {note}") from e
+        run_handlers(self._handlers[name], self, name)
 
     def _with_events(self, name: str, body: Callable[[], None], cancel: type[Exception]) -> None:
         # after_<name> runs when the body ends or is cancelled, not when it fails (fit has its own finally).

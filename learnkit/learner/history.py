@@ -63,7 +63,7 @@ class History(Callback):
             self._losses = [t.to(learn.device) for t in self._losses]
 
     def before_epoch(self, learn: "Learner") -> None:
-        if learn._resume_point is None:  # (resuming mid-epoch keeps the epoch's batches already done)
+        if learn.resume_point is None:  # (resuming mid-epoch keeps the epoch's batches already done)
             self._epoch_start = time.perf_counter()
             self._epoch_first = len(self._losses)
 

@@ -15,12 +15,13 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import torch
 from torch import nn
 
-from learnkit.core.device import amp_dtype
+from learnkit.core.device import amp_dtype, autocast
 from learnkit.core.random import get_rng_state, set_rng_state
 from learnkit.data.bunch import DataBunch, n_items
 from learnkit.learner.events import (Callback, CallbackHost, CancelBatch, CancelEpoch, CancelFit, CancelStep,
                                      CancelTrain, CancelValidate)
 from learnkit.learner.history import History
+from learnkit.learner.inference import inference_forward
 from learnkit.learner.metrics import Metric, as_metric
 from learnkit.learner.names import take_fastai_names
 from learnkit.learner.progress import ProgressBar
@@ -44,7 +45,8 @@ class Learner(CallbackHost, Recipes):
         callbacks: extra callbacks (instances) for every fit.
         path: folder for `save`/`load`/`export` (models go to `path/model_dir`).
         splitter: `model -> list of modules`, the layer groups (default: `[model]`).
-        mixed_precision: 'auto' (bf16 or fp16 autocast on CUDA, off on CPU), 'bf16', 'fp16' or None.
+        mixed_precision: 'auto' (bf16 or fp16 autocast on CUDA, off on CPU), 'bf16', 'fp16' or None; the
+            values `load_learner` takes too (`learnkit.core.parse_mixed_precision`).
         progress: show fastprogress bars and the metrics table.
         train_bn: keep normalization layers trainable in frozen layer groups.
         preflight: run the pre-flight check (`check()`) before the first fit.
@@ -63,6 +65,10 @@ class Learner(CallbackHost, Recipes):
     A second network (a GAN's critic) is stepped inside the step with `learn.optimizer_step(loss, its_opt)`.
 
     Under `torchrun --nproc_per_node=N` the same script trains data-parallel (learner/distributed.py).
+    Public state the tools around the loop read: `checked` (the pre-flight check passed, or preflight=False),
+    `resume_point` ((batches_done, rng_state) while `resume_from=` resumes an epoch mid-way, else None),
+    `fit_error` (during after_fit: the exception, KeyboardInterrupt included, that ended the fit; None after a
+    normal end or CancelFit), `max_batches` (this fit's `fit(max_batches=...)`, else None).
 
     Example:
         >>> learn = Learner(data, create_model("mlp", n_in=784, n_out=10), metrics=[accuracy])
@@ -123,15 +129,15 @@ class Learner(CallbackHost, Recipes):
         self.lr_find_results: dict[str, Any] | None = None  # learn.lr_find() (learner/lr_find.py)
         self.pretrained_source: str | None = None  # where vision_learner's pretrained weights came from
         self.encoder_transfer: dict[str, int] | None = None  # load_encoder: shared/new tokens (text/learner.py)
-        self._checked = not preflight
-        self._resume_point: tuple[int, dict] | None = None
+        self.checked, self.max_batches, self.fit_error = not preflight, None, None  # see the class docstring
+        self.resume_point: tuple[int, dict] | None = None
         if compile:
             self.compile(**(compile if isinstance(compile, dict) else {} if compile is True else {"mode": compile}))
 
     # ------------------------------------------------------------------ the loop
     def fit(self, epochs: int | None = None, lr: Lr = 1e-3, schedules: dict | None = None,
             callbacks: Iterable[Callback] = (), resume_from: str | Path | None = None,
-            weight_decay: float | None = None, **fastai_names: Any) -> None:
+            weight_decay: float | None = None, max_batches: int | None = None, **fastai_names: Any) -> None:
         """Train for `epochs` with a constant `lr` (or the given `schedules`).
 
         Args:
@@ -141,6 +147,8 @@ class Learner(CallbackHost, Recipes):
             resume_from: a checkpoint written by the `Checkpoint` callback during this same fit.
             weight_decay: the decay param groups' weight decay for this fit (restored afterwards); None keeps
                 the learner's.
+            max_batches: stop after this many training batches in all: the epoch it falls in is cut short,
+                validated, and the fit ends. Schedules see the true length (`n_iter = max_batches`).
 
         Example:
             >>> learn.fit(3, lr=1e-3)
@@ -156,11 +164,14 @@ class Learner(CallbackHost, Recipes):
             raise ValueError(f"fit: the training loader yields no batch ({n_items(dl)} items, batch_size="
                              f"{getattr(dl, 'batch_size', '?')}, drop_last={getattr(dl, 'drop_last', '?')}); use a "
                              f"smaller batch_size or more training items")
+        if max_batches is not None and not (type(max_batches) is int and max_batches >= 1):
+            raise ValueError(f"fit(max_batches={max_batches!r}): max_batches must be a positive int or None")
         if self.opt is None:
             self.create_opt()
-        self.n_epochs, self.n_iter, self.iter = epochs, epochs * n_batches, 0
+        self.max_batches, total = max_batches, epochs * n_batches
+        self.n_epochs, self.n_iter, self.iter = epochs, min(total, max_batches or total), 0
         self.schedules = schedules if schedules is not None else {"lr": [Const(v) for v in self.lr_per_group(lr)]}
-        if not self._checked:
+        if not self.checked:
             self.check()
         added = [self.add_callback(cb) for cb in callbacks]
         decay_before = self._set_weight_decay(weight_decay)
@@ -174,10 +185,15 @@ class Learner(CallbackHost, Recipes):
                     start_epoch = restore_checkpoint(self, resume_from)
                 self._event("before_fit")
                 for self.epoch in range(start_epoch, epochs):
+                    if self.iter >= self.n_iter:  # max_batches ended the fit in the previous epoch
+                        break
                     self.val_results = {}
                     self._with_events("epoch", self._do_epoch, CancelEpoch)
             except CancelFit:
                 pass
+            except BaseException as e:  # after_fit is told (learn.fit_error) that this fit failed
+                self.fit_error = e
+                raise
             finally:
                 # Also on KeyboardInterrupt or an error: close progress bars, keep history, drop half-made grads.
                 self.training = False
@@ -189,6 +205,7 @@ class Learner(CallbackHost, Recipes):
                 try:
                     self._event("after_fit")
                 finally:
+                    self.fit_error = None  # its traceback would keep the failed step's tensors alive (an OOM retry)
                     for cb in added:
                         self.remove_callback(cb)
 
@@ -201,15 +218,17 @@ class Learner(CallbackHost, Recipes):
 
     def _do_train(self) -> None:
         self.model.train()
-        resume, self._resume_point = self._resume_point, None
+        resume, self.resume_point = self.resume_point, None
         with torch.enable_grad():
             for self.batch_idx, batch in enumerate(self.dl):
                 if resume is not None:  # resuming mid-epoch: replay the same order, skip what already ran
                     if self.batch_idx < resume[0]:
                         continue
-                    set_rng_state(resume[1], self._generators())
+                    set_rng_state(resume[1], self.data.generators())
                     resume = None
                 self._one_batch(batch)
+                if self.iter >= self.n_iter:  # fit(max_batches=...) ends inside this epoch
+                    break
 
     def _do_validate(self) -> None:
         self.training = False
@@ -332,9 +351,7 @@ class Learner(CallbackHost, Recipes):
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """The autocast context of this learner's mixed-precision setting (a no-op when off)."""
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+        return autocast(self.device.type, self.amp_dtype)
 
     @contextlib.contextmanager
     def _cudnn_scope(self) -> Iterator[None]:
@@ -347,15 +364,11 @@ class Learner(CallbackHost, Recipes):
         finally:
             torch.backends.cudnn.benchmark = before
 
-    def _generators(self) -> list[torch.Generator]:
-        """The data's own generators, which a bit-exact restore must include."""
-        return self.data.generators()
-
     def rng_state(self) -> dict:
-        return get_rng_state(self._generators())
+        return get_rng_state(self.data.generators())
 
     def set_rng_state(self, state: dict) -> None:
-        set_rng_state(state, self._generators())
+        set_rng_state(state, self.data.generators())
 
     def compile(self, **kwargs: Any) -> float:
         """torch.compile the model in place and compile now; returns the compile seconds (eager, with one
@@ -387,8 +400,7 @@ class Learner(CallbackHost, Recipes):
         with torch.no_grad(), self._cudnn_scope():
             for batch in dl:
                 batch = self.data.transfer(batch, training=False)
-                with self.autocast():
-                    out = self.model(*batch[:self.data.n_inp])
+                out = inference_forward(self.model, batch[:self.data.n_inp], self.amp_dtype)
                 y_block = self.data.y_block
                 preds.append(y_block.activation(out) if activation and y_block is not None else out.float())
                 if len(batch) > self.data.n_inp:
@@ -457,7 +469,7 @@ class Learner(CallbackHost, Recipes):
         """Pre-flight check: one batch through model and loss; classic mistakes raise in plain words."""
         from learnkit.learner.doctor import check_learner
         check_learner(self)
-        self._checked = True
+        self.checked = True
 
     def summary(self) -> str:
         """Per-layer output shapes and parameter counts (trainable/frozen), optimizer and loss."""

@@ -3,13 +3,15 @@ one line of advice (`BottleneckReport`); `profile(learn, n_batches)` times a few
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
-from learnkit.learner.events import Callback, CancelTrain, CancelValidate
-from learnkit.learner.learner import Learner
+from learnkit.learner.events import Callback, CancelValidate
 from learnkit.learner.lr_find import leave_no_trace
+
+if TYPE_CHECKING:
+    from learnkit.learner.learner import Learner
 
 __all__ = ["BottleneckReport", "profile"]
 
@@ -67,36 +69,36 @@ class BottleneckReport(Callback):
         self._start: float | None = None
         self._unprinted: dict[str, Any] | None = None
 
-    def before_train(self, learn: Learner) -> None:
+    def before_train(self, learn: "Learner") -> None:
         if learn.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(learn.device)
         self._batches, self._samples, self._data_s = 0, 0, 0.0
         self._start = self._last_end = time.perf_counter()
 
-    def before_batch(self, learn: Learner) -> None:
+    def before_batch(self, learn: "Learner") -> None:
         # Counted here, not in after_batch: a callback ordered before us may end the fit in after_batch.
         if learn.training and self._start is not None:
             self._data_s += time.perf_counter() - self._last_end
             self._batches += 1
             self._samples += int((learn.xb or learn.yb)[0].shape[0])  # a Python int: no sync
 
-    def after_batch(self, learn: Learner) -> None:
+    def after_batch(self, learn: "Learner") -> None:
         if learn.training and self._start is not None:
             self._last_end = time.perf_counter()
 
-    def after_train(self, learn: Learner) -> None:
+    def after_train(self, learn: "Learner") -> None:
         self._finish(learn, sync=True)
 
-    def after_epoch(self, learn: Learner) -> None:
+    def after_epoch(self, learn: "Learner") -> None:
         self._print()
 
-    def after_fit(self, learn: Learner) -> None:
+    def after_fit(self, learn: "Learner") -> None:
         # CancelFit (or an error) mid-epoch skips after_train and after_epoch: report the partial epoch here,
         # without a sync, which could raise again after a device error and hide the original one.
         self._finish(learn, sync=False)
         self._print()
 
-    def _finish(self, learn: Learner, sync: bool) -> None:
+    def _finish(self, learn: "Learner", sync: bool) -> None:
         if self._start is None:
             return
         peak_mb = peak_fraction = None
@@ -125,27 +127,20 @@ class BottleneckReport(Callback):
                       f"step {r['step_s']:.2f} s{peak}; {r['advice']}")
 
 
-class _StopAfter(Callback):
-    """Ends the training phase after `n` batches and skips validation (so after_train still runs)."""
+class _SkipValidation(Callback):
+    """Skips validation: a profile times training steps only."""
 
     order = 70
 
-    def __init__(self, n: int):
-        self.n = n
-
-    def after_batch(self, learn: Learner) -> None:
-        if learn.training and learn.batch_idx + 1 >= self.n:
-            raise CancelTrain()
-
-    def before_validate(self, learn: Learner) -> None:
+    def before_validate(self, learn: "Learner") -> None:
         raise CancelValidate()
 
 
-def profile(learn: Learner, n_batches: int = 50) -> dict[str, Any]:
+def profile(learn: "Learner", n_batches: int = 50) -> dict[str, Any]:
     """Time `n_batches` training steps and return their `BottleneckReport` dict; the learner is left unchanged.
 
-    The steps run through `learn.fit(1, lr=1e-12)` (fit rejects lr=0; the weights are restored anyway), with
-    validation skipped. The first steps include warm-up (worker start-up, CUDA kernel selection): profile
+    The steps run through `learn.fit(1, lr=1e-12, max_batches=n_batches)` (fit rejects lr=0; the weights are
+    restored anyway), with validation skipped. The first steps include warm-up (worker start-up, CUDA kernel selection): profile
     enough batches for it to fade. The dict adds `note`: None, or why fewer batches were measured.
 
     Example:
@@ -159,5 +154,5 @@ def profile(learn: Learner, n_batches: int = 50) -> dict[str, Any]:
             f"{n_batches} batches") if 0 < available < n_batches else None
     report = BottleneckReport(every_epoch=False)
     with leave_no_trace(learn):
-        learn.fit(1, lr=1e-12, callbacks=[report, _StopAfter(n_batches)])
+        learn.fit(1, lr=1e-12, max_batches=n_batches, callbacks=[report, _SkipValidation()])
     return {**report.reports[-1], "note": note}

@@ -43,16 +43,16 @@ class Recipes:
         if (epochs is None) == (budget is None):
             raise ValueError("fit_one_cycle: give epochs or budget (e.g. budget='60s'), not both or neither")
         total = epochs * len(self.data.train_dl) if epochs is not None else 0
-        callbacks = list(callbacks)
+        max_batches = None
         if budget is not None:
             from learnkit.learner.budget import plan_budget
             self.budget_plan = plan_budget(self, budget)
             epochs, total = self.budget_plan["epochs"], self.budget_plan["total_batches"]
-            callbacks.append(self.budget_plan["callback"])
+            max_batches = total  # the loop cuts the last epoch short (fit's max_batches)
         per_group = [one_cycle(v, total, div_factor, final_div_factor, pct_start, moms)
                      for v in self.lr_per_group(max_lr)]
         self.fit(epochs, schedules={k: [s[k] for s in per_group] for k in per_group[0]}, callbacks=callbacks,
-                 resume_from=resume_from, weight_decay=weight_decay)
+                 resume_from=resume_from, weight_decay=weight_decay, max_batches=max_batches)
 
     def fit_flat_cos(self, epochs: int | None = None, lr: Lr = 1e-3, pct_start: float = 0.75,
                      final_div_factor: float = 1e5, weight_decay: float | None = None,

@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from learnkit.core.random import get_rng_state, set_rng_state
 from learnkit.data.blocks import CategoryBlock
 from learnkit.data.bunch import DataBunch
+from learnkit.learner.confusion import confusion_matrix
+from learnkit.learner.inference import inference_forward
 from learnkit.learner.learner import Learner
 
 __all__ = ["ClassificationInterpretation", "show_results", "tta"]
@@ -79,8 +81,7 @@ class ClassificationInterpretation:
     # ------------------------------------------------------------------ numbers
     def confusion_matrix(self) -> torch.Tensor:
         """(n_classes, n_classes) int64 counts: rows are the actual classes, columns the predicted ones."""
-        n = len(self.vocab)
-        return torch.bincount(self.targets * n + self.preds, minlength=n * n).view(n, n)
+        return confusion_matrix(self.preds, self.targets, len(self.vocab))
 
     def most_confused(self, min_val: int = 1) -> list[tuple[Any, Any, int]]:
         """(actual, predicted, count) for every off-diagonal cell with count >= min_val, largest first."""
@@ -200,11 +201,9 @@ def show_results(learn: Learner, n: int = 9, dl: Any = None, ncols: int | None =
         with torch.no_grad():
             for batch in dl:
                 batch = data.transfer(batch, training=False)
-                with learn.autocast():
-                    out = learn.model(*batch[:data.n_inp])
                 xs.append(batch[0].cpu())
                 ys.append(batch[data.n_inp].cpu())
-                probs.append(y_block.activation(out).float().cpu())
+                probs.append(inference_forward(learn.model, batch[:data.n_inp], learn.amp_dtype, y_block.activation).cpu())
                 if sum(len(x) for x in xs) >= n:
                     break
     finally:
@@ -273,8 +272,8 @@ def tta(learn: Learner, dl: Any = None, n: int = 4, beta: float | None = 0.25) -
                 outs = []
                 for batch in dl:
                     batch = data.transfer(batch, training=True)
-                    with learn.autocast():
-                        outs.append(y_block.activation(learn.model(*batch[:data.n_inp])).float().cpu())
+                    outs.append(inference_forward(learn.model, batch[:data.n_inp], learn.amp_dtype,
+                                                  y_block.activation).cpu())
                 total += torch.cat(outs)
     finally:
         set_rng_state(state, generators)

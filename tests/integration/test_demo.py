@@ -11,6 +11,7 @@ import pytest
 
 import learnkit
 from learnkit import cli, load_learner, read_idx
+from learnkit.cli import demo as cli_demo
 
 pytestmark = pytest.mark.integration
 
@@ -69,7 +70,7 @@ def test_out_that_is_a_file_is_an_error(tmp_path, capsys):
 
 
 def test_missing_sample_says_where_it_looked_and_how_to_rebuild(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(cli, "SAMPLE_DIR", tmp_path / "nowhere")
+    monkeypatch.setattr(cli_demo, "SAMPLE_DIR", tmp_path / "nowhere")
     assert cli.main(["demo", "--out", str(tmp_path / "out"), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert str(tmp_path / "nowhere") in err and "build_fashion_mnist_sample.py" in err

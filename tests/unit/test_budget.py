@@ -4,15 +4,14 @@ import math
 
 import pytest
 
-from learnkit import Callback, Learner
+from learnkit import Callback
 from learnkit.learner import budget as budget_mod
 from learnkit.learner.budget import parse_budget, plan_budget
-from learnkit.testing import synthetic_classification, tiny_mlp
+from learnkit.testing import tiny_learner
 
 
 def _learner():
-    data = synthetic_classification(n=640, n_features=8, n_classes=3, seed=0, batch_size=32)  # 16 train batches
-    return Learner(data, tiny_mlp(8, 3), progress=False)
+    return tiny_learner(n=640)  # 16 train batches of 32
 
 
 @pytest.mark.parametrize("text, seconds", [(90, 90.0), (2.5, 2.5), ("90s", 90.0), ("1.5m", 90.0), ("2min", 120.0),

@@ -19,16 +19,13 @@ import learnkit
 from learnkit import (CSVLogger, Callback, CancelBatch, CancelEpoch, CancelFit, CancelStep, Checkpoint, EarlyStopping,
                       GradientAccumulation, GradientClipping, Learner, ReduceLROnPlateau, SaveBestModel,
                       TerminateOnNaN, accuracy)
-from learnkit.testing import synthetic_classification, synthetic_regression, tiny_mlp
+from learnkit.testing import synthetic_classification, synthetic_regression, tiny_learner, tiny_mlp
 
 N_BATCHES = 6  # training batches per epoch in `make_learner`'s data
 
 
 def make_learner(tmp_path, seed: int = 0, batch_size: int = 32, **kwargs) -> Learner:
-    data = synthetic_classification(n=256, n_features=8, n_classes=3, seed=seed, batch_size=batch_size)
-    torch.manual_seed(seed)
-    kwargs.setdefault("progress", False)
-    return Learner(data, tiny_mlp(8, 3), path=tmp_path, **kwargs)
+    return tiny_learner(seed=seed, batch_size=batch_size, path=tmp_path, **kwargs)
 
 
 def weights(learn: Learner) -> dict[str, torch.Tensor]:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from learnkit import Learner, load_learner, register_model, create_model, set_seed
-from learnkit.testing import synthetic_classification
+from learnkit.testing import synthetic_classification, tiny_learner
 
 
 @pytest.fixture(autouse=True)
@@ -28,9 +28,8 @@ def two_group_mlp(n_in: int = 8, n_out: int = 3) -> nn.Module:
 
 def _learner(tmp_path=None):
     set_seed(0)
-    data = synthetic_classification(n=256, n_features=8, n_classes=3, seed=0, batch_size=32)
-    kwargs = {"path": tmp_path} if tmp_path is not None else {}
-    return Learner(data, create_model("two_group_mlp"), splitter=lambda m: [m[0], m[1]], progress=False, **kwargs)
+    return tiny_learner(model=create_model("two_group_mlp"), splitter=lambda m: [m[0], m[1]],
+                        path=tmp_path if tmp_path is not None else ".")
 
 
 def _train(learn):

@@ -5,7 +5,7 @@ from torch import nn
 
 import learnkit as lk
 from learnkit import Learner, LearnerCheckError
-from learnkit.testing import synthetic_classification, synthetic_regression, tiny_mlp
+from learnkit.testing import synthetic_classification, synthetic_regression, tiny_learner, tiny_mlp
 
 
 class Squeezed(nn.Module):
@@ -20,14 +20,14 @@ class Squeezed(nn.Module):
 
 
 def _learner(data, model, **kwargs):
-    return Learner(data, model, progress=False, **kwargs)
+    return tiny_learner(data=data, model=model, **kwargs)
 
 
 def test_good_setup_passes_and_fit_checks_once():
     learn = _learner(synthetic_classification(), tiny_mlp())
     learn.check()
     learn.fit(1)
-    assert learn._checked
+    assert learn.checked
 
 
 def test_head_size_vs_number_of_classes():

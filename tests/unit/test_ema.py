@@ -10,16 +10,13 @@ import torch
 
 from learnkit import Callback, CancelFit, Checkpoint, Learner, accuracy
 from learnkit.callbacks import EMA
-from learnkit.testing import synthetic_classification, tiny_bn_mlp, tiny_mlp
+from learnkit.testing import tiny_bn_mlp, tiny_learner, tiny_mlp
 
 N_BATCHES = 6
 
 
 def make_learner(tmp_path, model_fn=tiny_bn_mlp, seed: int = 0, n: int = 256, **kwargs) -> Learner:
-    data = synthetic_classification(n=n, n_features=8, n_classes=3, seed=seed, batch_size=32)
-    torch.manual_seed(seed)
-    kwargs.setdefault("progress", False)
-    return Learner(data, model_fn(8, 3), path=tmp_path, **kwargs)
+    return tiny_learner(seed=seed, n=n, bn=model_fn is tiny_bn_mlp, path=tmp_path, **kwargs)
 
 
 def weights(learn: Learner) -> dict[str, torch.Tensor]:

@@ -128,3 +128,54 @@ def test_modules_stay_under_budget():
     long = {str(f.relative_to(ROOT)): n for f in ROOT.rglob("*.py")
             if (n := len(f.read_text().splitlines())) > 520}
     assert not long, long
+
+
+MAX_FUNCTION_LINES = 80
+# Functions over the limit in files another engineer is rewriting now; their owner adds the `# long:` reason (or
+# splits the function) and removes the entry. Anything else over the limit needs the reason at its top.
+PENDING_LONG = {"vision/data.py::_build": "ImageDataBunch's path choice; the data-path rewrite (lead) splits it"}
+
+
+def _long_functions() -> dict[str, int]:
+    found = {}
+    for file in sorted(ROOT.rglob("*.py")):
+        lines = file.read_text().splitlines()
+        for node in ast.walk(ast.parse("\n".join(lines))):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            n = node.end_lineno - node.lineno + 1
+            # the reason: a comment `# long: <why>` from the def line down to the first body line
+            head = lines[node.lineno - 1:node.body[0].lineno]
+            if n > MAX_FUNCTION_LINES and not any("# long: " in line and line.split("# long: ", 1)[1].strip()
+                                                  for line in head):
+                found[f"{file.relative_to(ROOT).as_posix()}::{node.name}"] = n
+    return found
+
+
+def test_functions_stay_short_or_say_why():
+    long = {k: n for k, n in _long_functions().items() if k not in PENDING_LONG}
+    assert not long, f"functions over {MAX_FUNCTION_LINES} lines without a '# long: <reason>' comment: {long}"
+
+
+def test_no_helper_touches_the_learners_private_attributes():
+    # Only learner/learner.py (the class itself) may use Learner's `_names`; the others use public, documented state.
+    bad = []
+    for file in sorted(ROOT.rglob("*.py")):
+        if file == ROOT / "learner" / "learner.py":
+            continue
+        for node in ast.walk(ast.parse(file.read_text())):
+            target = None
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+                owner = node.value
+                if isinstance(owner, ast.Name) and owner.id in ("learn", "learner"):
+                    target = node.attr
+                elif isinstance(owner, ast.Attribute) and owner.attr in ("learn", "learner"):
+                    target = node.attr
+            elif isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("getattr", "setattr", "hasattr") \
+                    and isinstance(node.args[0], ast.Name) and node.args[0].id in ("learn", "learner") \
+                    and len(node.args) > 1 and isinstance(node.args[1], ast.Constant) \
+                    and str(node.args[1].value).startswith("_"):
+                target = node.args[1].value
+            if target is not None:
+                bad.append(f"{file.relative_to(ROOT)}:{node.lineno} learn.{target}")
+    assert not bad, bad

@@ -5,30 +5,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from learnkit.core.registry import create_model
-from learnkit.data.blocks import CategoryBlock, MultiCategoryBlock, TensorBlock
-from learnkit.data.datablock import DataBlock
-from learnkit.data.splitters import RandomSplitter
 from learnkit.data.transforms import Normalize
-from learnkit.learner.learner import Learner
-from learnkit.testing import quadrant_image_items
+from learnkit.testing import QUADRANT_STATS, tiny_data, tiny_learner
 from learnkit.vision.interpret import ClassificationInterpretation, show_results, tta
 
 
 def quadrant_data(batch_tfms=(), multi=False, channels=1, n=160):
-    dblock = DataBlock(blocks=(TensorBlock(dtype=None), MultiCategoryBlock if multi else CategoryBlock),
-                       splitter=RandomSplitter(0.4, seed=0), batch_tfms=[Normalize(0.25, 0.3), *batch_tfms])
-    return dblock.databunch(quadrant_image_items(n, channels, multi=multi), batch_size=16, device="cpu", seed=0)
+    return tiny_data("images", n=n, channels=channels, multi=multi, batch_tfms=batch_tfms)
 
 
 def make_learner(data, channels=1, seed=0):
-    torch.manual_seed(seed)
-    return Learner(data, create_model("simple_cnn", n_in=channels, n_out=4), progress=False)
+    return tiny_learner("images", data=data, channels=channels, seed=seed)
 
 
 def valid_batches(data):
     """(normalized inputs, targets) of the whole validation set, by hand."""
-    xs, ys = zip(*[(Normalize(0.25, 0.3)(x), y) for x, y in data.valid_dl])
+    xs, ys = zip(*[(Normalize(*QUADRANT_STATS)(x), y) for x, y in data.valid_dl])
     return torch.cat(xs), torch.cat(ys)
 
 
