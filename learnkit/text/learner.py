@@ -245,6 +245,7 @@ def text_classifier_learner(data: TextDataBunch | None = None, arch: str | Path 
                             preflight: bool = True, compile: bool | str | dict = False, sync_bn: bool = False,
                             weight_decay: float | None = None, cudnn_benchmark: bool | None = None,
                             **fastai_names: Any) -> Learner:
+    # long: the spelled-out keyword options (no **kwargs) and their docstring; the body is short
     """A text classifier on `data`.
 
     Args:

@@ -59,6 +59,7 @@ def vision_learner(data: DataBunch | None = None, arch: str | Callable[..., nn.M
                    progress: bool = True, train_bn: bool = True, preflight: bool = True,
                    compile: bool | str | dict = False, sync_bn: bool = False, weight_decay: float | None = None,
                    cudnn_benchmark: bool | None = None, **fastai_names: Any) -> Learner:
+    # long: the spelled-out keyword options (no **kwargs) and their docstring; the body is short
     """A Learner for images, ready for `fine_tune` (pretrained) or `fit_one_cycle` (from scratch).
 
     Leaves `data` as it is: `learn.data` is a view of it (`data.with_batch_tfms`: the same loaders) whose batch
