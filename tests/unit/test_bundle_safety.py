@@ -204,7 +204,10 @@ BUILT = []
 
 @register_model("test_bundle_counting_mlp")
 def counting_mlp(n_in: int = 8, n_out: int = 3, hidden: list = (16,)) -> torch.nn.Module:
-    BUILT.append((n_in, n_out, hidden))
+    device = torch.empty(0).device.type  # "meta" inside load_learner's dry run
+    BUILT.append(device)
+    if max(hidden) > 10_000 and device != "meta":  # a regression must fail here, not exhaust the test machine
+        raise MemoryError(f"test guard: a model with hidden={hidden} was built for real")
     return lk.create_model("mlp", n_in=n_in, n_out=n_out, hidden=list(hidden))
 
 
@@ -250,13 +253,18 @@ def test_recipe_cannot_pass_unchecked_dicts_to_third_party_constructors(exported
         load_learner(folder, device="cpu")
 
 
-def test_recipe_asking_for_a_huge_model_is_refused_on_the_meta_device(exported):
-    _, folder = exported
+def test_recipe_asking_for_a_huge_model_is_refused_on_the_meta_device(tmp_path):
+    learn = Learner(synthetic_classification(n=64), lk.create_model("test_bundle_counting_mlp"), path=tmp_path,
+                    progress=False)
+    folder = learn.export("bundle")
     recipe = json.loads((folder / "recipe.json").read_text())
-    recipe["model"]["kwargs"]["hidden"] = [60000, 60000, 60000]  # within the per-argument limits: ~7e9 params
+    recipe["model"]["kwargs"]["hidden"] = [60000, 60000, 60000]  # within the ints' limit: ~7e9 parameters
     _rewrite(folder, recipe)
-    with pytest.raises(ValueError, match=r"weights.safetensors .*do not fit"):
+    BUILT.clear()
+    with pytest.raises(ValueError, match=r"weights.safetensors lacks tensor '5.weight', which model "
+                                         "'test_bundle_counting_mlp' built from recipe.json needs"):
         load_learner(folder, device="cpu")
+    assert BUILT == ["meta"]
 
 
 # ------------------------------------------------------------------ 8. regular files only (subprocess: no hang)
