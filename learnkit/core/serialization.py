@@ -56,8 +56,10 @@ def temp_path(path: str | os.PathLike) -> Path:
 
 
 def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True  # this process (maybe another thread is writing): never remove
+    if pid == os.getpid() or os.name == "nt":
+        # This process (maybe another thread is writing): never remove. On Windows os.kill(pid, 0) would
+        # terminate the process, so nothing is treated as stale there.
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

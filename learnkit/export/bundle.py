@@ -241,15 +241,21 @@ def _build_model(recipe: dict, recipe_file: Path, state: dict[str, torch.Tensor]
         raise ValueError(f"load_learner: {recipe_file}: {e}") from None
     # On the meta device first: no memory is allocated, so a recipe asking for a huge model (or shapes that do
     # not match the weights) is refused before anything real is built.
+    what = f"model {spec['name']!r} built from {recipe_file.name}"
     try:
         with torch.device("meta"):
             meta = create_model(spec["name"], **(spec["kwargs"] or {}))
-    except Exception as e:
+    except Exception:  # a builder that cannot run on the meta device: checked once built for real
+        meta = None
+    if meta is not None:
+        _check_fit(meta, state, weights_file, what)
+        del meta
+    try:
+        built = create_model(spec["name"], **(spec["kwargs"] or {}))
+    except (TypeError, ValueError) as e:
         raise ValueError(f"load_learner: {recipe_file}: model {spec['name']!r} cannot be built from its recorded "
                          f"arguments ({type(e).__name__}: {e})") from None
-    _check_fit(meta, state, weights_file, f"model {spec['name']!r} built from {recipe_file.name}")
-    del meta
-    built = create_model(spec["name"], **(spec["kwargs"] or {}))
+    _check_fit(built, state, weights_file, what)
     built.load_state_dict(state)
     return built
 
