@@ -108,10 +108,12 @@ def test_atomic_write_interrupted_leaves_no_temp_and_old_file(tmp_path):
 def test_temp_files_of_a_killed_writer_are_removed_at_the_next_write(tmp_path):
     # A real process killed (SIGKILL) in the middle of an atomic write and of an export.
     script = textwrap.dedent(f"""
-        import os, signal, sys
-        sys.path.insert(0, {str(REPO)!r})
-        from learnkit.core.serialization import atomic_write
-        with atomic_write({str(tmp_path / "f.bin")!r}) as tmp:
+        import importlib.util, os, signal
+        # the module alone (it needs torch only), not the whole package: a quicker subprocess
+        spec = importlib.util.spec_from_file_location("serialization", {str(REPO / "learnkit/core/serialization.py")!r})
+        serialization = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(serialization)
+        with serialization.atomic_write({str(tmp_path / "f.bin")!r}) as tmp:
             tmp.write_bytes(b"x" * 100000)
             os.kill(os.getpid(), signal.SIGKILL)
     """)
@@ -412,3 +414,25 @@ def test_class_folder_with_undecodable_bytes_exports_and_round_trips(tmp_path):
     assert predictor.classes == ["caf\udcff", "plain"]
     image = next((tmp_path / "data" / "valid").glob("*/0.png"))
     assert predictor.predict(image)[0] == learn.predict(image)[0]
+
+
+def test_check_model_kwargs_declared_ranges_and_dict_params():
+    from learnkit.core.registry import check_model_kwargs
+    import learnkit.text.transformer  # noqa: F401  (registers bert_classifier with dict_params={"config": None})
+    import learnkit.vision.models  # noqa: F401
+    check_model_kwargs("mlp", {"n_in": 8, "n_out": 3, "hidden": [16, 16], "dropout": 0.1, "batch_norm": True})
+    with pytest.raises(ValueError, match=r"argument 'hidden' of model 'mlp'\[1\] = 70000 is outside the allowed "
+                                         r"range \[0, 65536\]"):
+        check_model_kwargs("mlp", {"n_in": 8, "n_out": 3, "hidden": [16, 70000]})
+    with pytest.raises(ValueError, match=r"argument 'dropout' of model 'mlp' = 1.5 is outside"):
+        check_model_kwargs("mlp", {"n_in": 8, "n_out": 3, "dropout": 1.5})
+    with pytest.raises(ValueError, match="model 'mlp' has no parameter 'n_inn'"):
+        check_model_kwargs("mlp", {"n_inn": 8, "n_out": 3})
+    check_model_kwargs("bert_classifier", {"config": {"hidden_size": 16, "vocab_size": 30522}, "n_out": 2,
+                                           "pad_id": 0})
+    check_model_kwargs("vision_model", {"arch": "resnet18", "n_out": 3, "arch_kwargs": None})
+    with pytest.raises(ValueError, match="'arch_kwargs' of model 'vision_model' holds \\['pretrained_cfg_overlay'\\]"):
+        check_model_kwargs("vision_model", {"arch": "timm:resnet18", "n_out": 3,
+                                            "arch_kwargs": {"pretrained_cfg_overlay": {"file": "/x.pth"}}})
+    with pytest.raises(ValueError, match="model builder 'os.system' is not registered"):
+        check_model_kwargs("os.system", {})
