@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 __all__ = ["write_checkpoint", "restore_checkpoint", "load_saved", "read_checkpoint", "check_model_state", "check_opt_state"]
 
 FORMAT = "learnkit-checkpoint-1"
+_PARAM_SHAPED = {"exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer", "square_avg", "grad_avg", "sum",
+                 "acc_delta", "ax", "prev", "exp_inf"}
 
 
 def write_checkpoint(learn: "Learner", path: str | Path, epoch: int, batches_done: int,
@@ -102,11 +104,16 @@ def check_opt_state(opt: torch.optim.Optimizer, state: Any, path: Path, where: s
     for pid, entry in state["state"].items():
         if pid not in params or not isinstance(entry, Mapping):
             raise ValueError(f"{where}: {path} is damaged: optimizer state for unknown parameter {pid!r}")
+        current = opt.state.get(params[pid], {})
         for name, value in entry.items():
-            if isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape != params[pid].shape:
+            # The shape to match: the optimizer's own entry if it has one, else the parameter's for the
+            # entries that are parameter-shaped in torch's optimizers (factored states, as Adafactor's, are not).
+            ref = current[name].shape if isinstance(current.get(name), torch.Tensor) else \
+                params[pid].shape if name in _PARAM_SHAPED else None
+            if isinstance(value, torch.Tensor) and ref is not None and value.shape != ref:
                 raise ValueError(f"{where}: {path} does not fit the optimizer: its {name!r} of parameter {pid} has "
-                                 f"shape {tuple(value.shape)} but the parameter has {tuple(params[pid].shape)}; "
-                                 "nothing was loaded")
+                                 f"shape {tuple(value.shape)} but the optimizer expects {tuple(ref)} (a parameter of "
+                                 f"shape {tuple(params[pid].shape)}); nothing was loaded")
 
 
 def load_saved(learn: "Learner", file: Path, with_opt: bool, strict: bool) -> None:

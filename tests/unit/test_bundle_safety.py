@@ -174,7 +174,8 @@ def test_load_of_mismatching_checkpoint_leaves_model_and_optimizer_untouched(tmp
     before = {k: v.clone() for k, v in same.model.state_dict().items()}
     opt_before = [{k: v.clone() for k, v in s.items()} for s in same.opt.state.values()]
     with pytest.raises(ValueError, match=r"bad_opt.pth does not fit the optimizer: its '\w+' of parameter \d+ has "
-                                         r"shape \(3, 3\) but the parameter has \(16, 8\); nothing was loaded"):
+                                         r"shape \(3, 3\) but the optimizer expects \(16, 8\) \(a parameter of shape \(16, 8\)\); nothing "
+                                         "was loaded"):
         same.load("bad_opt")
     assert all(torch.equal(v, before[k]) for k, v in same.model.state_dict().items())
     assert all(torch.equal(v, b[k]) for s, b in zip(same.opt.state.values(), opt_before) for k, v in s.items())
