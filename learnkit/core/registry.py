@@ -89,6 +89,12 @@ def check_model_kwargs(name: Any, kwargs: Any) -> None:
     takes `**kwargs`: a valid identifier); values are JSON scalars or lists, ints within +-1e6 and numbers within
     the ranges the builder declares (`register_model(limits=...)`); a dict only for an argument declared in
     `register_model(dict_params=...)`, with the keys declared there. Raises ValueError saying what is wrong.
+
+    Example:
+        >>> check_model_kwargs("mlp", {"n_in": 8, "n_out": 3, "hidden": [16]})      # fine
+        >>> check_model_kwargs("mlp", {"n_in": 8, "n_out": 3, "checkpoint_path": "x"})
+        Traceback (most recent call last):
+        ValueError: model 'mlp' has no parameter 'checkpoint_path' (its parameters: [...])
     """
     if not isinstance(name, str) or name not in _BUILDERS:
         raise ValueError(f"model builder {name!r} is not registered (known: {', '.join(list_models())}); import "

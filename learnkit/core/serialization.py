@@ -154,7 +154,11 @@ def check_regular_file(path: str | os.PathLike, max_bytes: int | None = None, wh
 def read_regular_file(path: str | os.PathLike, max_bytes: int | None = None, what: str = "file",
                       expected_bytes: int | None = None) -> bytes:
     """The bytes of `path`, refusing anything but a regular file before reading (opened non-blocking, so a FIFO
-    cannot hang the open) and any size above `max_bytes` or other than `expected_bytes`."""
+    cannot hang the open) and any size above `max_bytes` or other than `expected_bytes`.
+
+    Example:
+        >>> raw = read_regular_file(folder / "recipe.json", max_bytes=16 * 2**20, what="bundle recipe")
+    """
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     try:
         size = check_regular_file(path, max_bytes, what, fd)
@@ -186,7 +190,12 @@ _BYTES_TAG = "$fsencoded"
 
 def to_json_safe(value: Any) -> Any:
     """`value` with every str that holds lone surrogates (a file name's undecodable bytes, as Python gives them)
-    replaced by `{"$fsencoded": "<hex of its bytes>"}`: lossless, and valid UTF-8 JSON. `from_json_safe` undoes it."""
+    replaced by `{"$fsencoded": "<hex of its bytes>"}`: lossless, and valid UTF-8 JSON. `from_json_safe` undoes it.
+
+    Example:
+        >>> to_json_safe(["caf\udcff", "plain"])
+        [{'$fsencoded': '636166ff'}, 'plain']
+    """
     if isinstance(value, str):
         try:
             value.encode("utf-8")
