@@ -10,6 +10,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from learnkit.core.serialization import dtype_from_name
+
 __all__ = ["TransformBlock", "TensorBlock", "CategoryBlock", "MultiCategoryBlock", "RegressionBlock",
            "block_from_config", "register_block"]
 
@@ -134,7 +136,7 @@ class TensorBlock(TransformBlock):
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "TensorBlock":
         name = config.get("dtype")
-        return cls(None if name is None else getattr(torch, name))
+        return cls(None if name is None else dtype_from_name(name, "TensorBlock config"))
 
     def __repr__(self) -> str:
         return f"TensorBlock(dtype={self.dtype})"

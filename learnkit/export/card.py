@@ -21,7 +21,7 @@ import torch
 from learnkit.core.device import versions as core_versions
 from learnkit.core.random import current_seed
 from learnkit.core.registry import model_spec
-from learnkit.core.serialization import atomic_write
+from learnkit.core.serialization import atomic_write, to_json_safe
 from learnkit.data.bunch import n_items
 
 if TYPE_CHECKING:
@@ -303,8 +303,8 @@ def write_model_card(card: dict[str, Any], stem: str | os.PathLike) -> tuple[Pat
     """
     stem = Path(stem)
     json_path, md_path = stem.with_name(stem.name + ".json"), stem.with_name(stem.name + ".md")
-    with atomic_write(json_path) as tmp:
-        tmp.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-    with atomic_write(md_path) as tmp:
-        tmp.write_text(render_markdown(card), encoding="utf-8")
+    with atomic_write(json_path) as tmp:  # names with undecodable bytes (class folders) tagged, losslessly
+        tmp.write_text(json.dumps(to_json_safe(card), indent=2) + "\n", encoding="utf-8")
+    with atomic_write(md_path) as tmp:  # for people: undecodable bytes shown as \xff escapes
+        tmp.write_text(render_markdown(card), encoding="utf-8", errors="backslashreplace")
     return json_path, md_path

@@ -27,7 +27,7 @@ from typing import Any, Callable, TYPE_CHECKING
 import torch
 from torch import nn
 
-from learnkit.core.serialization import atomic_write, sha256_file
+from learnkit.core.serialization import atomic_write, check_finite, sha256_file
 from learnkit.export.card import model_card, write_model_card
 
 if TYPE_CHECKING:
@@ -79,7 +79,9 @@ class ServingModule(nn.Module):
 
     @classmethod
     def from_learner(cls, learn: "Learner") -> "ServingModule":
-        """Build from `learn.model`, `learn.data.batch_tfms` and `learn.data.y_block.activation`."""
+        """Build from `learn.model`, `learn.data.batch_tfms` and `learn.data.y_block.activation`; a model whose
+        weights hold NaN/inf is refused."""
+        check_finite(learn.model.state_dict(), f"serving export: the model's weights ({type(learn.model).__name__})")
         data = learn.data
         _input_kind(data)
         if data.n_inp != 1:

@@ -429,19 +429,19 @@ class Learner(CallbackHost, Recipes):
         return file
 
     def load(self, name: str, with_opt: bool = True, strict: bool = True) -> "Learner":
-        """Load what `save(name)` wrote (read with torch.load(weights_only=True): no code runs)."""
+        """Load what `save(name)` wrote (read with torch.load(weights_only=True): no code runs).
+
+        All or nothing: every key and shape (model and optimizer) is checked before anything is copied, so a
+        checkpoint that does not fit leaves the model and optimizer as they were.
+        """
+        from learnkit.learner.checkpoint import load_saved
         file = self.path / self.model_dir / f"{name}.pth"
         if self.dist is not None and not self.dist.local:
             self.dist.barrier()  # rank 0 may still be writing it
         if not file.exists():
             raise FileNotFoundError(f"load: no checkpoint at {file}; saved ones: "
                                     f"{sorted(p.stem for p in file.parent.glob('*.pth'))}")
-        state = torch.load(file, map_location=self.device, weights_only=True)
-        self.model.load_state_dict(state["model"], strict=strict)
-        if with_opt and "opt" in state:
-            if self.opt is None:
-                self.create_opt()
-            self.opt.load_state_dict(state["opt"])
+        load_saved(self, file, with_opt, strict)
         return self
 
     def export(self, path: str | Path = "export") -> Path:

@@ -446,7 +446,7 @@ class TransformerClassifier(nn.Module):
         return self.head(self.pool(input_ids))
 
 
-@register_model("bert_classifier")
+@register_model("bert_classifier", dict_params={"config": None})  # a BERT config, read by learnkit only
 def bert_classifier(config: dict[str, Any], n_out: int, pad_id: int, pooling: str = "mean",
                     dropout: float = 0.1) -> TransformerClassifier:
     """A `TransformerClassifier` with random weights (`transformer_classifier_from_dir` loads pretrained ones)."""

@@ -39,6 +39,13 @@ def test_export_load_learner_predictions_identical(tmp_path):
     assert len(labels) == 5 and probs.shape == (5, 3)
 
 
+def _rewrite(folder, recipe, rehash=True):
+    """Write an edited recipe; with rehash, also its meaning hash (as a careful editor would)."""
+    if rehash:
+        recipe["meaning_sha256"] = lk.export.recipe.meaning_sha256(recipe)
+    (folder / "recipe.json").write_text(json.dumps(recipe))
+
+
 def test_tampered_or_incompatible_exports_are_clear_errors(tmp_path):
     folder = _trained(tmp_path).export("bundle")
     weights = folder / "weights.safetensors"
@@ -53,14 +60,18 @@ def test_tampered_or_incompatible_exports_are_clear_errors(tmp_path):
     (folder / "recipe.json").write_text(json.dumps(recipe))
     with pytest.raises(ValueError, match="format version 99"):
         load_learner(folder)
-    recipe["format_version"] = 1
+    recipe["format_version"] = 2
     recipe["model"]["name"] = "evil_builder"
-    (folder / "recipe.json").write_text(json.dumps(recipe))
-    with pytest.raises(ValueError, match="'evil_builder', which is not registered"):
+    _rewrite(folder, recipe)
+    with pytest.raises(ValueError, match="'evil_builder' is not registered"):
         load_learner(folder)
     recipe["model"] = {"name": "mlp", "kwargs": {"n_in": 8, "n_out": 5}}
-    (folder / "recipe.json").write_text(json.dumps(recipe))
-    with pytest.raises(ValueError, match="do not fit model"):
+    _rewrite(folder, recipe)
+    with pytest.raises(ValueError, match=r"weights.safetensors lacks tensor '3.weight', which model 'mlp'.*do not fit the model"):
+        load_learner(folder)
+    recipe["model"] = {"name": "mlp", "kwargs": {"n_in": 8, "n_out": 3, "hidden": [16, 16], "batch_norm": True}}
+    _rewrite(folder, recipe, rehash=False)  # a plausible edit, but not re-hashed: tampering
+    with pytest.raises(ValueError, match="recipe.json was edited after export: its model no longer match"):
         load_learner(folder)
     (folder / "recipe.json").write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
@@ -69,11 +80,43 @@ def test_tampered_or_incompatible_exports_are_clear_errors(tmp_path):
         load_learner(tmp_path / "nowhere")
 
 
-def test_export_refuses_unregistered_models_and_unrecordable_transforms(tmp_path):
-    data = synthetic_classification()
-    learn = Learner(data, torch.nn.Sequential(torch.nn.Linear(8, 3)), path=tmp_path, progress=False)
-    with pytest.raises(ValueError, match="register_model"):
-        learn.export("x")
+class _PlainNet(torch.nn.Module):
+    """A user's own module (not from create_model)."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Linear(8, 12), torch.nn.BatchNorm1d(12), torch.nn.ReLU())
+        self.head = torch.nn.Linear(12, 3)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+def test_plain_pytorch_module_exports_and_loads_back_with_model_argument(tmp_path):
+    torch.manual_seed(0)
+    learn = Learner(synthetic_classification(n=128), _PlainNet(), path=tmp_path, progress=False)
+    learn.fit(1, 1e-2)
+    folder = learn.export("plain")
+    recipe = json.loads((folder / "recipe.json").read_text())
+    assert recipe["model"] == {"name": None, "kwargs": None, "class": f"{__name__}._PlainNet"}
+    with pytest.raises(ValueError, match=r"recipe.json holds a .*_PlainNet model that was not built by a registered "
+                                         r"builder.*load_learner\(folder, model=MyModel"):
+        load_learner(folder, device="cpu")
+    predictor = load_learner(folder, device="cpu", model=_PlainNet())  # fresh random weights: replaced
+    xs = [x for x, _ in learn.data.valid_dl.dataset.items[:16]]
+    learn.model.eval()
+    with torch.no_grad():
+        expected = torch.softmax(learn.model(torch.stack(xs)), 1)
+    _, probs = predictor.predict_batch(xs)
+    assert torch.equal(probs, expected)
+    with pytest.raises(ValueError, match=r"weights.safetensors do not fit the given model.*'body.0.weight' has shape "
+                                         r"\(12, 8\) in the file but \(12, 4\)"):
+        bad = _PlainNet()
+        bad.body[0] = torch.nn.Linear(4, 12)
+        load_learner(folder, device="cpu", model=bad)
+
+
+def test_export_refuses_unrecordable_transforms(tmp_path):
     data = lk.DataBlock(blocks=(lk.TensorBlock, lk.CategoryBlock), item_tfms=[lambda t: t * 2]).databunch(
         lk.testing.classification_items(64), device="cpu")
     with pytest.raises(ValueError, match="item transform .* cannot be recorded"):
