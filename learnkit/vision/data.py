@@ -26,7 +26,7 @@ from learnkit.data.pipeline import BlockDataset
 from learnkit.data.resident import ResidentLoader, memory_budget
 from learnkit.data.splitters import RandomSplitter
 from learnkit.data.transforms import Normalize
-from learnkit.vision.image import (DEFAULT_MAX_PIXELS, ImageBlock, RegexLabeller, decode_images, get_image_files,
+from learnkit.vision.image import (DEFAULT_MAX_PIXELS, ImageBlock, RegexLabeller, decode_images, find_image_files,
                                    verify_images)
 
 __all__ = ["ImageDataBunch", "IMAGENET_STATS"]
@@ -129,10 +129,11 @@ class ImageDataBunch(DataBunch):
         files, labels, bad, in_valid = [], [], [], []
         for r, root in enumerate(roots):
             classes = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-            loose = [f for f in get_image_files(root, recurse=False)]
-            bad += [(f, f"not inside a class folder of {root}: its label is unknown") for f in loose]
+            loose, odd = find_image_files(root, recurse=False)
+            bad += odd + [(f, f"not inside a class folder of {root}: its label is unknown") for f in loose]
             for d in classes:
-                found = get_image_files(d)
+                found, odd = find_image_files(d)  # odd: FIFOs, broken links, links out of the class folder
+                bad += odd
                 if not found:
                     bad.append((d, "empty class folder (no image files)"))
                 files += found
