@@ -9,6 +9,7 @@ import io
 import re
 import tarfile
 import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -49,7 +50,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         cut = srv.cut_after.pop(self.path, None)  # cut this transfer (once) after `cut` bytes
-        self.wfile.write(body if cut is None else body[:cut])
+        pause = srv.trickle.get(self.path)  # seconds between single bytes: a server that barely sends
+        if pause is None:
+            self.wfile.write(body if cut is None else body[:cut])
+        else:
+            self.wfile.flush()
+            try:
+                for i in range(len(body)):  # ends with the body, or when the client hangs up
+                    self.wfile.write(body[i:i + 1])
+                    self.wfile.flush()
+                    time.sleep(pause)
+            except OSError:
+                pass
         self.close_connection = True
 
     def log_message(self, *args):  # keep pytest's output clean
@@ -64,7 +76,7 @@ def server(tmp_path, monkeypatch):
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     srv.root = tmp_path / "served"
     srv.root.mkdir()
-    srv.requests, srv.cut_after, srv.missing, srv.ignore_range = [], {}, set(), False
+    srv.requests, srv.cut_after, srv.missing, srv.ignore_range, srv.trickle = [], {}, set(), False, {}
     srv.url = f"http://127.0.0.1:{srv.server_address[1]}/"
     thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
@@ -227,6 +239,60 @@ def test_server_ignoring_range_restarts_the_download(server, entry, home):
     folder = get_dataset("t-norange", home=home, progress=False)
     assert server.requests == [("/a.bin", None), ("/a.bin", "bytes=10000-")]
     assert (folder / "a.bin").read_bytes() == data
+
+
+def test_a_trickling_server_is_given_up_on_at_the_deadline(server, entry, home, monkeypatch):
+    data = _payload(200)  # at one byte per 50 ms the whole file would take 10 s
+    ds = entry("t-trickle", {"a.bin": data})
+    server.trickle["/a.bin"] = 0.05
+    with pytest.raises(DatasetError) as err:
+        get_dataset("t-trickle", home=home, progress=False, deadline=0.4)
+    url = f"{server.url}a.bin"
+    assert re.fullmatch(rf"download of {re.escape(url)} gave up at its deadline of 0\.4 s \((\d+) of 192 bytes "
+                        r"received\); \1 bytes are kept in .*a\.bin\.part: run again to resume, or allow more time "
+                        r"\(deadline=SECONDS or \$LEARNKIT_DOWNLOAD_DEADLINE\)", str(err.value)), str(err.value)
+    # Only the documented resumable .part is left, holding exactly what arrived (a prefix of the file).
+    part = home / "downloads" / "t-trickle" / "a.bin.part"
+    assert _all_files(home) == ["downloads/t-trickle/a.bin.part"]
+    kept = part.read_bytes()
+    assert 0 < len(kept) < len(data) and data.startswith(kept)
+    assert not (home / "datasets" / "t-trickle").exists()
+    # The environment variable sets the same deadline; a bad value is refused by name.
+    monkeypatch.setenv("LEARNKIT_DOWNLOAD_DEADLINE", "0.3")
+    with pytest.raises(DatasetError, match=r"deadline of 0\.3 s"):
+        get_dataset("t-trickle", home=home, progress=False)
+    assert server.requests[-1][1] is not None and server.requests[-1][1].startswith("bytes=")  # it resumed
+    monkeypatch.setenv("LEARNKIT_DOWNLOAD_DEADLINE", "soon")
+    with pytest.raises(DatasetError, match=r"\$LEARNKIT_DOWNLOAD_DEADLINE='soon': give the download deadline as a "
+                                           r"positive number of seconds"):
+        get_dataset("t-trickle", home=home, progress=False)
+    monkeypatch.delenv("LEARNKIT_DOWNLOAD_DEADLINE")
+    assert download_module.download_deadline(ds.files[0].size) == download_module.DEADLINE_FLOOR
+    assert download_module.download_deadline(100 * 2**20) == 2048.0  # 100 MiB at 50 KiB/s
+
+
+def test_the_download_bar_shows_in_a_terminal_only(server, entry, home, capsys, monkeypatch):
+    ds = entry("t-bar", {"a.bin": _payload(300_000)})
+    dfile = ds.files[0]
+    download_module.download_file(dfile.urls[0], home / "a.bin", dfile, progress=True)  # pytest's stdout: no TTY
+    assert capsys.readouterr().out == ""
+    monkeypatch.setattr(download_module.sys.stdout, "isatty", lambda: True)
+    download_module.download_file(dfile.urls[0], home / "b.bin", dfile, progress=True)
+    assert "KiB of a.bin" in capsys.readouterr().out
+    assert (home / "b.bin").read_bytes() == (home / "a.bin").read_bytes() == _payload(300_000)
+
+
+def test_a_stalled_transfer_is_retried_then_left_resumable(server, entry, home):
+    data = _payload(200)
+    ds = entry("t-stall", {"a.bin": data})
+    server.trickle["/a.bin"] = 0.05  # 20 bytes a second: far below STALL_BYTES per stall timeout
+    dest = home / "a.bin"
+    with pytest.raises(DatasetError, match=r"failed after 2 attempt\(s\) \(stalled: \d+ bytes in [\d.]+ s, fewer than "
+                                           r"1024 \(stall timeout 0\.2 s\)\); \d+ bytes are kept in .*a\.bin\.part"):
+        download_module.download_file(f"{server.url}a.bin", dest, ds.files[0], progress=False, attempts=2,
+                                      stall_timeout=0.2)
+    assert [r[1] is None for r in server.requests] == [True, False]  # the second attempt resumed with a Range
+    assert not dest.exists() and data.startswith((home / "a.bin.part").read_bytes())
 
 
 def test_404_is_a_clear_error_naming_the_url(server, entry, home):
