@@ -3,6 +3,7 @@ resume, checksums, safe extraction, offline sources, the cache and the `learnkit
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import http.server
 import io
@@ -331,6 +332,75 @@ def test_symlink_chain_escape_is_refused(tmp_path):
     with pytest.raises(DatasetError, match="goes through another link"):
         extract_archive(archive, tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["chain.tar"]
+
+
+def _huge_tar_member(size: int, sparse: bool) -> bytes:
+    """A plain tar with one member declaring `size` bytes but carrying 512: a GNU sparse member (one 512-byte
+    region at the end of a `size`-byte file) or a plain member whose header lies about its size."""
+    info = tarfile.TarInfo("data/huge.bin")
+    info.size = 512 if sparse else size
+    header = bytearray(info.tobuf(format=tarfile.GNU_FORMAT))
+    if sparse:  # the old GNU sparse header: type 'S', one (offset, numbytes) entry at 386, the real size at 483
+        header[156:157] = tarfile.GNUTYPE_SPARSE
+        header[386:398] = b"%011o\0" % (size - 512)
+        header[398:410] = b"%011o\0" % 512
+        header[483:495] = b"%011o\0" % size
+        header[148:156] = b" " * 8
+        header[148:156] = b"%06o\0 " % sum(header[:512])
+    return bytes(header[:512]) + b"x" * 512 + b"\0" * 1024
+
+
+@pytest.mark.parametrize("sparse", [False, True], ids=["huge-header", "sparse"])
+def test_a_tar_member_declaring_10_gib_is_refused_before_writing(tmp_path, sparse):
+    archive = tmp_path / "huge.tar"
+    archive.write_bytes(_huge_tar_member(10 * 2**30, sparse))
+    with tarfile.open(archive) as tf:  # the header really declares 10 GiB (a sparse one: with holes)
+        m = tf.next()
+        assert (m.name, m.size, m.issparse()) == ("data/huge.bin", 10 * 2**30, sparse)
+    expected = (r"member 'data/huge.bin' is a sparse file declaring 10,737,418,240 bytes" if sparse else
+                r"more than the extraction limit of 33,554,432 bytes \(member 'data/huge.bin' declares "
+                r"10,737,418,240; .*pass a larger max_bytes")
+    with pytest.raises(DatasetError, match=expected + ".*nothing was extracted"):
+        extract_archive(archive, tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["huge.tar"]  # nothing written, no temporary folder
+    if not sparse:  # even an explicit larger limit cannot make room that the disk does not have (1 PiB)
+        archive.write_bytes(_huge_tar_member(2**50, sparse))
+        with pytest.raises(DatasetError, match=r"declare 1,125,899,906,842,624 bytes \(up to member 'data/huge.bin'\) "
+                                               r"but only [\d,]+ bytes are free on the disk of"):
+            extract_archive(archive, tmp_path / "out", max_bytes=2**60)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["huge.tar"]
+
+
+def test_a_zip_bomb_is_refused_before_writing_and_small_archives_still_extract(tmp_path):
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+        zf.writestr("readme.txt", b"hello")
+        with zf.open("zeros.bin", "w", force_zip64=True) as f:  # 50 MB of zeros: about 50 KB compressed
+            for _ in range(50):
+                f.write(bytes(10**6))
+    assert bomb.stat().st_size < 100_000
+    with pytest.raises(DatasetError, match=r"bomb.zip: its members declare more than the extraction limit of "
+                                           r"33,554,432 bytes \(member 'zeros.bin' declares 50,000,000"):
+        extract_archive(bomb, tmp_path / "out")
+    with pytest.raises(DatasetError, match=r"limit of 1,000 bytes"):  # an explicit cap, and the registry's field
+        extract_archive(bomb, tmp_path / "out", max_bytes=1000)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bomb.zip"]
+    small = tmp_path / "small.zip"
+    with zipfile.ZipFile(small, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("a/b.txt", b"beta" * 1000)
+    assert (extract_archive(small, tmp_path / "ok") / "a" / "b.txt").read_bytes() == b"beta" * 1000
+    assert convert_module.extract_limit(small) == 32 * 2**20
+
+
+def test_a_registered_archive_uses_its_max_extracted(server, entry, home, tmp_path):
+    archive = _tar([_file("data/a.txt", b"a" * 5000)])
+    ds = entry("t-cap", {"a.tar.gz": archive}, extract=True)
+    register_dataset(dataclasses.replace(ds, files=(dataclasses.replace(ds.files[0], max_extracted=4000),)),
+                     replace=True)
+    with pytest.raises(DatasetError, match=r"limit of 4,000 bytes \(member 'data/a.txt' declares 5,000"):
+        get_dataset("t-cap", home=home, progress=False)
+    assert not (home / "datasets" / "t-cap").exists()
+    _no_leftovers(home)
 
 
 def test_without_the_data_filter_links_are_refused_and_files_still_extract(tmp_path, monkeypatch):
