@@ -2,7 +2,6 @@
 length-bucketed classifier loader, the language-model stream loader, and TextDataBunch constructors."""
 from __future__ import annotations
 
-import csv
 import math
 import warnings
 from pathlib import Path
@@ -17,6 +16,7 @@ from learnkit.core.device import default_device
 from learnkit.data.blocks import CategoryBlock, TransformBlock, register_block
 from learnkit.data.bunch import DataBunch, WorkerLoader
 from learnkit.data.splitters import RandomSplitter, check_split
+from learnkit.data.tables import missing_labels, read_csv
 from learnkit.text.tokenizer import Tokenizer
 from learnkit.text.vocab import Vocab
 
@@ -387,22 +387,44 @@ class TextDataBunch(DataBunch):
 
     @classmethod
     def from_csv(cls, path: str | Path, text_col: str = "text", label_col: str = "label",
-                 valid_col: str | None = "is_valid", **kwargs: Any) -> "TextDataBunch":
-        """From a CSV file with a header: texts, labels, and (if the column exists) a validation flag."""
+                 valid_col: str | None = "is_valid", encoding: str | None = None, on_bad: str = "error",
+                 **kwargs: Any) -> "TextDataBunch":
+        """From a CSV file with a header: texts, labels, and (if the column exists) a validation flag.
+
+        The file is read by `learnkit.data.tables.read_csv`: strict UTF-8 (a BOM accepted) unless `encoding=`
+        (e.g. 'latin-1'); undecodable bytes are an error naming the lines. Rows whose label is missing (empty,
+        'nan', 'None', 'null'...: `tables.MISSING_LABELS`) are an error naming their lines (on_bad='error'), or
+        are left out with a warning naming them (on_bad='skip')."""
+        if on_bad not in ("error", "skip"):
+            raise ValueError(f"TextDataBunch.from_csv(on_bad={on_bad!r}): use 'error' or 'skip'")
         path = Path(path)
-        with open(path, newline="", encoding="utf-8", errors="replace") as f:
-            rows = list(csv.DictReader(f))
+        header, records = read_csv(path, encoding=encoding)
+        rows = [dict(zip(header, r)) for r in records]
         if not rows:
             raise ValueError(f"{path}: no rows")
-        missing = [c for c in (text_col, None if kwargs.get("is_lm") else label_col) if c and c not in rows[0]]
+        missing = [c for c in (text_col, None if kwargs.get("is_lm") else label_col) if c and c not in header]
         if missing:
-            raise KeyError(f"{path}: no column(s) {missing}; columns are {list(rows[0])}. Pass text_col=/label_col=")
-        texts = [r[text_col] for r in rows]
-        labels = None if kwargs.get("is_lm") else [r[label_col] for r in rows]
-        if valid_col and valid_col in rows[0] and "valid_idx" not in kwargs:
+            raise KeyError(f"{path}: no column(s) {missing}; columns are {header}. Pass text_col=/label_col=")
+        if not kwargs.get("is_lm"):
+            li = header.index(label_col)
+            lines = missing_labels(records, li)
+            if lines:
+                shown = ", ".join(map(str, lines[:10])) + (" ..." if len(lines) > 10 else "")
+                cells = sorted({repr(r[li] if len(r) > li else "") for r in records if r.line in set(lines)})
+                if on_bad == "error":
+                    raise ValueError(f"{path}: {len(lines)} row(s) have no label in column {label_col!r} (line(s) "
+                                     f"{shown}; cells {', '.join(cells)}): they would become a class of their own. "
+                                     "Fill them in, or pass on_bad='skip' to leave those rows out.")
+                warnings.warn(f"TextDataBunch.from_csv: left out {len(lines)} row(s) of {path} without a label in "
+                              f"column {label_col!r}: line(s) {shown}")
+                keep = [i for i, r in enumerate(records) if r.line not in set(lines)]
+                records, rows = [records[i] for i in keep], [rows[i] for i in keep]
+        texts = [r.get(text_col) for r in rows]
+        labels = None if kwargs.get("is_lm") else [r.get(label_col) for r in rows]
+        if valid_col and valid_col in header and "valid_idx" not in kwargs:
             kwargs["valid_idx"] = [i for i, r in enumerate(rows)
-                                   if r[valid_col].strip().lower() in ("1", "true", "yes", "valid")]
-        return cls.from_lists(texts, labels, sources=[f"{path.name} row {i + 2}" for i in range(len(rows))], **kwargs)
+                                   if (r.get(valid_col) or "").strip().lower() in ("1", "true", "yes", "valid")]
+        return cls.from_lists(texts, labels, sources=[f"{path.name} line {r.line}" for r in records], **kwargs)
 
     @classmethod
     def from_folder(cls, path: str | Path, train: str = "train", valid: str = "valid", **kwargs: Any) -> "TextDataBunch":

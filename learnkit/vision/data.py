@@ -7,7 +7,6 @@ training starts (every file is decoded once) and are either an error listing the
 """
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import re
@@ -25,6 +24,7 @@ from learnkit.data.datablock import _ItemGetter
 from learnkit.data.pipeline import BlockDataset
 from learnkit.data.resident import ResidentLoader, memory_budget
 from learnkit.data.splitters import RandomSplitter
+from learnkit.data.tables import is_missing, read_csv
 from learnkit.data.transforms import Normalize
 from learnkit.vision.image import (DEFAULT_MAX_PIXELS, ImageBlock, RegexLabeller, decode_images, find_image_files,
                                    verify_images)
@@ -192,18 +192,20 @@ class ImageDataBunch(DataBunch):
     @classmethod
     def from_csv(cls, path: str | Path, csv_file: str = "labels.csv", folder: str = ".", fn_col: int | str = 0,
                  label_col: int | str = 1, label_delim: str | None = None, valid_col: int | str | None = None,
-                 valid_pct: float = 0.2, suffix: str = "", seed: int | None = None, **kwargs: Any) -> "ImageDataBunch":
+                 valid_pct: float = 0.2, suffix: str = "", seed: int | None = None, encoding: str | None = None,
+                 **kwargs: Any) -> "ImageDataBunch":
         """A CSV with a file-name column and a label column (several labels per cell with `label_delim`:
-        multi-label). `valid_col` (truthy = validation) gives the split, else a seeded random one."""
+        multi-label). `valid_col` (truthy = validation) gives the split, else a seeded random one. The CSV is
+        read by `learnkit.data.tables.read_csv` (strict UTF-8 unless `encoding=`); missing labels (empty, 'nan',
+        'None', 'null'...: `tables.MISSING_LABELS`; with `label_delim` an empty cell means no labels) are refused
+        by line, or skipped with on_bad='skip'."""
         path = Path(path)
         table = path / csv_file
         if not table.exists():
             raise FileNotFoundError(f"ImageDataBunch.from_csv: {table} not found")
-        with open(table, newline="", encoding="utf-8") as f:
-            rows = list(csv.reader(f))
-        if len(rows) < 2:
+        header, rows = read_csv(table, encoding=encoding)
+        if not rows:
             raise ValueError(f"ImageDataBunch.from_csv: {table} has no data rows")
-        header, rows = rows[0], rows[1:]
 
         def column(spec: int | str) -> int:
             if isinstance(spec, int):
@@ -216,14 +218,15 @@ class ImageDataBunch(DataBunch):
         fi, li = column(fn_col), column(label_col)
         vi = column(valid_col) if valid_col is not None else None
         files, labels, is_valid, bad = [], [], [], []
-        for n, row in enumerate(rows, start=2):
+        for row in rows:
+            n = row.line
             if len(row) <= max(fi, li, vi or 0):
                 bad.append((f"{table}:{n}", f"row has {len(row)} cells: {row}"))
                 continue
             file = path / folder / f"{row[fi]}{suffix}"
             label = row[li].strip()
-            if label == "" and label_delim is None:
-                bad.append((file, f"empty label in {table} line {n}"))
+            if is_missing(label) and (label or label_delim is None):  # multi-label: '' is "no labels"
+                bad.append((file, f"missing label {row[li]!r} in {table} line {n}"))
                 continue
             files.append(file)
             labels.append(label)
