@@ -409,15 +409,15 @@ class TextDataBunch(DataBunch):
             li = header.index(label_col)
             lines = missing_labels(records, li)
             if lines:
-                shown = ", ".join(map(str, lines[:10])) + (" ..." if len(lines) > 10 else "")
-                cells = sorted({repr(r[li] if len(r) > li else "") for r in records if r.line in set(lines)})
+                shown, gone = ", ".join(map(str, lines[:10])) + (" ..." if len(lines) > 10 else ""), set(lines)
+                cells = sorted({repr(r[li] if len(r) > li else "") for r in records if r.line in gone})
                 if on_bad == "error":
                     raise ValueError(f"{path}: {len(lines)} row(s) have no label in column {label_col!r} (line(s) "
                                      f"{shown}; cells {', '.join(cells)}): they would become a class of their own. "
                                      "Fill them in, or pass on_bad='skip' to leave those rows out.")
                 warnings.warn(f"TextDataBunch.from_csv: left out {len(lines)} row(s) of {path} without a label in "
                               f"column {label_col!r}: line(s) {shown}")
-                keep = [i for i, r in enumerate(records) if r.line not in set(lines)]
+                keep = [i for i, r in enumerate(records) if r.line not in gone]
                 records, rows = [records[i] for i in keep], [rows[i] for i in keep]
         texts = [r.get(text_col) for r in rows]
         labels = None if kwargs.get("is_lm") else [r.get(label_col) for r in rows]
