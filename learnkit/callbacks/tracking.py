@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from learnkit.core.serialization import atomic_write
 from learnkit.learner.events import Callback, CancelFit
 from learnkit.learner.learner import Learner
 
@@ -169,29 +170,63 @@ class _Scaled:
 
 
 class CSVLogger(Callback):
-    """Append each epoch's record (epoch, losses, metrics, time) to a CSV file under learn.path.
+    """Write each epoch's record (epoch, losses, metrics, time) to a CSV file under learn.path: one log for every
+    fit the logger sees, with epochs counted across those fits.
 
-    The columns are those of the first record (or, with `append=True`, the existing file's header); a value
-    missing from an epoch's record (e.g. an epoch cancelled before validation) is left empty."""
+    The `epoch` column is a running count over the fits logged to the file, not the epoch within one fit:
+    `fine_tune` (two fits) given this logger, or a Learner holding it for several fits, writes epochs 0, 1, 2, ...
+    to one file. The first fit a logger sees starts the file afresh (`append=False`) or continues an existing
+    file, its header and its epoch count (`append=True`); later fits with the same logger always append. A fit
+    resumed with `resume_from=` (the `Checkpoint` callback stores this logger's state) continues from where the
+    checkpoint stands: the rows of the epochs before it stay, and a row written after it (an epoch that is run
+    again) is dropped, so no epoch appears twice. The columns are those of the first record (or the existing
+    file's header); a value missing from an epoch's record (e.g. an epoch cancelled before validation) is left
+    empty.
+
+    Example:
+        >>> learn.fine_tune(3, callbacks=[CSVLogger()])  # learn.path/history.csv: epochs 0..3 (1 frozen + 3)
+    """
 
     order = 70
 
     def __init__(self, fname: str = "history.csv", append: bool = False):
         self.fname, self.append = fname, append
+        self.rows = 0  # data rows in the file that this logger wrote or kept
+        self.epoch_offset = 0  # the `epoch` column of the current fit's epoch 0
+        self.next_epoch = 0  # the `epoch` column of the next epoch logged
+        self._columns: list[str] | None = None
+        self._started = self._restored = self._warned = False
 
     def before_fit(self, learn: Learner) -> None:
         self.file = Path(learn.path) / self.fname
         self.file.parent.mkdir(parents=True, exist_ok=True)
-        self._columns: list[str] | None = None
-        self._warned = False
-        if self.append and self.file.exists() and self.file.stat().st_size > 0:
-            with open(self.file, newline="") as f:
-                self._columns = next(csv.reader(f), None)
-        if not self.append:
-            self.file.write_text("")
+        if self._restored:  # resume_from=: keep the rows the checkpoint counts, drop later ones
+            self._keep_rows(self.rows)
+        elif not self._started:
+            self.rows = self.next_epoch = 0
+            self._columns = None
+            if self.append and self.file.exists() and self.file.stat().st_size > 0:
+                rows = _read_rows(self.file)
+                self._columns, self.rows = rows[0], len(rows) - 1
+                self.next_epoch = _next_epoch(rows)
+            else:
+                self.file.write_text("")
+            self.epoch_offset = self.next_epoch
+        else:  # a later fit of this logger (e.g. fine_tune's second): append, counting on
+            self.epoch_offset = self.next_epoch
+        self._started, self._restored = True, False
+
+    def _keep_rows(self, n: int) -> None:
+        rows = _read_rows(self.file) if self.file.exists() and self.file.stat().st_size > 0 else []
+        self._columns = rows[0] if rows else None
+        kept = rows[:n + 1]
+        self.rows = max(0, len(kept) - 1)
+        if len(kept) < len(rows):
+            with atomic_write(self.file) as tmp, open(tmp, "w", newline="") as f:
+                csv.writer(f).writerows(kept)
 
     def after_epoch(self, learn: Learner) -> None:
-        record = learn.history.epoch_records[-1]
+        record = {**learn.history.epoch_records[-1], "epoch": self.epoch_offset + learn.epoch}
         with open(self.file, "a", newline="") as f:
             writer = csv.writer(f)
             if self._columns is None:
@@ -203,6 +238,30 @@ class CSVLogger(Callback):
                 warnings.warn(f"CSVLogger: {extra} are not columns of {self.file} ({self._columns}) and are not "
                               f"logged; use another fname or append=False", stacklevel=2)
             writer.writerow([_cell(record[k]) if k in record else "" for k in self._columns])
+        self.rows += 1
+        self.next_epoch = record["epoch"] + 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows, "epoch_offset": self.epoch_offset, "next_epoch": self.next_epoch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rows, self.epoch_offset, self.next_epoch = state["rows"], state["epoch_offset"], state["next_epoch"]
+        self._started = self._restored = True
+
+
+def _read_rows(path: Path) -> list[list[str]]:
+    with open(path, newline="") as f:
+        return [row for row in csv.reader(f) if row]
+
+
+def _next_epoch(rows: list[list[str]]) -> int:
+    """One past the last row's `epoch` (0 when there is no such column or no row)."""
+    if "epoch" not in rows[0] or len(rows) < 2:
+        return 0
+    try:
+        return int(rows[-1][rows[0].index("epoch")]) + 1
+    except (ValueError, IndexError):
+        return len(rows) - 1
 
 
 def _cell(v: Any) -> Any:

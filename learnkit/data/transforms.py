@@ -24,8 +24,15 @@ class Normalize(nn.Module):
         if mean_t.shape != std_t.shape:
             raise ValueError(f"Normalize: mean has {mean_t.numel()} values {mean_t.tolist()} but std has "
                              f"{std_t.numel()} {std_t.tolist()}; give one mean and one std per channel")
-        if (std_t <= 0).any():
-            raise ValueError(f"Normalize: std must be positive, got {std_t.tolist()}")
+        if mean_t.numel() == 0:
+            raise ValueError("Normalize: mean and std are empty; give one mean and one std per channel")
+        if not torch.isfinite(mean_t).all():
+            raise ValueError(f"Normalize: mean must be finite, got {mean_t.tolist()}; every input would become NaN. "
+                             "Compute the statistics from clean inputs (Normalize.from_batches) or give them")
+        for bad, what in ((~torch.isfinite(std_t), "finite"), (std_t <= 0, "positive")):
+            if bad.any():  # a NaN, infinite, zero or negative std makes inputs NaN, all zero, inf or flipped
+                raise ValueError(f"Normalize: std must be {what}, got {std_t.tolist()}. Compute the statistics "
+                                 "from clean inputs (Normalize.from_batches) or give them")
         self.register_buffer("mean", mean_t)
         self.register_buffer("std", std_t)
 

@@ -1,5 +1,5 @@
 """Turning verified source files into learnkit's on-disk form: safe archive extraction (no path traversal, no
-links out of the target, no devices) and the converters named in the registry (IDX → PNG folder, fortune
+links out of the target, no devices, no sparse members, a cap on the bytes written) and the converters named in the registry (IDX → PNG folder, fortune
 files → CSV).
 
 A converter is `fn(files, out, progress)`: `files` maps each registry file name to a verified local path, `out`
@@ -17,15 +17,19 @@ import tarfile
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from learnkit.datasets.registry import DatasetError, DatasetFile
 
-__all__ = ["extract_archive", "unpack", "fashion_mnist_png", "fortunes_csv", "folder_name", "CONVERTERS",
+__all__ = ["extract_archive", "extract_limit", "unpack", "fashion_mnist_png", "fortunes_csv", "folder_name", "CONVERTERS",
            "FASHION_MNIST_CLASSES"]
 
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                          "Ankle boot")
+# The most bytes an extraction may write unless told otherwise: 20 times the archive's size (text compresses
+# 5-10x, images hardly at all), but at least 32 MiB; a member declaring more is refused before anything is written.
+EXTRACT_RATIO = 20
+EXTRACT_FLOOR = 32 * 2**20
 # Python >= 3.11.4 / 3.12 ships tarfile's 'data' filter (PEP 706): it re-checks every member, resolving links
 # against what is already on disk. Older Pythons get learnkit's checks below and refuse links altogether.
 _HAS_DATA_FILTER = hasattr(tarfile, "data_filter")
@@ -71,6 +75,42 @@ def _check_tar(members: Iterable[tarfile.TarInfo], archive: Path) -> None:
             raise refuse("a type other than file, folder or link (a device, FIFO or the like)")
 
 
+def extract_limit(archive: str | os.PathLike) -> int:
+    """The default cap on the bytes extracting `archive` may write: max(EXTRACT_FLOOR, EXTRACT_RATIO x its size).
+
+    Example:
+        >>> extract_limit("images.tar.gz")   # a 100 MB archive: 2,000,000,000 bytes  # doctest: +SKIP
+    """
+    return max(EXTRACT_FLOOR, EXTRACT_RATIO * Path(archive).stat().st_size)
+
+
+def _tar_sizes(tf: tarfile.TarFile, members: list[tarfile.TarInfo]) -> Iterator[tuple[str, int, bool]]:
+    """Read the members one by one into `members`, yielding each one's declared size as soon as its header is
+    read (before tarfile seeks past its data: a short stream behind a huge header is refused by name)."""
+    while (m := tf.next()) is not None:
+        members.append(m)
+        yield m.name, (m.size if m.isfile() else 0), m.issparse()
+
+
+def _check_sizes(sizes: Iterable[tuple[str, int, bool]], archive: Path, dest: Path, max_bytes: int) -> None:
+    """Refuse, before writing, sparse members and archives declaring more than `max_bytes` (or the free disk)."""
+    def refuse(why: str) -> DatasetError:
+        return DatasetError(f"unsafe archive {archive}: {why}; nothing was extracted")
+    total, free = 0, shutil.disk_usage(dest.parent).free
+    for name, size, sparse in sizes:
+        if sparse:
+            raise refuse(f"member {name!r} is a sparse file declaring {size:,} bytes (sparse members are refused: "
+                         "a few bytes in the archive can claim any size on disk)")
+        total += size
+        if total > max_bytes:
+            raise refuse(f"its members declare more than the extraction limit of {max_bytes:,} bytes (member "
+                         f"{name!r} declares {size:,}; {total:,} so far); if the archive is genuine, pass a larger "
+                         f"max_bytes (the default is max({EXTRACT_FLOOR:,}, {EXTRACT_RATIO} x the archive's size))")
+        if total > free:
+            raise refuse(f"its members declare {total:,} bytes (up to member {name!r}) but only {free:,} bytes are "
+                         f"free on the disk of {dest}")
+
+
 def _tame(m: tarfile.TarInfo) -> tarfile.TarInfo:
     """What the 'data' filter does to modes and owners, for Pythons without it (links were refused)."""
     m.mode = (m.mode | (0o700 if m.isdir() else 0o600)) & 0o755
@@ -90,11 +130,15 @@ def _check_zip(infos: Iterable[zipfile.ZipInfo], archive: Path) -> None:
             raise DatasetError(f"unsafe archive {archive}: member {info.filename!r} has {why}; nothing was extracted")
 
 
-def extract_archive(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
+def extract_archive(archive: str | os.PathLike, dest: str | os.PathLike, max_bytes: int | None = None) -> Path:
     """Unpack a tar (plain, gz, bz2, xz) or zip file into `dest`, safely and atomically.
 
     Every member is checked before anything is written: absolute names, '..' components, links pointing
-    outside `dest` and devices are refused with a `DatasetError` naming the member. Tar files are then
+    outside `dest` and devices are refused with a `DatasetError` naming the member; so are sparse tar members
+    and archives whose members declare more than `max_bytes` in total (default `extract_limit(archive)`: 20
+    times the archive's size, at least 32 MiB) or more than the free disk space. The declared sizes bound what
+    is written (tarfile writes exactly them, zipfile never more than them), so a zip bomb or a tar header
+    claiming 10 GiB fails before the disk fills. Tar files are then
     extracted with tarfile's 'data' filter where Python has it. Extraction goes to a temporary folder next
     to `dest`, renamed to `dest` at the end (or, if `dest` is an existing folder, its entries are moved in;
     an entry that already exists is an error). On any error the temporary folder is removed.
@@ -103,6 +147,7 @@ def extract_archive(archive: str | os.PathLike, dest: str | os.PathLike) -> Path
         >>> extract_archive("images.tar.gz", "data/images")                           # doctest: +SKIP
     """
     archive, dest = Path(archive), Path(dest)
+    max_bytes = extract_limit(archive) if max_bytes is None else int(max_bytes)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".extract", dir=dest.parent))
     umask = os.umask(0)
@@ -112,10 +157,12 @@ def extract_archive(archive: str | os.PathLike, dest: str | os.PathLike) -> Path
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as zf:
                 _check_zip(zf.infolist(), archive)
+                _check_sizes([(i.filename, i.file_size, False) for i in zf.infolist()], archive, dest, max_bytes)
                 zf.extractall(tmp)
         elif tarfile.is_tarfile(archive):
             with tarfile.open(archive) as tf:
-                members = tf.getmembers()
+                members: list[tarfile.TarInfo] = []
+                _check_sizes(_tar_sizes(tf, members), archive, dest, max_bytes)
                 _check_tar(members, archive)
                 if _HAS_DATA_FILTER:
                     tf.extractall(tmp, filter="data")
@@ -144,7 +191,7 @@ def unpack(dataset_files: Iterable[DatasetFile], files: dict[str, Path], out: Pa
     """The default converter: archives (`extract=True`) are extracted into `out`, other files copied."""
     for dfile in dataset_files:
         if dfile.extract:
-            extract_archive(files[dfile.name], out)
+            extract_archive(files[dfile.name], out, dfile.max_extracted)
         else:
             shutil.copyfile(files[dfile.name], out / dfile.name)
 

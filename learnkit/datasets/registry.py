@@ -61,12 +61,15 @@ class DatasetFile:
         urls: where to download it, tried in order (empty: no download, e.g. a Debian-only file).
         local_paths: where a package or the source checkout puts it; used as they are, never modified.
         extract: a tar/zip archive to unpack (safely) into the data set's folder by the default converter.
+        max_extracted: the most bytes its extraction may write (default: `convert.extract_limit`, 20 times the
+            archive's size, at least 32 MiB); set it for archives that compress better than that.
     """
     name: str
     checksums: tuple[Checksum, ...]
     urls: tuple[str, ...] = ()
     local_paths: tuple[str, ...] = ()
     extract: bool = False
+    max_extracted: int | None = None
 
     def __post_init__(self) -> None:
         if not self.name or Path(self.name).name != self.name or self.name in (".", ".."):

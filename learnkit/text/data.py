@@ -18,7 +18,7 @@ from learnkit.data.datablock import DataBlock, check_on_bad, report_bad
 from learnkit.data.loaders import BucketBatchSampler, LMLoader
 from learnkit.data.pipeline import ItemGetter
 from learnkit.data.splitters import IndexSplitter, RandomSplitter, is_valid_flag
-from learnkit.data.tables import read_csv
+from learnkit.data.tables import missing_labels, read_csv
 from learnkit.text.tokenizer import Tokenizer
 from learnkit.text.vocab import Vocab
 
@@ -335,6 +335,7 @@ class TextDataBunch(DataBunch):
         (1/true/yes/valid); otherwise a seeded random `valid_pct` split. `encoding`: the CSV's text encoding
         (default UTF-8, BOM accepted; undecodable bytes are an error naming the line)."""
         path = Path(csv_path)
+        check_on_bad(on_bad)
         header, rows = read_csv(path, encoding=encoding)
         if not rows:
             raise ValueError(f"{path}: no rows of data (only a header)")
@@ -344,16 +345,23 @@ class TextDataBunch(DataBunch):
         ti = header.index(text_col)
         li = header.index(label_col) if not is_lm else None
         vi = header.index(valid_col) if valid_col and valid_col in header else None
-        short = [n for n, r in rows if len(r) <= max(ti, li or 0, vi or 0)]
+        if li is not None:  # empty / 'nan' / 'None' labels would become a class of their own
+            lines = set(missing_labels(rows, li))
+            report_bad([(f"{path.name} line {r.line}", f"no label in column {label_col!r} (cell "
+                         f"{r[li] if len(r) > li else ''!r})") for r in rows if r.line in lines], on_bad,
+                       "rows without a label (they would become a class of their own)",
+                       f"fill in the column {label_col!r} of {path}")
+            rows = [r for r in rows if r.line not in lines]
+        short = [r.line for r in rows if len(r) <= max(ti, vi or 0)]
         if short:
             raise ValueError(f"{path}: line(s) {short[:10]} have fewer cells than the header {header}")
-        texts = [r[ti] for _, r in rows]
-        labels = [r[li] for _, r in rows] if li is not None else None
-        valid_idx = [i for i, (_, r) in enumerate(rows) if is_valid_flag(r[vi])] if vi is not None else None
+        texts = [r[ti] for r in rows]
+        labels = [r[li] for r in rows] if li is not None else None
+        valid_idx = [i for i, r in enumerate(rows) if is_valid_flag(r[vi])] if vi is not None else None
         return cls.from_lists(texts, labels, valid_idx=valid_idx, valid_pct=valid_pct, seed=seed, is_lm=is_lm,
                               on_bad=on_bad, batch_size=batch_size, bptt=bptt, block=block, max_len=max_len,
                               min_freq=min_freq, max_vocab=max_vocab, device=device, num_workers=num_workers,
-                              cache_dir=cache_dir, sources=[f"{path.name} line {n}" for n, _ in rows],
+                              cache_dir=cache_dir, sources=[f"{path.name} line {r.line}" for r in rows],
                               verbose=verbose)
 
     @classmethod

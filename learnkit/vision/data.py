@@ -23,9 +23,9 @@ from learnkit.data.bunch import DataBunch, make_loader
 from learnkit.data.datablock import DataBlock, check_on_bad, report_bad
 from learnkit.data.resident import ResidentLoader
 from learnkit.data.splitters import IndexSplitter, RandomSplitter, is_valid_flag
-from learnkit.data.tables import read_csv
+from learnkit.data.tables import is_missing, read_csv
 from learnkit.data.transforms import Normalize
-from learnkit.vision.image import DEFAULT_MAX_PIXELS, ImageBlock, RegexLabeller, get_image_files
+from learnkit.vision.image import DEFAULT_MAX_PIXELS, ImageBlock, RegexLabeller, find_image_files
 
 __all__ = ["ImageDataBunch", "IMAGENET_STATS"]
 
@@ -110,10 +110,11 @@ class ImageDataBunch(DataBunch):
         files, labels, bad, in_valid = [], [], [], []
         for r, root in enumerate(roots):
             classes = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-            loose = [f for f in get_image_files(root, recurse=False)]
-            bad += [(f, f"not inside a class folder of {root}: its label is unknown") for f in loose]
+            loose, odd = find_image_files(root, recurse=False)
+            bad += odd + [(f, f"not inside a class folder of {root}: its label is unknown") for f in loose]
             for d in classes:
-                found = get_image_files(d)
+                found, odd = find_image_files(d)  # odd: FIFOs, broken links, links out of the class folder
+                bad += odd
                 if not found:
                     bad.append((d, "empty class folder (no image files)"))
                 files += found
@@ -240,14 +241,17 @@ class ImageDataBunch(DataBunch):
         fi, li = _column(header, fn_col, csv_path), _column(header, label_col, csv_path)
         vi = _column(header, valid_col, csv_path) if valid_col is not None else None
         files, labels, is_valid, bad = [], [], [], []
-        for n, row in rows:
+        for row in rows:
+            n = row.line
             if len(row) <= max(fi, li, vi or 0):
-                bad.append((f"{csv_path}:{n}", f"row has {len(row)} cells: {row}"))
+                bad.append((f"{csv_path}:{n}", f"row has {len(row)} cells: {list(row)}"))
                 continue
             file = folder / f"{row[fi]}{suffix}"
             label = row[li].strip()
-            if label == "" and label_delim is None:
-                bad.append((file, f"empty label in {csv_path} line {n}"))
+            # an empty cell is "no labels" for multi-label; 'nan'/'None'/'null' (or empty, single-label) would
+            # become a class of their own
+            if is_missing(label) and not (label == "" and label_delim is not None):
+                bad.append((file, f"no label ({row[li]!r}) in {csv_path} line {n}"))
                 continue
             files.append(file)
             labels.append(label)

@@ -187,7 +187,7 @@ def test_load_of_mismatching_checkpoint_leaves_model_and_optimizer_untouched(tmp
 # ------------------------------------------------------------------ 6. the recipe's meaning is hashed
 @pytest.mark.parametrize("edit,fields", [
     (lambda r: r["classes"].__setitem__(0, "cat"), "classes"),
-    (lambda r: r["blocks"][1]["vocab"].__setitem__(0, "cat"), "blocks"),
+    (lambda r: r["blocks"][1]["classes"].__setitem__(0, "cat"), "blocks"),
     (lambda r: r["batch_tfms"][0]["std"].__setitem__(0, 3.0), "batch_tfms"),
     (lambda r: r.__setitem__("n_inp", 1) or r["model"]["kwargs"].__setitem__("dropout", 0.5), "model"),
 ])

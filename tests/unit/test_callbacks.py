@@ -19,7 +19,7 @@ import learnkit
 from learnkit import (CSVLogger, Callback, CancelBatch, CancelEpoch, CancelFit, CancelStep, Checkpoint, EarlyStopping,
                       GradientAccumulation, GradientClipping, Learner, ReduceLROnPlateau, SaveBestModel,
                       TerminateOnNaN, accuracy)
-from learnkit.testing import synthetic_classification, synthetic_regression, tiny_learner, tiny_mlp
+from learnkit.testing import InterruptAt, synthetic_classification, synthetic_regression, tiny_learner, tiny_mlp
 
 N_BATCHES = 6  # training batches per epoch in `make_learner`'s data
 
@@ -266,13 +266,15 @@ def read_csv(path) -> list[list[str]]:
         return list(csv.reader(f))
 
 
-def assert_rows_match(rows: list[list[str]], header: list[str], recs: list[dict]) -> None:
+def assert_rows_match(rows: list[list[str]], header: list[str], recs: list[dict], epochs=None) -> None:
+    """rows match recs; the epoch column is `epochs` (the logger's running count) or else each record's epoch."""
     assert len(rows) == len(recs)
-    for row, rec in zip(rows, recs):
+    epochs = [rec["epoch"] for rec in recs] if epochs is None else epochs
+    for row, rec, epoch in zip(rows, recs, epochs):
         assert list(rec) == header
         for name, cell in zip(header, row):
             if name == "epoch":
-                assert int(cell) == rec[name]
+                assert int(cell) == epoch
             else:
                 assert float(cell) == pytest.approx(rec[name], rel=1e-5)
 
@@ -294,8 +296,8 @@ def test_csv_logger_append(tmp_path):
     header = ["epoch", "train_loss", "valid_loss", "time"]
     assert rows[0] == header
     assert rows.count(header) == 1  # no second header
-    assert [r[0] for r in rows[1:]] == ["0", "1", "0", "1", "2"]
-    assert_rows_match(rows[1:], header, records(learn))
+    assert [r[0] for r in rows[1:]] == ["0", "1", "2", "3", "4"]  # epochs counted on from the file's last row
+    assert_rows_match(rows[1:], header, records(learn), epochs=range(5))
 
 
 def test_csv_logger_without_append_overwrites(tmp_path):
@@ -757,3 +759,57 @@ def test_cancel_fit_mid_epoch(tmp_path):
     assert ev.count("after_epoch") == 1  # the cancelled epoch does not end
     assert ev.log[-1][0] == "after_fit"
     assert all(p.grad is None for p in learn.model.parameters())
+
+
+# CSVLogger across fits and resumes: one log, epochs counted across fits, no epoch lost or written twice
+def test_csv_logger_fine_tune_keeps_both_fits_with_a_running_epoch(tmp_path):
+    learn = make_learner(tmp_path, metrics=[accuracy])
+    learn.fine_tune(2, base_lr=1e-2, freeze_epochs=1, callbacks=[CSVLogger()])  # two fits: 1 frozen + 2
+    rows = read_csv(tmp_path / "history.csv")
+    header = ["epoch", "train_loss", "valid_loss", "accuracy", "time"]
+    assert rows[0] == header and rows.count(header) == 1
+    assert [r[0] for r in rows[1:]] == ["0", "1", "2"]
+    assert [rec["epoch"] for rec in records(learn)] == [0, 0, 1]  # each fit counts from 0 in History
+    assert_rows_match(rows[1:], header, records(learn), epochs=range(3))
+
+
+def test_csv_logger_held_by_the_learner_logs_every_fit(tmp_path):
+    learn = make_learner(tmp_path, callbacks=[CSVLogger("log.csv")])
+    learn.fit(1, lr=1e-2)
+    learn.fit(2, lr=1e-2)
+    rows = read_csv(tmp_path / "log.csv")
+    assert [r[0] for r in rows[1:]] == ["0", "1", "2"]
+    assert_rows_match(rows[1:], rows[0], records(learn), epochs=range(3))
+
+
+class InterruptAfterEpoch(Callback):
+    """Ctrl-C at the end of `epoch`, after CSVLogger (70) wrote its row and before Checkpoint (90) saved."""
+
+    order = 80
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def after_epoch(self, learn):
+        if learn.epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("interrupt,every_n_batches,kept", [
+    (InterruptAt(2, 1), None, 2),       # checkpoint at the end of epoch 1: rows 0, 1 stay
+    (InterruptAt(1, 4), 3, 1),          # mid-epoch checkpoint in epoch 1: row 0 stays
+    (InterruptAfterEpoch(1), None, 1),  # row 1 written after the checkpoint: dropped, epoch 1 runs again
+])
+def test_csv_logger_resumed_fit_appends_from_the_checkpoint(tmp_path, interrupt, every_n_batches, kept):
+    learn = make_learner(tmp_path, metrics=[accuracy])
+    with pytest.raises(KeyboardInterrupt):
+        learn.fit_one_cycle(3, 1e-2, callbacks=[Checkpoint("c.pth", every_n_batches), CSVLogger(), interrupt])
+    before = read_csv(tmp_path / "history.csv")
+    assert len(before) - 1 == (kept + 1 if isinstance(interrupt, InterruptAfterEpoch) else kept)
+    resumed = make_learner(tmp_path, metrics=[accuracy])  # a new process: new learner, new logger
+    resumed.fit_one_cycle(3, 1e-2, callbacks=[Checkpoint("c.pth", every_n_batches), CSVLogger()],
+                          resume_from=tmp_path / "models" / "c.pth")
+    rows = read_csv(tmp_path / "history.csv")
+    assert [r[0] for r in rows[1:]] == ["0", "1", "2"]  # nothing lost, nothing twice
+    assert rows[:kept + 1] == before[:kept + 1]  # rows from before the interruption are kept as written
+    assert_rows_match(rows[1:], rows[0], records(resumed))  # and agree with the restored history

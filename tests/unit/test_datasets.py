@@ -3,12 +3,14 @@ resume, checksums, safe extraction, offline sources, the cache and the `learnkit
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import http.server
 import io
 import re
 import tarfile
 import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -49,7 +51,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         cut = srv.cut_after.pop(self.path, None)  # cut this transfer (once) after `cut` bytes
-        self.wfile.write(body if cut is None else body[:cut])
+        pause = srv.trickle.get(self.path)  # seconds between single bytes: a server that barely sends
+        if pause is None:
+            self.wfile.write(body if cut is None else body[:cut])
+        else:
+            self.wfile.flush()
+            try:
+                for i in range(len(body)):  # ends with the body, or when the client hangs up
+                    self.wfile.write(body[i:i + 1])
+                    self.wfile.flush()
+                    time.sleep(pause)
+            except OSError:
+                pass
         self.close_connection = True
 
     def log_message(self, *args):  # keep pytest's output clean
@@ -64,7 +77,7 @@ def server(tmp_path, monkeypatch):
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     srv.root = tmp_path / "served"
     srv.root.mkdir()
-    srv.requests, srv.cut_after, srv.missing, srv.ignore_range = [], {}, set(), False
+    srv.requests, srv.cut_after, srv.missing, srv.ignore_range, srv.trickle = [], {}, set(), False, {}
     srv.url = f"http://127.0.0.1:{srv.server_address[1]}/"
     thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
@@ -229,6 +242,60 @@ def test_server_ignoring_range_restarts_the_download(server, entry, home):
     assert (folder / "a.bin").read_bytes() == data
 
 
+def test_a_trickling_server_is_given_up_on_at_the_deadline(server, entry, home, monkeypatch):
+    data = _payload(200)  # at one byte per 50 ms the whole file would take 10 s
+    ds = entry("t-trickle", {"a.bin": data})
+    server.trickle["/a.bin"] = 0.05
+    with pytest.raises(DatasetError) as err:
+        get_dataset("t-trickle", home=home, progress=False, deadline=0.4)
+    url = f"{server.url}a.bin"
+    assert re.fullmatch(rf"download of {re.escape(url)} gave up at its deadline of 0\.4 s \((\d+) of 192 bytes "
+                        r"received\); \1 bytes are kept in .*a\.bin\.part: run again to resume, or allow more time "
+                        r"\(deadline=SECONDS or \$LEARNKIT_DOWNLOAD_DEADLINE\)", str(err.value)), str(err.value)
+    # Only the documented resumable .part is left, holding exactly what arrived (a prefix of the file).
+    part = home / "downloads" / "t-trickle" / "a.bin.part"
+    assert _all_files(home) == ["downloads/t-trickle/a.bin.part"]
+    kept = part.read_bytes()
+    assert 0 < len(kept) < len(data) and data.startswith(kept)
+    assert not (home / "datasets" / "t-trickle").exists()
+    # The environment variable sets the same deadline; a bad value is refused by name.
+    monkeypatch.setenv("LEARNKIT_DOWNLOAD_DEADLINE", "0.3")
+    with pytest.raises(DatasetError, match=r"deadline of 0\.3 s"):
+        get_dataset("t-trickle", home=home, progress=False)
+    assert server.requests[-1][1] is not None and server.requests[-1][1].startswith("bytes=")  # it resumed
+    monkeypatch.setenv("LEARNKIT_DOWNLOAD_DEADLINE", "soon")
+    with pytest.raises(DatasetError, match=r"\$LEARNKIT_DOWNLOAD_DEADLINE='soon': give the download deadline as a "
+                                           r"positive number of seconds"):
+        get_dataset("t-trickle", home=home, progress=False)
+    monkeypatch.delenv("LEARNKIT_DOWNLOAD_DEADLINE")
+    assert download_module.download_deadline(ds.files[0].size) == download_module.DEADLINE_FLOOR
+    assert download_module.download_deadline(100 * 2**20) == 2048.0  # 100 MiB at 50 KiB/s
+
+
+def test_the_download_bar_shows_in_a_terminal_only(server, entry, home, capsys, monkeypatch):
+    ds = entry("t-bar", {"a.bin": _payload(300_000)})
+    dfile = ds.files[0]
+    download_module.download_file(dfile.urls[0], home / "a.bin", dfile, progress=True)  # pytest's stdout: no TTY
+    assert capsys.readouterr().out == ""
+    monkeypatch.setattr(download_module.sys.stdout, "isatty", lambda: True)
+    download_module.download_file(dfile.urls[0], home / "b.bin", dfile, progress=True)
+    assert "KiB of a.bin" in capsys.readouterr().out
+    assert (home / "b.bin").read_bytes() == (home / "a.bin").read_bytes() == _payload(300_000)
+
+
+def test_a_stalled_transfer_is_retried_then_left_resumable(server, entry, home):
+    data = _payload(200)
+    ds = entry("t-stall", {"a.bin": data})
+    server.trickle["/a.bin"] = 0.05  # 20 bytes a second: far below STALL_BYTES per stall timeout
+    dest = home / "a.bin"
+    with pytest.raises(DatasetError, match=r"failed after 2 attempt\(s\) \(stalled: \d+ bytes in [\d.]+ s, fewer than "
+                                           r"1024 \(stall timeout 0\.2 s\)\); \d+ bytes are kept in .*a\.bin\.part"):
+        download_module.download_file(f"{server.url}a.bin", dest, ds.files[0], progress=False, attempts=2,
+                                      stall_timeout=0.2)
+    assert [r[1] is None for r in server.requests] == [True, False]  # the second attempt resumed with a Range
+    assert not dest.exists() and data.startswith((home / "a.bin.part").read_bytes())
+
+
 def test_404_is_a_clear_error_naming_the_url(server, entry, home):
     entry("t-404", {"a.bin": b"x" * 100})
     server.missing.add("/a.bin")
@@ -265,6 +332,75 @@ def test_symlink_chain_escape_is_refused(tmp_path):
     with pytest.raises(DatasetError, match="goes through another link"):
         extract_archive(archive, tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["chain.tar"]
+
+
+def _huge_tar_member(size: int, sparse: bool) -> bytes:
+    """A plain tar with one member declaring `size` bytes but carrying 512: a GNU sparse member (one 512-byte
+    region at the end of a `size`-byte file) or a plain member whose header lies about its size."""
+    info = tarfile.TarInfo("data/huge.bin")
+    info.size = 512 if sparse else size
+    header = bytearray(info.tobuf(format=tarfile.GNU_FORMAT))
+    if sparse:  # the old GNU sparse header: type 'S', one (offset, numbytes) entry at 386, the real size at 483
+        header[156:157] = tarfile.GNUTYPE_SPARSE
+        header[386:398] = b"%011o\0" % (size - 512)
+        header[398:410] = b"%011o\0" % 512
+        header[483:495] = b"%011o\0" % size
+        header[148:156] = b" " * 8
+        header[148:156] = b"%06o\0 " % sum(header[:512])
+    return bytes(header[:512]) + b"x" * 512 + b"\0" * 1024
+
+
+@pytest.mark.parametrize("sparse", [False, True], ids=["huge-header", "sparse"])
+def test_a_tar_member_declaring_10_gib_is_refused_before_writing(tmp_path, sparse):
+    archive = tmp_path / "huge.tar"
+    archive.write_bytes(_huge_tar_member(10 * 2**30, sparse))
+    with tarfile.open(archive) as tf:  # the header really declares 10 GiB (a sparse one: with holes)
+        m = tf.next()
+        assert (m.name, m.size, m.issparse()) == ("data/huge.bin", 10 * 2**30, sparse)
+    expected = (r"member 'data/huge.bin' is a sparse file declaring 10,737,418,240 bytes" if sparse else
+                r"more than the extraction limit of 33,554,432 bytes \(member 'data/huge.bin' declares "
+                r"10,737,418,240; .*pass a larger max_bytes")
+    with pytest.raises(DatasetError, match=expected + ".*nothing was extracted"):
+        extract_archive(archive, tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["huge.tar"]  # nothing written, no temporary folder
+    if not sparse:  # even an explicit larger limit cannot make room that the disk does not have (1 PiB)
+        archive.write_bytes(_huge_tar_member(2**50, sparse))
+        with pytest.raises(DatasetError, match=r"declare 1,125,899,906,842,624 bytes \(up to member 'data/huge.bin'\) "
+                                               r"but only [\d,]+ bytes are free on the disk of"):
+            extract_archive(archive, tmp_path / "out", max_bytes=2**60)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["huge.tar"]
+
+
+def test_a_zip_bomb_is_refused_before_writing_and_small_archives_still_extract(tmp_path):
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+        zf.writestr("readme.txt", b"hello")
+        with zf.open("zeros.bin", "w", force_zip64=True) as f:  # 50 MB of zeros: about 50 KB compressed
+            for _ in range(50):
+                f.write(bytes(10**6))
+    assert bomb.stat().st_size < 100_000
+    with pytest.raises(DatasetError, match=r"bomb.zip: its members declare more than the extraction limit of "
+                                           r"33,554,432 bytes \(member 'zeros.bin' declares 50,000,000"):
+        extract_archive(bomb, tmp_path / "out")
+    with pytest.raises(DatasetError, match=r"limit of 1,000 bytes"):  # an explicit cap, and the registry's field
+        extract_archive(bomb, tmp_path / "out", max_bytes=1000)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bomb.zip"]
+    small = tmp_path / "small.zip"
+    with zipfile.ZipFile(small, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("a/b.txt", b"beta" * 1000)
+    assert (extract_archive(small, tmp_path / "ok") / "a" / "b.txt").read_bytes() == b"beta" * 1000
+    assert convert_module.extract_limit(small) == 32 * 2**20
+
+
+def test_a_registered_archive_uses_its_max_extracted(server, entry, home, tmp_path):
+    archive = _tar([_file("data/a.txt", b"a" * 5000)])
+    ds = entry("t-cap", {"a.tar.gz": archive}, extract=True)
+    register_dataset(dataclasses.replace(ds, files=(dataclasses.replace(ds.files[0], max_extracted=4000),)),
+                     replace=True)
+    with pytest.raises(DatasetError, match=r"limit of 4,000 bytes \(member 'data/a.txt' declares 5,000"):
+        get_dataset("t-cap", home=home, progress=False)
+    assert not (home / "datasets" / "t-cap").exists()
+    _no_leftovers(home)
 
 
 def test_without_the_data_filter_links_are_refused_and_files_still_extract(tmp_path, monkeypatch):

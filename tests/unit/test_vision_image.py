@@ -197,7 +197,6 @@ def test_get_image_files_sorts_filters_and_skips_hidden(tmp_path):
         save(root / rel, noise(2, 2))
     (root / "a" / "notes.txt").write_text("x")
     (root / "a" / "png").write_text("x")
-    (root / "sub" / "deeper" / "up").symlink_to(root / "sub", target_is_directory=True)  # a loop: walked once
 
     def rel(files):
         return [f.relative_to(root).as_posix() for f in files]
@@ -312,3 +311,147 @@ def test_encode_many_streams_what_encode_gives_in_order(tmp_path, monkeypatch, p
     (tmp_path / "07.png").write_bytes(b"not a png")
     with pytest.raises(ImageLoadError, match="07.png"):
         list(block.encode_many(files, num_workers=2))
+
+
+# --- links, FIFOs and damaged PNGs: nothing listed twice, nothing that hangs, nothing half black (issue 14) ----
+
+def _classes(root, names=("cat", "dog"), n=2):
+    for c in names:
+        for i in range(n):
+            save(root / c / f"{c}{i}.png", noise(4, 4, seed=i))
+    return root
+
+
+def test_a_symlink_loop_in_a_class_folder_is_refused_naming_the_link(tmp_path):
+    from learnkit.vision.data import ImageDataBunch
+    root = _classes(tmp_path / "data")
+    (root / "cat" / "loop").symlink_to(root, target_is_directory=True)  # cat/loop/dog/* would become "cat"
+    with pytest.raises(ValueError, match=r"the link .*cat/loop points to .*data, a folder that contains the link"):
+        get_image_files(root / "cat")
+    with pytest.raises(ValueError, match=r"cat/loop .*symlink loop"):
+        ImageDataBunch.from_folder(root, valid_pct=0.5, on_bad="skip", device="cpu", verbose=False)
+    (root / "cat" / "loop").unlink()
+    (root / "cat" / "deep").mkdir()
+    (root / "cat" / "deep" / "up").symlink_to(root / "cat", target_is_directory=True)  # a loop below the root
+    with pytest.raises(ValueError, match=r"cat/deep/up points to"):
+        get_image_files(root)
+    (root / "cat" / "deep" / "up").unlink()
+    (root / "mirror").symlink_to(root, target_is_directory=True)  # a "class folder" that is the root itself
+    with pytest.raises(ValueError, match=r"mirror points to"):
+        get_image_files(root / "mirror")
+
+
+def test_links_are_followed_inside_the_root_once_and_reported_outside_it(tmp_path):
+    from learnkit.vision.image import find_image_files
+    root, outside = _classes(tmp_path / "data", ("a", "b"), n=1), _classes(tmp_path / "elsewhere", ("x",), n=1)
+    save(root / ".hidden" / "h.png", noise(4, 4))
+    (root / "a" / "alias").symlink_to(root / "b", target_is_directory=True)  # b is walked as b, not again as a/alias
+    (root / "c").mkdir()
+    (root / "c" / "ext").symlink_to(outside / "x", target_is_directory=True)  # outside: not followed, reported
+    (root / "c" / "same.png").symlink_to(root / "a" / "a0.png")  # the same real file: listed once, by its own path
+    (root / "c" / "far.png").symlink_to(outside / "x" / "x0.png")  # a file link goes wherever it points
+    (root / "c" / "h").symlink_to(root / ".hidden", target_is_directory=True)  # inside, not walked yet: followed
+    (root / "c" / "gone.png").symlink_to(root / "nothing.png")
+    files, problems = find_image_files(root)
+    assert [f.relative_to(root).as_posix() for f in files] == ["a/a0.png", "b/b0.png", "c/far.png", "c/h/h.png"]
+    assert [(p.relative_to(root).as_posix(), why.split(" (")[0]) for p, why in problems] == [
+        ("c/ext", f"a link to the folder {outside / 'x'}, outside {root}: not followed"), ("c/gone.png", "a broken link")]
+    with pytest.warns(UserWarning, match=r"(?s)left out 2 path\(s\).*c/ext: a link to the folder"):
+        assert get_image_files(root) == files
+
+
+_FIFO_SCRIPT = r"""
+import os, sys, warnings
+from pathlib import Path
+import numpy as np
+from PIL import Image
+from learnkit.vision.data import ImageDataBunch
+from learnkit.vision.image import ImageLoadError, find_image_files, load_image, verify_images
+root = Path(sys.argv[1])
+for c in ("cat", "dog"):
+    for i in range(3):
+        (root / c).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((4, 4, 3), 40 * i, np.uint8)).save(root / c / f"{i}.png")
+os.mkfifo(root / "cat" / "x.png")  # nobody ever writes to it: opening it for reading blocks forever
+os.symlink(root / "cat" / "x.png", root / "dog" / "link.png")
+try:
+    load_image(root / "cat" / "x.png")
+except ImageLoadError as e:
+    print("load_image:", e.reason)
+print("verify_images:", verify_images([root / "dog" / "link.png"], num_workers=0))
+print("find:", [(p.name, why) for p, why in find_image_files(root)[1]])
+try:
+    ImageDataBunch.from_folder(root, valid_pct=0.5, device="cpu", verbose=False)
+except ValueError as e:
+    print("error:", str(e).splitlines()[0])
+with warnings.catch_warnings(record=True):
+    warnings.simplefilter("always")
+    data = ImageDataBunch.from_folder(root, valid_pct=0.5, on_bad="skip", device="cpu", verbose=False)
+from learnkit.data.bunch import n_items
+print("items:", n_items(data.train_dl) + n_items(data.valid_dl))
+"""
+
+
+def test_a_fifo_named_png_is_skipped_and_reported_instead_of_hanging(tmp_path):
+    import os
+    import subprocess
+    import sys
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs on this system")
+    try:  # a subprocess with a timeout: a regression fails here instead of hanging the suite
+        run = subprocess.run([sys.executable, "-c", _FIFO_SCRIPT, str(tmp_path / "data")], capture_output=True,
+                             text=True, timeout=120, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    except subprocess.TimeoutExpired:
+        pytest.fail("reading a folder with a FIFO named x.png hung")
+    assert run.returncode == 0, run.stderr
+    out = run.stdout.splitlines()
+    assert out[0] == "load_image: not a regular file (a FIFO (named pipe))"
+    assert out[1].startswith("verify_images: [(PosixPath(") and "link.png'), 'not a regular file (a FIFO" in out[1]
+    assert out[2] == ("find: [('x.png', 'not a regular file (a FIFO (named pipe))'), ('link.png', 'not a regular "
+                      f"file (a FIFO (named pipe), through a link to {tmp_path / 'data' / 'cat' / 'x.png'})')]")
+    assert out[3] == "error: 2 files without a label or empty class folders:"
+    assert out[4] == "items: 6"  # the six real images, neither the FIFO nor the link to it
+
+
+def _png_chunks(data):
+    """[(kind, payload)] of a PNG."""
+    pos, out = 8, []
+    while pos < len(data):
+        n = struct.unpack(">I", data[pos:pos + 4])[0]
+        out.append((data[pos + 4:pos + 8], data[pos + 8:pos + 8 + n]))
+        pos += 12 + n
+    return out
+
+
+def _png_from_chunks(chunks):
+    return b"\x89PNG\r\n\x1a\n" + b"".join(struct.pack(">I", len(d)) + k + d + struct.pack(">I", zlib.crc32(k + d))
+                                           for k, d in chunks)
+
+
+def test_a_truncated_png_is_refused_even_with_load_truncated_images(tmp_path, monkeypatch):
+    from PIL import PngImagePlugin
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Comment", "IEND")  # the bytes 'IEND' early in the file: a file cut in half still holds them
+    full = save(tmp_path / "full.png", noise(64, 64), pnginfo=info).read_bytes()
+    (tmp_path / "cut.png").write_bytes(full[:len(full) // 2])
+    # Cut inside the pixel data, yet every chunk is whole and the file ends with IEND (a repaired download).
+    chunks = _png_chunks(full)
+    idat = b"".join(d for k, d in chunks if k == b"IDAT")
+    short = [(k, d) for k, d in chunks if k != b"IDAT" and k != b"IEND"] + [(b"IDAT", idat[:len(idat) // 2]),
+                                                                              (b"IEND", b"")]
+    (tmp_path / "short.png").write_bytes(_png_from_chunks(short))
+    damaged = bytearray(full)
+    damaged[full.index(b"IDAT") + 100] ^= 0xFF  # one flipped byte in the pixel data: the chunk's CRC fails
+    (tmp_path / "flipped.png").write_bytes(bytes(damaged))
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    assert Image.open(tmp_path / "short.png").load() is not None  # Pillow itself loads it (half black)
+    for name, why in [("cut.png", r"PNG data is truncated \(chunk b'IDAT' at byte \d+ declares"),
+                      ("short.png", "truncated .its compressed pixel data ends before the image does"),
+                      ("flipped.png", "damaged .the CRC of chunk b'IDAT'")]:
+        with pytest.raises(ImageLoadError, match=why):
+            load_image(tmp_path / name)
+    assert torch.equal(load_image(tmp_path / "full.png"), torch.from_numpy(np.array(noise(64, 64))).permute(2, 0, 1))
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", False)  # and by default, too
+    for name in ("cut.png", "short.png", "flipped.png"):
+        with pytest.raises(ImageLoadError):
+            load_image(tmp_path / name)
