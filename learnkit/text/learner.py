@@ -17,7 +17,7 @@ from learnkit.core.registry import create_model
 from learnkit.core.serialization import load_tensors, save_tensors
 from learnkit.learner.events import Callback
 from learnkit.learner.learner import Learner
-from learnkit.learner.metrics import Metric, accuracy
+from learnkit.learner.metrics import Metric, accuracy, default_metrics
 from learnkit.optim.optimizer import AdamW
 from learnkit.text.awd_lstm import RNNRegularizer, classifier_splitter, lm_splitter
 from learnkit.text.data import SubwordTextBlock, TextBlock, TextDataBunch
@@ -206,7 +206,7 @@ def text_classifier_learner(data: TextDataBunch, arch: str | Path = "awd_lstm", 
         >>> learn = text_classifier_learner(data, "/models/all-MiniLM-L6-v2")
         >>> learn.fine_tune(3, base_lr=1e-4)
     """
-    metrics = [accuracy] if metrics is None else metrics
+    metrics = default_metrics(data.y_block) if metrics is None else metrics
     if getattr(data, "is_lm", False):
         raise ValueError("text_classifier_learner: the data is a language-model bunch; build it with labels")
     n_out = len(data.vocab)

@@ -9,10 +9,9 @@ import torch
 from torch import nn
 
 from learnkit.core.registry import create_model
-from learnkit.data.blocks import MultiCategoryBlock
 from learnkit.data.bunch import DataBunch
 from learnkit.learner.learner import Learner
-from learnkit.learner.metrics import accuracy, accuracy_multi
+from learnkit.learner.metrics import default_metrics
 from learnkit.vision.nets import resnet9
 from learnkit.vision.models import create_vision_model, load_pretrained, pretrained_stats, vision_splitter
 
@@ -108,8 +107,8 @@ def vision_learner(data: DataBunch, arch: str | Callable[..., nn.Module] = "resn
         model = model.to(memory_format=torch.channels_last)
         if not any(isinstance(t, ChannelsLast) for t in data.batch_tfms):
             data.batch_tfms.append(ChannelsLast())
-    if metrics is None:
-        metrics = [accuracy_multi] if isinstance(data.y_block, MultiCategoryBlock) else [accuracy]
+    if metrics is None:  # what fits the target: accuracy, accuracy_multi (multi-label), mae (regression)
+        metrics = default_metrics(data.y_block)
     learn = Learner(data, model, loss_fn=loss_fn, metrics=metrics, splitter=splitter, **learner_kwargs)
     learn.pretrained_source = source
     if source is not None:
