@@ -21,6 +21,7 @@ from learnkit.learner.metrics import Metric, accuracy, default_metrics
 from learnkit.optim.optimizer import AdamW
 from learnkit.text.awd_lstm import RNNRegularizer, classifier_splitter, lm_splitter
 from learnkit.text.data import SubwordTextBlock, TextBlock, TextDataBunch
+from learnkit.text.generate import LanguageModelLearner
 from learnkit.text.vocab import Vocab
 
 __all__ = ["language_model_learner", "text_classifier_learner", "save_encoder", "load_encoder", "Perplexity",
@@ -74,8 +75,8 @@ def _text_opt(params: Any, lr: float = 1e-3) -> torch.optim.Optimizer:
 
 def language_model_learner(data: TextDataBunch, arch: str = "awd_lstm", pretrained: str | Path | None = None,
                            drop_mult: float = 1.0, config: dict | None = None, metrics: Sequence[Any] | None = None,
-                           clip: float | None = 0.25, **kwargs: Any) -> Learner:
-    """An AWD-LSTM language model on `data` (built with is_lm=True).
+                           clip: float | None = 0.25, **kwargs: Any) -> LanguageModelLearner:
+    """An AWD-LSTM language model on `data` (built with is_lm=True); `learn.predict(text, n_words)` continues a text.
 
     Args:
         pretrained: an LM bundle written by `learn.export()` (e.g. one pretrained on a large corpus); its
@@ -94,7 +95,7 @@ def language_model_learner(data: TextDataBunch, arch: str = "awd_lstm", pretrain
                          drop_mult=drop_mult, **cfg)
     callbacks = [ResetState(), RNNRegularizer(alpha=2.0, beta=1.0)] + _clipping(clip) + list(kwargs.pop("callbacks", []))
     kwargs.setdefault("mixed_precision", AWD_LSTM_PRECISION)
-    learn = Learner(data, model, opt_fn=kwargs.pop("opt_fn", _text_opt), splitter=lm_splitter,
+    learn = LanguageModelLearner(data, model, opt_fn=kwargs.pop("opt_fn", _text_opt), splitter=lm_splitter,
                     metrics=[accuracy, Perplexity()] if metrics is None else metrics, callbacks=callbacks, **kwargs)
     if pretrained is not None:
         _load_pretrained_lm(learn, Path(pretrained))
