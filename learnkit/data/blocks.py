@@ -227,6 +227,10 @@ class CategoryBlock(_Labels):
     def loss_fn(self) -> Callable:
         return nn.CrossEntropyLoss()
 
+    def default_metrics(self) -> list[str]:
+        """Names of the metrics a learner shows by default (resolved by learnkit.learner.metrics)."""
+        return ["accuracy"]
+
     def activation(self, output: torch.Tensor) -> torch.Tensor:
         return F.softmax(output.float(), dim=-1)
 
@@ -294,6 +298,10 @@ class MultiCategoryBlock(_Labels):
     def loss_fn(self) -> Callable:
         return nn.BCEWithLogitsLoss()
 
+    def default_metrics(self) -> list[str]:
+        """Names of the metrics a learner shows by default (resolved by learnkit.learner.metrics)."""
+        return ["accuracy_multi"]
+
     def activation(self, output: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(output.float())
 
@@ -334,6 +342,10 @@ class RegressionBlock(TransformBlock):
 
     def loss_fn(self) -> Callable:
         return nn.MSELoss()
+
+    def default_metrics(self) -> list[str]:
+        """Names of the metrics a learner shows by default (resolved by learnkit.learner.metrics)."""
+        return ["mae"]
 
     def title(self, tensor: torch.Tensor) -> str:
         value = self.decode(tensor)

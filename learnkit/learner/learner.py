@@ -22,7 +22,7 @@ from learnkit.learner.events import (Callback, CallbackHost, CancelBatch, Cancel
                                      CancelTrain, CancelValidate)
 from learnkit.learner.history import History
 from learnkit.learner.inference import inference_forward
-from learnkit.learner.metrics import Metric, as_metric
+from learnkit.learner.metrics import Metric, as_metrics, compute_metric, update_metric
 from learnkit.learner.names import take_fastai_names
 from learnkit.learner.progress import ProgressBar
 from learnkit.learner.recipes import Lr, Recipes
@@ -103,7 +103,7 @@ class Learner(CallbackHost, Recipes):
                              "pass loss_fn=...")
         self.opt_fn, self.opt = opt_fn, None
         self.weight_decay, self.cudnn_benchmark = weight_decay, cudnn_benchmark
-        self.metrics: list[Metric] = [as_metric(m) for m in metrics]
+        self.metrics: list[Metric] = as_metrics(metrics)  # one metric, a list, or None
         self.path, self.model_dir = Path(path), model_dir
         self.splitter, self.train_bn = splitter, train_bn
         self.layer_groups = make_layer_groups(self.model, splitter)
@@ -246,7 +246,7 @@ class Learner(CallbackHost, Recipes):
             return
         # One host sync per validation, for all metrics together.
         values = torch.stack([self._val_loss / max(1, self._val_count)] +
-                             [torch.as_tensor(m.compute(), device=self.device).float().reshape(()) for m in self.metrics])
+                             [torch.as_tensor(compute_metric(m), device=self.device).float().reshape(()) for m in self.metrics])
         self.val_results = dict(zip(names, values.tolist()))
 
     def _one_batch(self, batch: Sequence[Any]) -> None:
@@ -271,7 +271,7 @@ class Learner(CallbackHost, Recipes):
                 self._val_loss += self.loss.detach().float() * n
                 self._val_count += n
                 for m in self.metrics:
-                    m.update(self.pred, *self.yb)
+                    update_metric(m, self.pred, *self.yb)  # first output of a tuple; errors name the metric
         except CancelBatch:
             pass
         self._event("after_batch")
@@ -390,9 +390,10 @@ class Learner(CallbackHost, Recipes):
             self._with_events("validate", self._do_validate, CancelValidate)
         return dict(self.val_results)
 
-    def get_preds(self, dl: Any = None, activation: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def get_preds(self, dl: Any = None, activation: bool = True) -> tuple[Any, torch.Tensor | None]:
         """(predictions, targets) on `dl` (default: validation, from every rank under torchrun), gathered on the
-        CPU in the loader's order. No callbacks run."""
+        CPU in the loader's order. No callbacks run. A model with several outputs gives a tuple of tensors, one
+        per output; the target block's activation applies to the first."""
         sharded = self.dist is not None and (dl is None or dl is self.data.valid_dl)
         dl = dl if dl is not None else self.data.valid_dl
         self.model.eval()
@@ -402,12 +403,17 @@ class Learner(CallbackHost, Recipes):
                 batch = self.data.transfer(batch, training=False)
                 out = inference_forward(self.model, batch[:self.data.n_inp], self.amp_dtype)
                 y_block = self.data.y_block
-                preds.append(y_block.activation(out) if activation and y_block is not None else out.float())
+                outs = tuple(out) if isinstance(out, (tuple, list)) else (out,)
+                first = y_block.activation(outs[0]) if activation and y_block is not None else outs[0].float()
+                preds.append((first,) + tuple(o.float() for o in outs[1:]))
                 if len(batch) > self.data.n_inp:
                     targets.append(batch[self.data.n_inp])
+        per_output = [[p[i] for p in preds] for i in range(len(preds[0]))] if preds else [[]]
         if sharded:
-            preds, targets = self.dist.gather_batches(preds), self.dist.gather_batches(targets)
-        return torch.cat(preds).cpu(), (torch.cat(targets).cpu() if targets else None)
+            per_output = [self.dist.gather_batches(o) for o in per_output]
+            targets = self.dist.gather_batches(targets)
+        joined = tuple(torch.cat(o).cpu() for o in per_output)
+        return (joined[0] if len(joined) == 1 else joined), (torch.cat(targets).cpu() if targets else None)
 
     def predict(self, item: Any) -> tuple[Any, Any, torch.Tensor]:
         """(decoded prediction, class index or None, probabilities) for one raw input (what get_x returns)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import warnings
 from typing import Any, Iterator, NamedTuple, TYPE_CHECKING
 
 import numpy as np
@@ -59,30 +60,87 @@ class LRFinder(Callback):
             raise CancelFit()
 
 
-def suggest_lrs(lrs: list[float], losses: list[float]) -> SuggestedLRs:
-    """valley: half-way (in loss) down the longest chain of decreasing losses; minimum: the lr of the
-    lowest loss / 10; steepest: the lr where the loss falls fastest (per log-lr)."""
-    # The last few points are usually the divergence; they would drag every suggestion to the right.
-    n = len(lrs) - 5 if len(lrs) > 15 else len(lrs)
-    lrs_a, losses_a = np.array(lrs[:n]), np.array(losses[:n])
+SKIP_END = 5  # the last points are usually the divergence; they would drag every suggestion to the right
+SMOOTH = 5  # points of the centred moving average applied to the (already running-mean) losses before choosing
+EDGE = 2  # a suggestion this close to either end of the kept curve is not trusted
+MIN_DROP = 0.02  # a "clear descent": the loss falls at least 2% below its highest value before its minimum
+
+
+def _kept_range(n: int) -> tuple[int, int]:
+    """[start, end) of the points the suggestions read. As fastai does, the first tenth (at least 3 points) is
+    skipped: the debiased running mean of 1-3 losses still swings by noise there (a drop over the first 3 points
+    put the valley at 1.45e-7 on a text classifier), and the last `SKIP_END` points are dropped."""
+    end = n - SKIP_END if n > 15 else n
+    start = max(3, n // 10) if end >= 15 else 0
+    return start, end
+
+
+def _centred_mean(x: np.ndarray, k: int) -> np.ndarray:
+    """Moving average over k points centred on each point (ends padded with the end values): smoother than the
+    running mean without moving the curve to the right."""
+    if k <= 1 or len(x) < k:
+        return x
+    padded = np.pad(x, k // 2, mode="edge")
+    return np.convolve(padded, np.ones(k) / k, mode="valid")
+
+
+def suggest_lrs(lrs: list[float], losses: list[float], warn: bool = True) -> SuggestedLRs:
+    """Suggestions from a sweep of (lr, running-mean loss) points.
+
+    The first tenth and the last 5 points are skipped (see `_kept_range`), the rest smoothed by a centred mean
+    over 5 points. The descent is the stretch that leads into the lowest loss, from the last point still 90% of
+    the way up from that minimum to the highest loss before it:
+
+    - valley: where the descent has made half of its drop;
+    - steepest: where the loss falls fastest per log-lr within the descent;
+    - minimum: the lr of the lowest loss (before the centred mean) / 10.
+
+    Suggestions within `EDGE` points of the ends of the kept curve are rejected: a valley there is replaced by
+    the steepest point (or the minimum suggestion). One warning, with the fix, says when the suggestions mean
+    little: the loss never falls `MIN_DROP` below its highest value (no clear descent), or is still falling at
+    the end of the sweep.
+    """
+    if len(lrs) != len(losses):
+        raise ValueError(f"suggest_lrs: {len(lrs)} lrs but {len(losses)} losses; give one loss per lr")
+    start, end = _kept_range(len(lrs))
+    lrs_a, losses_a = np.asarray(lrs[start:end], dtype=float), np.asarray(losses[start:end], dtype=float)
+    n = len(lrs_a)
     if n < 2:
-        raise ValueError(f"lr_find recorded only {n} point(s); use more iterations (num_it) or more data")
-    minimum = float(lrs_a[int(np.nanargmin(losses_a))] / 10)
+        raise ValueError(f"lr_find recorded only {len(lrs)} point(s); use more iterations (num_it) or more data")
+    finite = np.isfinite(losses_a)
+    if not finite.any():
+        raise ValueError(f"lr_find: every loss of the sweep is inf or nan (from lr {lrs[0]:.2e}); check the "
+                         "model, the loss and the data before choosing a learning rate")
+    losses_a = np.where(finite, losses_a, losses_a[finite].max())  # a diverged point counts as the worst one
+    minimum = float(lrs_a[int(np.argmin(losses_a))] / 10)
+    losses_a = _centred_mean(losses_a, SMOOTH)
+
+    def at_edge(i: int) -> bool:
+        return n > 2 * EDGE + 1 and (i < EDGE or i >= n - EDGE)
+
+    i_min = int(np.argmin(losses_a))
+    top = float(losses_a[:i_min + 1].max())
+    high = losses_a[i_min] + 0.9 * (top - losses_a[i_min])
+    i_top = max(i for i in range(i_min + 1) if losses_a[i] >= high)  # where the descent into the minimum starts
     grads = np.gradient(losses_a, np.log(lrs_a))
-    steepest = float(lrs_a[int(np.nanargmin(grads))])
-    # Longest (not necessarily contiguous) decreasing chain of points: O(n^2) is fine for ~100 points.
-    length, prev = [1] * n, [-1] * n
-    for j in range(n):
-        for i in range(j):
-            if losses_a[i] > losses_a[j] and length[i] + 1 > length[j]:
-                length[j], prev[j] = length[i] + 1, i
-    chain = [int(np.argmax(length))]
-    while prev[chain[-1]] >= 0:
-        chain.append(prev[chain[-1]])
-    chain.reverse()
-    # The valley: where the chain has made half of its loss drop (a long flat start does not pull it left).
-    target = (losses_a[chain[0]] + losses_a[chain[-1]]) / 2
-    valley = float(lrs_a[next(i for i in chain if losses_a[i] <= target)])
+    lo, hi = max(i_top, EDGE if n > 2 * EDGE + 1 else 0), max(i_top, min(i_min, n - 1 - EDGE)) + 1
+    i_steep = lo + int(np.argmin(grads[lo:hi])) if lo < hi else i_min
+    half = (losses_a[i_top] + losses_a[i_min]) / 2
+    i_valley = next(i for i in range(i_top, i_min + 1) if losses_a[i] <= half)
+    steepest, valley = float(lrs_a[i_steep]), float(lrs_a[i_valley])
+    if at_edge(i_valley):
+        valley = steepest if not at_edge(i_steep) else minimum
+    drop = (top - float(losses_a[i_min])) / max(abs(top), 1e-12)
+    problem = None
+    if drop < MIN_DROP or i_min < EDGE:
+        problem = (f"the loss shows no clear descent between lr {lrs_a[0]:.1e} and {lrs_a[-1]:.1e} (it falls "
+                   f"{100 * drop:.1f}% at most)")
+    elif i_min >= n - EDGE:
+        problem = f"the loss is still falling at the end of the sweep (lr {lrs_a[-1]:.1e})"
+    if warn and problem is not None:
+        warnings.warn(f"lr_find: {problem}, so the suggestions (valley {valley:.1e}) are unreliable; fix: give a "
+                      f"learning rate yourself (e.g. 1e-3), or sweep longer or further (lr_find(num_it=300, "
+                      f"end_lr=...)) over more data", stacklevel=2)
     return SuggestedLRs(valley, minimum, steepest)
 
 

@@ -1,16 +1,25 @@
 """Metrics accumulated on the device (no host sync per batch); read once per validation.
 
 A metric is either a plain function `fn(pred, target) -> tensor` (averaged over items, weighted by
-batch size) or a `Metric` with reset/update/compute.
+batch size) or a `Metric` with reset/update/compute. A model with several outputs (a tuple) gives metrics its
+first output, unless the metric declares `takes_tuple = True` (then `update` receives the whole tuple). A metric
+that raises is re-raised as `MetricError`, naming the metric and the shapes it was given. `default_metrics(block)`
+picks metrics that fit a target block (accuracy for a category, accuracy_multi for multi-label, mae for a number).
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+import functools
+from typing import Any, Callable, Sequence
 
 import torch
 
-__all__ = ["Metric", "AvgMetric", "accuracy", "error_rate", "accuracy_multi", "TopKAccuracy", "F1Score",
-           "mse", "mae", "RMSE", "as_metric"]
+__all__ = ["Metric", "AvgMetric", "MetricError", "accuracy", "error_rate", "accuracy_multi", "TopKAccuracy",
+           "F1Score", "mse", "mae", "RMSE", "as_metric", "as_metrics", "default_metrics", "update_metric",
+           "metric_name"]
+
+
+class MetricError(RuntimeError):
+    """A metric failed; the message names the metric and the prediction and target shapes it was given."""
 
 
 class Metric:
@@ -23,6 +32,7 @@ class Metric:
 
     name: str = "metric"
     sum_states: tuple[str, ...] = ()
+    takes_tuple: bool = False  # True: update() gets a multi-output model's whole tuple, not its first output
 
     def reset(self) -> None:
         raise NotImplementedError
@@ -39,9 +49,10 @@ class AvgMetric(Metric):
 
     sum_states = ("total", "count")
 
-    def __init__(self, fn: Callable[..., torch.Tensor], name: str | None = None):
+    def __init__(self, fn: Callable[..., torch.Tensor], name: str | None = None, takes_tuple: bool = False):
         self.fn = fn
-        self.name = name or getattr(fn, "__name__", type(fn).__name__)
+        self.name = name or metric_name(fn)
+        self.takes_tuple = takes_tuple
         self.reset()
 
     def reset(self) -> None:
@@ -49,7 +60,7 @@ class AvgMetric(Metric):
         self.count = 0
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        n = pred.shape[0]
+        n = target.shape[0] if isinstance(pred, (tuple, list)) else pred.shape[0]
         self.total = self.total + self.fn(pred, target).detach().float() * n
         self.count += n
 
@@ -59,12 +70,94 @@ class AvgMetric(Metric):
         return torch.as_tensor(self.total) / self.count
 
 
+def metric_name(fn: Any) -> str:
+    """A readable name for a metric function: its `__name__`; for a `functools.partial`, the function with its
+    bound arguments (`fbeta(beta=2)`); for another callable object, its class name."""
+    if isinstance(fn, functools.partial):
+        args = [repr(a) for a in fn.args] + [f"{k}={v!r}" for k, v in fn.keywords.items()]
+        return f"{metric_name(fn.func)}({', '.join(args)})"
+    return getattr(fn, "__name__", type(fn).__name__)
+
+
 def as_metric(m: Any) -> Metric:
-    return m if isinstance(m, Metric) else AvgMetric(m)
+    """A `Metric` as it is, a `Metric` class instantiated (`F1Score` → `F1Score()`), a function wrapped in
+    `AvgMetric`."""
+    if isinstance(m, Metric):
+        return m
+    if isinstance(m, type) and issubclass(m, Metric):
+        return m()
+    if not callable(m):
+        raise TypeError(f"metrics: {m!r} is not a metric; pass functions (pred, target) -> tensor or Metric "
+                        "instances, e.g. metrics=[accuracy]")
+    return AvgMetric(m)
+
+
+def as_metrics(metrics: Any) -> list[Metric]:
+    """The metrics of a Learner from None, one metric (`metrics=accuracy`) or a sequence of them.
+
+    Example:
+        >>> [m.name for m in as_metrics(accuracy)], [m.name for m in as_metrics([accuracy, F1Score()])]
+        (['accuracy'], ['accuracy', 'f1_macro'])
+    """
+    if metrics is None:
+        return []
+    if callable(metrics) or isinstance(metrics, Metric):
+        metrics = [metrics]
+    return [as_metric(m) for m in metrics]
+
+
+def _shape(value: Any) -> Any:
+    if isinstance(value, (tuple, list)):
+        return tuple(_shape(v) for v in value)
+    shape = getattr(value, "shape", None)
+    return tuple(shape) if shape is not None else type(value).__name__
+
+
+def update_metric(metric: Metric, pred: Any, *targets: Any) -> None:
+    """`metric.update(pred, *targets)`, with a multi-output model's first output unless the metric takes the
+    tuple; an error is re-raised as `MetricError` naming the metric and the shapes (the loop calls this)."""
+    if isinstance(pred, (tuple, list)) and not metric.takes_tuple:
+        pred = pred[0]
+    try:
+        metric.update(pred, *targets)
+    except Exception as e:
+        shapes = ", ".join(f"target shape {_shape(t)}" for t in targets) or "no target"
+        raise MetricError(f"metric {metric.name!r} failed on pred shape {_shape(pred)}, {shapes}: "
+                          f"{type(e).__name__}: {e}. Fix: pass metrics that fit the target (metrics=[mae] for "
+                          f"a number, [accuracy_multi] for multi-label, [] for none)") from e
+
+
+def compute_metric(metric: Metric) -> Any:
+    """`metric.compute()`, an error re-raised as `MetricError` naming the metric."""
+    try:
+        return metric.compute()
+    except Exception as e:
+        raise MetricError(f"metric {metric.name!r} failed in compute(): {type(e).__name__}: {e}") from e
+
+
+def default_metrics(block: Any) -> list[Metric]:
+    """Metrics that fit a target block, from the names its `default_metrics()` gives (CategoryBlock: accuracy;
+    MultiCategoryBlock: accuracy_multi; RegressionBlock: mae); none for other blocks or no block.
+
+    Example:
+        >>> [m.name for m in default_metrics(RegressionBlock())]
+        ['mae']
+    """
+    names = block.default_metrics() if callable(getattr(block, "default_metrics", None)) else []
+    unknown = [n for n in names if n not in _BY_NAME]
+    if unknown:
+        raise ValueError(f"default_metrics: {type(block).__name__} asks for unknown metric(s) {unknown}; "
+                         f"known: {sorted(_BY_NAME)}")
+    return [as_metric(_BY_NAME[n]) for n in names]
 
 
 def accuracy(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Share of items whose arg-max class equals the target."""
+    """Share of items whose arg-max class equals the target (class indices, one dimension fewer than pred)."""
+    if target.is_floating_point() or pred.ndim != target.ndim + 1:
+        # Without this, (B, 1) regression outputs and targets broadcast to a (B, B) comparison: a silent number.
+        raise ValueError(f"accuracy needs class scores (B, n_classes) and class-index targets (B,), got pred "
+                         f"{tuple(pred.shape)} and {str(target.dtype).replace('torch.', '')} target "
+                         f"{tuple(target.shape)}; for a number use mae or RMSE(), for multi-label accuracy_multi")
     return (pred.argmax(dim=-1) == target).float().mean()
 
 
@@ -122,28 +215,49 @@ class TopKAccuracy(AvgMetric):
 
 
 class F1Score(Metric):
-    """F1 from a confusion matrix kept on the device. `average='macro'` (mean over classes, a class with no
-    true and no predicted items counts as 0 and is left out) or 'micro'."""
+    """F1 kept as counts on the device. Single-label targets (class indices): a confusion matrix. Multi-label
+    targets (multi-hot, the shape of pred): per label true/false positives and false negatives, a label predicted
+    when sigmoid(pred) >= `threshold`. `average='macro'`: the mean of the per-class (per-label) F1, a class with
+    no true and no predicted items left out; 'micro': F1 of the pooled counts (single-label: the accuracy).
 
-    sum_states = ("confusion",)
+    Example:
+        >>> learn = Learner(data, model, metrics=[F1Score("micro"), F1Score("macro")])   # multi-label data too
+    """
 
-    def __init__(self, average: str = "macro"):
+    sum_states = ("confusion", "label_counts")
+
+    def __init__(self, average: str = "macro", threshold: float = 0.5):
         if average not in ("macro", "micro"):
             raise ValueError(f"F1Score(average={average!r}): use 'macro' or 'micro'")
-        self.average = average
+        self.average, self.threshold = average, threshold
         self.name = f"f1_{average}"
         self.reset()
 
     def reset(self) -> None:
         self.confusion: torch.Tensor | None = None
+        self.label_counts: torch.Tensor | None = None  # (3, n_labels): tp, fp, fn (multi-label targets)
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         n = pred.shape[-1]
-        idx = target.reshape(-1) * n + pred.argmax(-1).reshape(-1)
+        if target.shape == pred.shape and pred.ndim >= 2:  # multi-hot targets: multi-label
+            predicted = (torch.sigmoid(pred.float()) >= self.threshold).reshape(-1, n)
+            actual = target.reshape(-1, n).bool()
+            counts = torch.stack([(predicted & actual).sum(0), (predicted & ~actual).sum(0),
+                                  (~predicted & actual).sum(0)])
+            self.label_counts = counts if self.label_counts is None else self.label_counts + counts
+            return
+        idx = target.reshape(-1).long() * n + pred.argmax(-1).reshape(-1)
         counts = torch.bincount(idx, minlength=n * n).reshape(n, n)
         self.confusion = counts if self.confusion is None else self.confusion + counts
 
     def compute(self) -> torch.Tensor:
+        if self.label_counts is not None:
+            tp, fp, fn = self.label_counts.float()
+            if self.average == "micro":
+                return 2 * tp.sum() / (2 * tp.sum() + fp.sum() + fn.sum()).clamp_min(1e-12)
+            den = 2 * tp + fp + fn
+            present = den > 0
+            return (2 * tp[present] / den[present]).mean()
         if self.confusion is None:
             return torch.tensor(float("nan"))
         cm = self.confusion.float()
@@ -154,3 +268,8 @@ class F1Score(Metric):
         f1 = 2 * tp / (precision_den + recall_den).clamp_min(1e-12)
         present = (precision_den + recall_den) > 0
         return f1[present].mean()
+
+
+# The metrics a target block may name in its `default_metrics()` (see `default_metrics`).
+_BY_NAME: dict[str, Any] = {"accuracy": accuracy, "accuracy_multi": accuracy_multi, "mae": mae, "mse": mse,
+                            "rmse": RMSE, "error_rate": error_rate, "f1_macro": F1Score}

@@ -19,11 +19,12 @@ from learnkit.core.registry import create_model
 from learnkit.core.serialization import load_tensors, save_tensors
 from learnkit.learner.events import Callback
 from learnkit.learner.learner import Learner
-from learnkit.learner.metrics import Metric, accuracy
+from learnkit.learner.metrics import Metric, accuracy, default_metrics
 from learnkit.learner.names import take_fastai_names
 from learnkit.optim.optimizer import AdamW
 from learnkit.text.awd_lstm import RNNRegularizer, classifier_splitter, lm_splitter
 from learnkit.text.data import SubwordTextBlock, TextBlock, TextDataBunch
+from learnkit.text.generate import LanguageModelLearner
 from learnkit.text.vocab import Vocab
 
 __all__ = ["language_model_learner", "text_classifier_learner", "save_encoder", "load_encoder", "Perplexity",
@@ -101,8 +102,8 @@ def language_model_learner(data: TextDataBunch | None = None, arch: str = "awd_l
                            mixed_precision: Any = AWD_LSTM_PRECISION, progress: bool = True, train_bn: bool = True,
                            preflight: bool = True, compile: bool | str | dict = False, sync_bn: bool = False,
                            weight_decay: float | None = None, cudnn_benchmark: bool | None = None,
-                           **fastai_names: Any) -> Learner:
-    """An AWD-LSTM language model on `data` (built with is_lm=True).
+                           **fastai_names: Any) -> LanguageModelLearner:
+    """An AWD-LSTM language model on `data` (built with is_lm=True); `learn.predict(text, n_words)` continues a text.
 
     Args:
         pretrained: load `weights` (and freeze all but the head). There is no built-in pretrained AWD-LSTM
@@ -138,7 +139,7 @@ def language_model_learner(data: TextDataBunch | None = None, arch: str = "awd_l
     model = create_model("awd_lstm_lm", vocab_size=len(block.vocab_obj), pad_idx=block.pad_idx,
                          drop_mult=drop_mult, **cfg)
     callbacks = [ResetState(), RNNRegularizer(alpha=2.0, beta=1.0)] + _clipping(clip) + list(callbacks)
-    learn = Learner(data, model, loss_fn=loss_fn, opt_fn=opt_fn, splitter=lm_splitter,
+    learn = LanguageModelLearner(data, model, loss_fn=loss_fn, opt_fn=opt_fn, splitter=lm_splitter,
                     metrics=[accuracy, Perplexity()] if metrics is None else metrics, callbacks=callbacks,
                     path=path, model_dir=model_dir, mixed_precision=mixed_precision, progress=progress,
                     train_bn=train_bn, preflight=preflight, compile=compile, sync_bn=sync_bn,
@@ -286,9 +287,9 @@ def text_classifier_learner(data: TextDataBunch | None = None, arch: str | Path 
     if not isinstance(pretrained, bool):
         raise TypeError(f"text_classifier_learner(pretrained={pretrained!r}): pretrained is True or False; the "
                         "model folder or id goes to weights=")
-    metrics = [accuracy] if metrics is None else metrics
     if data is None or getattr(data, "is_lm", False):
         raise ValueError("text_classifier_learner: the data must be a labelled TextDataBunch (not is_lm=True)")
+    metrics = default_metrics(data.y_block) if metrics is None else metrics
     n_out = len(data.vocab)
     options = dict(loss_fn=loss_fn, metrics=metrics, path=path, model_dir=model_dir, progress=progress,
                    train_bn=train_bn, preflight=preflight, compile=compile, sync_bn=sync_bn, weight_decay=weight_decay,

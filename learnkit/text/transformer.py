@@ -21,8 +21,8 @@ from torch import nn
 
 from learnkit.core import create_model, load_tensors, register_model
 
-__all__ = ["BertConfig", "BertEncoder", "TransformerClassifier", "WordPieceTokenizer", "hf_bert_state_dict",
-           "layer_groups", "load_bert", "load_hf_weights", "transformer_classifier_from_dir"]
+__all__ = ["BertConfig", "BertEncoder", "TransformerClassifier", "WordPieceTokenizer", "check_architecture",
+           "hf_bert_state_dict", "layer_groups", "load_bert", "load_hf_weights", "transformer_classifier_from_dir"]
 
 MODEL_FILES = ("config.json", "vocab.txt", "model.safetensors")
 _SPECIAL_KEYS = {"cls_token": "[CLS]", "sep_token": "[SEP]", "pad_token": "[PAD]", "unk_token": "[UNK]",
@@ -184,6 +184,23 @@ class WordPieceTokenizer:
 
 
 # ----------------------------------------------------------------------------------------------- config
+def check_architecture(config: dict[str, Any], where: str) -> None:
+    """Raise unless a config.json dict describes a BERT encoder with absolute positions, naming the architecture
+    it does describe (`model_type`, `architectures`) and what supports it."""
+    kind = config.get("model_type", "bert")
+    positions = config.get("position_embedding_type", "absolute")
+    if kind == "bert" and positions == "absolute":
+        return
+    architectures = config.get("architectures")
+    described = f"model_type={kind!r}" + (f", architectures={architectures}" if architectures else "") + \
+        (f", position_embedding_type={positions!r}" if positions != "absolute" else "")
+    raise ValueError(f"{where}: config.json describes a {described} model; learnkit's built-in transformer "
+                     "reads BERT-family encoders with absolute positions only (model_type 'bert': BERT, MiniLM, "
+                     "all-MiniLM-*, bge-*, e5-*). Fix: use a BERT-family model folder, or load this model with "
+                     "Hugging Face transformers (pip install transformers; AutoModel.from_pretrained(folder)), "
+                     "wrap it in an nn.Module that returns logits and train it with Learner(data, model).")
+
+
 _ACTIVATIONS = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh"}  # F.gelu's `approximate`
 
 
@@ -209,11 +226,7 @@ class BertConfig:
         """Build from a config.json dict, checking that it describes a model this module implements."""
         if isinstance(config, BertConfig):
             return config
-        kind = config.get("model_type", "bert")
-        if kind != "bert" or config.get("position_embedding_type", "absolute") != "absolute":
-            raise ValueError(f"BertConfig: model_type={kind!r}, position_embedding_type="
-                             f"{config.get('position_embedding_type')!r}; only BERT with absolute positions "
-                             "(BERT, MiniLM, all-MiniLM-*, bge-*, e5-*) is implemented here")
+        check_architecture(config, "BertConfig")
         fields = {f.name for f in dataclasses.fields(cls)}
         out = cls(**{k: v for k, v in config.items() if k in fields})
         if out.hidden_act not in _ACTIVATIONS:
@@ -388,6 +401,8 @@ def load_hf_weights(encoder: BertEncoder, tensors: dict[str, torch.Tensor], sour
 
 def _read_model_dir(path: str | os.PathLike) -> tuple[dict[str, Any], WordPieceTokenizer, Path]:
     path = Path(path)
+    if (path / "config.json").is_file():  # another architecture's folder lacks vocab.txt: say what it is first
+        check_architecture(json.loads((path / "config.json").read_text(encoding="utf-8")), str(path))
     missing = [f for f in MODEL_FILES if not (path / f).is_file()]
     if missing:
         hint = ""

@@ -28,12 +28,14 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps
+from torch import nn
 
 from learnkit.data.blocks import TransformBlock, register_block
+from learnkit.data.transforms import register_transform
 from learnkit.vision.files import IMAGE_EXTENSIONS, find_image_files, get_image_files, non_regular_kind
 from learnkit.vision.transforms import Resize
 
-__all__ = ["IMAGE_EXTENSIONS", "DEFAULT_MAX_PIXELS", "ImageLoadError", "load_image", "ImageBlock",
+__all__ = ["IMAGE_EXTENSIONS", "DEFAULT_MAX_PIXELS", "ImageLoadError", "load_image", "ImageBlock", "IntToFloat",
            "get_image_files", "find_image_files", "parent_label", "RegexLabeller", "verify_images", "decode_images"]
 
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's default MAX_IMAGE_PIXELS: about 0.25 GB of RGB pixels
@@ -261,16 +263,40 @@ def _finish(arr: np.ndarray, mode: str | None) -> torch.Tensor:
     return torch.from_numpy(np.array(chw, dtype=np.uint8, order="C"))  # one copy: writable, owns its memory
 
 
+@register_transform
+class IntToFloat(nn.Module):
+    """Batch transform: uint8 images to float32 in [0, 1] (x / 255); float batches pass unchanged. The default
+    batch transform of `ImageBlock`, so that a `DataBlock` hands the model floats; a `Normalize` after it gets
+    floats in [0, 1] and normalizes them exactly as it would have normalized the uint8 batch (no double scaling).
+
+    Example:
+        >>> IntToFloat()(torch.full((2, 1, 4, 4), 255, dtype=torch.uint8)).max()
+        tensor(1.)
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.float() / 255 if x.dtype == torch.uint8 else x
+
+    def to_config(self) -> dict[str, Any]:
+        return {"type": "IntToFloat"}
+
+
 @register_block
 class ImageBlock(TransformBlock):
     """An image input: a path (or bytes, PIL image, array) decoded by `load_image` to uint8 (C,H,W).
 
-    Images stay uint8 through item transforms and collate; a `Normalize` batch transform makes floats on the
-    device. `mode`: 'RGB', 'L' or None (1 or 3 channels as each file has them); `max_pixels`: the bomb guard.
+    Images stay uint8 through item transforms and collate. In a `DataBlock`, the block's batch transform
+    `IntToFloat` then makes float32 in [0, 1] on the device, before the DataBlock's own `batch_tfms`: the model
+    gets floats even without a `Normalize`. The default is data-independent (scaling only, no mean/std): add
+    `Normalize(mean, std)` (statistics of [0, 1] pixels, e.g. `Normalize.from_batches`) to `batch_tfms` for
+    normalized inputs; it is applied after the scaling, with the same result as on uint8. (`ImageDataBunch`
+    builds its loaders itself and keeps its own final Normalize; this default does not apply there.)
+    `mode`: 'RGB', 'L' or None (1 or 3 channels as each file has them); `max_pixels`: the bomb guard.
 
     Example:
         >>> ImageBlock(mode="L").encode("digit.png").shape
         torch.Size([1, 28, 28])
+        >>> dblock = DataBlock((ImageBlock(mode="L"), CategoryBlock), get_items=get_image_files, get_y=parent_label)
     """
 
     bad_items = "unreadable image files"
@@ -278,6 +304,7 @@ class ImageBlock(TransformBlock):
     def __init__(self, mode: str | None = "RGB", max_pixels: int | None = DEFAULT_MAX_PIXELS):
         _check_mode(mode, "ImageBlock")
         self.mode, self.max_pixels = mode, max_pixels
+        self.batch_tfms = [IntToFloat()]  # a DataBlock puts these first: the model never sees uint8
 
     @property
     def n_channels(self) -> int | None:

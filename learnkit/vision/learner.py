@@ -9,11 +9,10 @@ import torch
 from torch import nn
 
 from learnkit.core.registry import create_model
-from learnkit.data.blocks import MultiCategoryBlock
 from learnkit.data.bunch import DataBunch
 from learnkit.learner.events import Callback
 from learnkit.learner.learner import Learner
-from learnkit.learner.metrics import accuracy, accuracy_multi
+from learnkit.learner.metrics import default_metrics
 from learnkit.learner.names import take_fastai_names
 from learnkit.optim.optimizer import AdamW
 from learnkit.vision.nets import resnet9
@@ -124,8 +123,8 @@ def vision_learner(data: DataBunch | None = None, arch: str | Callable[..., nn.M
         model = model.to(memory_format=torch.channels_last)
         if not any(isinstance(t, ChannelsLast) for t in view.batch_tfms):
             view = view.with_batch_tfms(list(view.batch_tfms) + [ChannelsLast()])
-    if metrics is None:
-        metrics = [accuracy_multi] if isinstance(view.y_block, MultiCategoryBlock) else [accuracy]
+    if metrics is None:  # what fits the target: accuracy, accuracy_multi (multi-label), mae (regression)
+        metrics = default_metrics(view.y_block)
     # Fixed-size image batches: let cuDNN time its algorithms once per shape, during this learner's fits only.
     benchmark = cudnn_benchmark if cudnn_benchmark is not None else (True if on_cuda else None)
     learn = Learner(view, model, loss_fn=loss_fn, opt_fn=opt_fn, metrics=metrics, callbacks=callbacks, path=path,

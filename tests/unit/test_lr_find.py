@@ -79,3 +79,63 @@ def test_suggestions_on_a_known_curve():
     assert 1e-4 < s.valley < 1e-2
     assert s.minimum == pytest.approx(lrs[losses.index(min(losses))] / 10)
     assert 1e-4 <= s.steepest < 1e-2
+
+
+def _sweep(n=100, start=1e-7, end=10.0):
+    return [start * (end / start) ** (i / (n - 1)) for i in range(n)]
+
+
+def _noisy_start_curve(descent):
+    """A text classifier's curve: the loss drops by noise over the first 3 points (1.95 → 1.80), stays flat,
+    falls by `descent` between 1e-3 and 1e-2, then explodes from 1e-1."""
+    lrs = _sweep()
+    losses = []
+    for i, lr in enumerate(lrs):
+        x = math.log10(lr)
+        if i < 3:
+            losses.append(1.95 - 0.075 * i)
+        elif lr < 1e-3:
+            losses.append(1.80 + 0.002 * math.sin(i))
+        elif lr < 1e-2:
+            losses.append(1.80 - descent * (x + 3))
+        elif lr < 1e-1:
+            losses.append(1.80 - descent)
+        else:
+            losses.append(1.80 - descent + 2.0 * (x + 1))
+    return lrs, losses
+
+
+def test_a_noisy_drop_over_the_first_points_is_not_the_valley(recwarn):
+    lrs, losses = _noisy_start_curve(descent=0.1)
+    s = suggest_lrs(lrs, losses)
+    # before: the valley was lrs[3] = 3.7e-07 (half of the 1.95 → 1.70 chain is reached at the fourth point)
+    assert 1e-3 < s.valley < 1e-2, s
+    assert 1e-3 <= s.steepest <= 1e-2, s
+    assert 1e-4 <= s.minimum <= 1e-2, s
+    assert not [w for w in recwarn if "lr_find" in str(w.message)]
+
+
+def test_no_clear_descent_warns_once_with_the_fix_and_stays_off_the_first_points():
+    lrs, losses = _noisy_start_curve(descent=0.01)  # the loss falls less than 1% after the noisy start
+    with pytest.warns(UserWarning, match=r"lr_find: the loss shows no clear descent .* fix: give a learning rate "
+                                         r"yourself") as record:
+        s = suggest_lrs(lrs, losses)
+    assert len([w for w in record if "lr_find" in str(w.message)]) == 1
+    first_kept = lrs[10]
+    assert min(s) >= first_kept / 10 and s.valley >= first_kept and s.steepest >= first_kept
+
+
+def test_a_valley_at_the_edge_of_the_kept_curve_is_rejected():
+    lrs = _sweep()
+    # half of the drop happens between the first two kept points (10 and 11), then a slow fall to a minimum at
+    # point 60 and a rise: the half-way point sits on the edge of the kept curve (the old rule chose lrs[11])
+    losses = [2.0 if i <= 10 else 1.2 - 0.2 * (i - 11) / 49 if i <= 60 else 1.0 + 0.05 * (i - 60) for i in range(100)]
+    s = suggest_lrs(lrs, losses)
+    assert lrs[12] <= s.valley <= lrs[60], s
+
+
+def test_a_loss_still_falling_at_the_end_warns():
+    lrs = _sweep(end=1e-3)
+    losses = [2.0 - 0.01 * i for i in range(100)]
+    with pytest.warns(UserWarning, match="still falling at the end of the sweep"):
+        suggest_lrs(lrs, losses)
