@@ -158,7 +158,7 @@ def train(args: argparse.Namespace, find_only: bool = False) -> int:
     images = path.is_dir()
     print(f"learnkit {args.command}: {train_n} training and {valid_n} validation {'images' if images else 'texts'} "
           f"from {path}, "
-          f"{len(data.vocab)} classes, arch {args.arch}, device {data.device}, seed {args.seed}")
+          f"{len(data.classes)} classes, arch {args.arch}, device {data.device}, seed {args.seed}")
     suggestions = None
     if find_only or args.lr == "auto":
         suggestions = _lr_find(learn)
@@ -180,7 +180,7 @@ def train(args: argparse.Namespace, find_only: bool = False) -> int:
     record = write_run_record(out, "train", learn, {
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "data": {"path": str(path), "sha256": fingerprint(path),
-                 "train_items": train_n, "valid_items": valid_n, "classes": list(data.vocab)},
+                 "train_items": train_n, "valid_items": valid_n, "classes": list(data.classes)},
         "model_config": SMALL_AWD_LSTM if args.arch == "awd_lstm" and not args.big else None,
         "lr": lr, "lr_find": suggestions._asdict() if suggestions is not None else None,
     }, {"fit": fit_seconds}, start, ["loss.png"] + (["lr_find.png"] if suggestions is not None else []) + ["model/"])

@@ -203,7 +203,7 @@ def _title(learn: "Learner") -> str:
     name = spec.get("name") or type(learn.model).__name__
     arch = (spec.get("kwargs") or {}).get("arch")
     target = type(learn.data.y_block).__name__ if learn.data.y_block is not None else "no target"
-    n = len(learn.data.vocab) if learn.data.vocab is not None else None
+    n = len(learn.data.classes) if learn.data.classes is not None else None
     return f"{name}{f' ({arch})' if isinstance(arch, str) else ''}: {target}" + (f", {n} classes" if n else "")
 
 
@@ -233,7 +233,7 @@ def model_card(learn: "Learner", export: dict[str, Any], input_spec: dict[str, A
         "model": {"name": spec["name"], "kwargs": spec["kwargs"], "class": type(learn.model).__name__,
                   "parameters": sum(p.numel() for p in learn.model.parameters())},
         "task": type(data.y_block).__name__ if data.y_block is not None else None,
-        "classes": data.vocab,
+        "classes": data.classes,
         "input": input_spec,
         "output": output_spec,
         "metrics": _metrics(learn),

@@ -95,7 +95,7 @@ def check_learner(learn: "Learner") -> None:
             f"The model returned {pred.shape[0]} predictions (output {_shape(pred)}) for a batch of {y.shape[0]} "
             f"targets (target {_shape(y)}). The batch dimension was lost or reshaped inside the model: use "
             f"nn.Flatten() (not x.view(-1)) before the head, or pool the spatial dimensions first.")
-    vocab = data.vocab
+    vocab = data.classes
     loss_fn = learn.loss_fn
     is_index_target = not y.is_floating_point() and not y.is_complex()
     if vocab is not None and is_index_target and y.ndim == 1:
@@ -106,7 +106,7 @@ def check_learner(learn: "Learner") -> None:
             raise LearnerCheckError(
                 f"The model's head outputs {pred.shape[1]} values per item, but the data has {len(vocab)} classes "
                 f"({vocab[:10]}{' ...' if len(vocab) > 10 else ''}). Fix: build the head with n_out={len(vocab)} "
-                f"(data.c).")
+                f"(data.n_classes).")
     if vocab is not None and y.is_floating_point() and y.ndim == 2 and y.shape[1] == len(vocab) \
             and pred.shape[-1] != len(vocab):
         raise LearnerCheckError(f"The model's head outputs {pred.shape[-1]} values per item, but the multi-label "

@@ -88,11 +88,11 @@ class LanguageModelLearner(Learner):
             raise TypeError(f"predict: the prompt must be a str, got {type(text).__name__}")
         block = self.data.x_block
         tokens = block.tokenizer(text)
-        prompt = block.vocab_obj.numericalize(tokens).to(self.device)
+        prompt = block.vocab.numericalize(tokens).to(self.device)
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        new = generate_ids(self.model, prompt, n_words, temperature, banned_ids(block.vocab_obj.itos, no_unk),
+        new = generate_ids(self.model, prompt, n_words, temperature, banned_ids(block.vocab.itos, no_unk),
                            generator)
         prefix = Tokenizer.decode(tokens)
-        full = Tokenizer.decode(tokens + block.vocab_obj.decode(new))
+        full = Tokenizer.decode(tokens + block.vocab.decode(new))
         # Keep the prompt as the user wrote it (words unknown to the vocab would read 'xxunk').
         return text.rstrip() + full[len(prefix):] if full.startswith(prefix) else full

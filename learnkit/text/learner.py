@@ -136,7 +136,7 @@ def language_model_learner(data: TextDataBunch | None = None, arch: str = "awd_l
                          "only when pretrained; drop one of them")
     block = data.x_block
     cfg = {**AWD_LSTM_CONFIG, **(config or {})}
-    model = create_model("awd_lstm_lm", vocab_size=len(block.vocab_obj), pad_idx=block.pad_idx,
+    model = create_model("awd_lstm_lm", vocab_size=len(block.vocab), pad_idx=block.pad_idx,
                          drop_mult=drop_mult, **cfg)
     callbacks = [ResetState(), RNNRegularizer(alpha=2.0, beta=1.0)] + _clipping(clip) + list(callbacks)
     learn = LanguageModelLearner(data, model, loss_fn=loss_fn, opt_fn=opt_fn, splitter=lm_splitter,
@@ -173,7 +173,7 @@ def _load_pretrained_lm(learn: Learner, folder: Path) -> None:
                          f"AWD-LSTM language model")
     old_itos = recipe["blocks"][0]["itos"]
     state = load_tensors(folder / recipe["weights"]["file"])
-    new_itos = learn.data.x_block.vocab_obj.itos
+    new_itos = learn.data.x_block.vocab.itos
     current = learn.model.state_dict()
     for key, value in list(state.items()):
         # Vocab-sized tensors (embedding, tied decoder weight, decoder bias) follow the tokens.
@@ -191,7 +191,7 @@ def save_encoder(learn: Learner, name: str) -> Path:
     folder = learn.path / learn.model_dir
     state = {k: v.detach().cpu() for k, v in learn.model.encoder.state_dict().items()}
     save_tensors(state, folder / f"{name}.safetensors", metadata={"format": "learnkit-encoder"})
-    learn.data.x_block.vocab_obj.save(folder / f"{name}.vocab.json")
+    learn.data.x_block.vocab.save(folder / f"{name}.vocab.json")
     return folder / f"{name}.safetensors"
 
 
@@ -205,7 +205,7 @@ def load_encoder(learn: Learner, name: str) -> Learner:
             raise FileNotFoundError(f"load_encoder: {f} not found; write it with save_encoder(learn, {name!r})")
     state = load_tensors(file)
     old_itos = Vocab.load(vocab_file).itos
-    new_itos = learn.data.x_block.vocab_obj.itos
+    new_itos = learn.data.x_block.vocab.itos
     emb = _embedding(learn.model)
     emb_key = next(k for k, p in learn.model.encoder.named_parameters() if p is emb.weight)
     if state[emb_key].shape[1] != emb.weight.shape[1]:
@@ -290,7 +290,7 @@ def text_classifier_learner(data: TextDataBunch | None = None, arch: str | Path 
     if data is None or getattr(data, "is_lm", False):
         raise ValueError("text_classifier_learner: the data must be a labelled TextDataBunch (not is_lm=True)")
     metrics = default_metrics(data.y_block) if metrics is None else metrics
-    n_out = len(data.vocab)
+    n_out = len(data.classes)
     options = dict(loss_fn=loss_fn, metrics=metrics, path=path, model_dir=model_dir, progress=progress,
                    train_bn=train_bn, preflight=preflight, compile=compile, sync_bn=sync_bn, weight_decay=weight_decay,
                    cudnn_benchmark=cudnn_benchmark)
@@ -319,10 +319,10 @@ def text_classifier_learner(data: TextDataBunch | None = None, arch: str | Path 
         raise ValueError("text_classifier_learner(arch='awd_lstm', weights=...): an AWD-LSTM classifier starts "
                          "from a fine-tuned language model's encoder: pass encoder=<name given to save_encoder>")
     block = data.x_block
-    if not isinstance(block, TextBlock) or block.vocab_obj is None:
+    if not isinstance(block, TextBlock) or block.vocab is None:
         raise ValueError("text_classifier_learner('awd_lstm'): the data must be encoded by a TextBlock with a vocab")
     cfg = {**AWD_LSTM_CONFIG, **(config or {})}
-    model = create_model("awd_lstm_classifier", vocab_size=len(block.vocab_obj), n_out=n_out, pad_idx=block.pad_idx,
+    model = create_model("awd_lstm_classifier", vocab_size=len(block.vocab), n_out=n_out, pad_idx=block.pad_idx,
                          drop_mult=drop_mult, **cfg)
     callbacks = [RNNRegularizer(alpha=2.0, beta=1.0)] + _clipping(clip) + list(callbacks)
     learn = Learner(data, model, opt_fn=opt_fn or _text_opt, splitter=classifier_splitter, callbacks=callbacks,
@@ -342,7 +342,7 @@ def top_losses(learn: Learner, k: int = 10) -> list[dict[str, Any]]:
     out = []
     for i in losses.argsort(descending=True)[:k].tolist():
         pred = int(probs[i].argmax())
-        out.append({"text": learn.data.x_block.decode(ds[order[i]][0]), "actual": learn.data.vocab[int(targets[i])],
-                    "predicted": learn.data.vocab[pred], "probability": float(probs[i, pred]),
+        out.append({"text": learn.data.x_block.decode(ds[order[i]][0]), "actual": learn.data.classes[int(targets[i])],
+                    "predicted": learn.data.classes[pred], "probability": float(probs[i, pred]),
                     "loss": float(losses[i])})
     return out

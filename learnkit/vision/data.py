@@ -26,6 +26,7 @@ from learnkit.data.splitters import IndexSplitter, RandomSplitter, is_valid_flag
 from learnkit.data.tables import is_missing, read_csv
 from learnkit.data.transforms import Normalize
 from learnkit.vision.image import DEFAULT_MAX_PIXELS, ImageBlock, RegexLabeller, find_image_files
+from learnkit.vision.transforms import IntToFloat
 
 __all__ = ["ImageDataBunch", "IMAGENET_STATS"]
 
@@ -291,8 +292,12 @@ class ImageDataBunch(DataBunch):
     # ------------------------------------------------------------------ normalization
     def set_normalize(self, normalize: Any) -> None:
         """Replace (or add) the final Normalize batch transform: 'auto' (training-image statistics),
-        'imagenet', (mean, std), or None (remove it)."""
+        'imagenet', (mean, std), or None (remove it: then ImageBlock's IntToFloat alone scales to [0, 1])."""
         tfms = [t for t in self.batch_tfms if not isinstance(t, Normalize)]
+        if normalize is not None:  # Normalize converts uint8 itself: ImageBlock's default IntToFloat is not needed
+            tfms = [t for t in tfms if not isinstance(t, IntToFloat)]
+        elif not any(isinstance(t, IntToFloat) for t in tfms):
+            tfms.insert(0, IntToFloat())
         if normalize is not None:
             if isinstance(normalize, str) and normalize == "imagenet":
                 mean, std = IMAGENET_STATS

@@ -4,12 +4,13 @@ listed (a FIFO or a device named like an image would hang or flood a decoder).""
 from __future__ import annotations
 
 import os
+import re
 import stat
 import warnings
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["IMAGE_EXTENSIONS", "get_image_files", "find_image_files", "non_regular_kind"]
+__all__ = ["IMAGE_EXTENSIONS", "get_image_files", "find_image_files", "non_regular_kind", "parent_label", "RegexLabeller"]
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".dib", ".gif", ".tif", ".tiff",
                               ".webp", ".ppm", ".pgm", ".pbm", ".pnm", ".ico", ".tga", ".jp2"})
@@ -49,6 +50,7 @@ def get_image_files(path: str | Path, recurse: bool = True,
 
 def find_image_files(path: str | Path, recurse: bool = True, folders: str | Sequence[str] | None = None
                      ) -> tuple[list[Path], list[tuple[Path, str]]]:
+    # long: one walk that follows links only inside the root, once each, and reports what it leaves out
     """`get_image_files`, also returning what it left out: (image files, [(path, reason), ...]).
 
     Left out (reported, never listed): an entry with an image extension that is not a regular file once links
@@ -143,3 +145,42 @@ def _refuse_loop(link: str, target: str, folder: str) -> None:
         raise ValueError(f"get_image_files: the link {link} points to {target}, a folder that contains the link: "
                          f"following it would list the same images again, under other names (a symlink loop). "
                          f"Remove the link, or replace it by the folder it should add.")
+
+
+def parent_label(path: str | Path) -> str:
+    """The name of the folder holding the file: 'data/train/cat/1.jpg' → 'cat'."""
+    return Path(path).parent.name
+
+
+class RegexLabeller:
+    """Label = group 1 (or the whole match) of regular expression `pattern` searched in the file name
+    (`on='name'`) or in the whole path with '/' separators (`on='path'`); `match=True` anchors it at the start.
+    Picklable, for DataLoader workers.
+
+    Example:
+        >>> RegexLabeller(r"^(.+)_\\d+\\.jpg$")("images/great_pyrenees_173.jpg")
+        'great_pyrenees'
+    """
+
+    def __init__(self, pattern: str, match: bool = False, on: str = "name"):
+        if on not in ("name", "path"):
+            raise ValueError(f"RegexLabeller: on={on!r}; use 'name' (the file name) or 'path' (the full path)")
+        try:
+            self.regex = re.compile(pattern)
+        except re.error as e:
+            raise ValueError(f"RegexLabeller: pattern {pattern!r} is not a valid regular expression: {e}") from None
+        self.pattern, self.match, self.on = pattern, match, on
+
+    def __call__(self, path: str | Path) -> str:
+        text = Path(path).name if self.on == "name" else Path(path).as_posix()
+        found = (self.regex.match if self.match else self.regex.search)(text)
+        label = None if found is None else found.group(1 if self.regex.groups else 0)
+        if label is None:
+            raise ValueError(f"RegexLabeller: pattern {self.pattern!r} does not match the file {self.on} {text!r} "
+                             f"({path}); fix the pattern" + (", or use on='path'" if self.on == "name" else ""))
+        return label
+
+    def __repr__(self) -> str:
+        return f"RegexLabeller({self.pattern!r}, match={self.match}, on={self.on!r})"
+
+

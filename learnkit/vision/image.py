@@ -32,8 +32,9 @@ from torch import nn
 
 from learnkit.data.blocks import TransformBlock, register_block
 from learnkit.data.transforms import register_transform
-from learnkit.vision.files import IMAGE_EXTENSIONS, find_image_files, get_image_files, non_regular_kind
-from learnkit.vision.transforms import Resize
+from learnkit.vision.files import (IMAGE_EXTENSIONS, RegexLabeller, find_image_files, get_image_files,
+                                   non_regular_kind, parent_label)
+from learnkit.vision.transforms import IntToFloat, Resize
 
 __all__ = ["IMAGE_EXTENSIONS", "DEFAULT_MAX_PIXELS", "ImageLoadError", "load_image", "ImageBlock", "IntToFloat",
            "get_image_files", "find_image_files", "parent_label", "RegexLabeller", "verify_images", "decode_images"]
@@ -263,24 +264,6 @@ def _finish(arr: np.ndarray, mode: str | None) -> torch.Tensor:
     return torch.from_numpy(np.array(chw, dtype=np.uint8, order="C"))  # one copy: writable, owns its memory
 
 
-@register_transform
-class IntToFloat(nn.Module):
-    """Batch transform: uint8 images to float32 in [0, 1] (x / 255); float batches pass unchanged. The default
-    batch transform of `ImageBlock`, so that a `DataBlock` hands the model floats; a `Normalize` after it gets
-    floats in [0, 1] and normalizes them exactly as it would have normalized the uint8 batch (no double scaling).
-
-    Example:
-        >>> IntToFloat()(torch.full((2, 1, 4, 4), 255, dtype=torch.uint8)).max()
-        tensor(1.)
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.float() / 255 if x.dtype == torch.uint8 else x
-
-    def to_config(self) -> dict[str, Any]:
-        return {"type": "IntToFloat"}
-
-
 @register_block
 class ImageBlock(TransformBlock):
     """An image input: a path (or bytes, PIL image, array) decoded by `load_image` to uint8 (C,H,W).
@@ -399,43 +382,6 @@ class ImageBlock(TransformBlock):
 
     def __repr__(self) -> str:
         return f"ImageBlock(mode={self.mode!r})"
-
-
-def parent_label(path: str | Path) -> str:
-    """The name of the folder holding the file: 'data/train/cat/1.jpg' → 'cat'."""
-    return Path(path).parent.name
-
-
-class RegexLabeller:
-    """Label = group 1 (or the whole match) of regular expression `pattern` searched in the file name
-    (`on='name'`) or in the whole path with '/' separators (`on='path'`); `match=True` anchors it at the start.
-    Picklable, for DataLoader workers.
-
-    Example:
-        >>> RegexLabeller(r"^(.+)_\\d+\\.jpg$")("images/great_pyrenees_173.jpg")
-        'great_pyrenees'
-    """
-
-    def __init__(self, pattern: str, match: bool = False, on: str = "name"):
-        if on not in ("name", "path"):
-            raise ValueError(f"RegexLabeller: on={on!r}; use 'name' (the file name) or 'path' (the full path)")
-        try:
-            self.regex = re.compile(pattern)
-        except re.error as e:
-            raise ValueError(f"RegexLabeller: pattern {pattern!r} is not a valid regular expression: {e}") from None
-        self.pattern, self.match, self.on = pattern, match, on
-
-    def __call__(self, path: str | Path) -> str:
-        text = Path(path).name if self.on == "name" else Path(path).as_posix()
-        found = (self.regex.match if self.match else self.regex.search)(text)
-        label = None if found is None else found.group(1 if self.regex.groups else 0)
-        if label is None:
-            raise ValueError(f"RegexLabeller: pattern {self.pattern!r} does not match the file {self.on} {text!r} "
-                             f"({path}); fix the pattern" + (", or use on='path'" if self.on == "name" else ""))
-        return label
-
-    def __repr__(self) -> str:
-        return f"RegexLabeller({self.pattern!r}, match={self.match}, on={self.on!r})"
 
 
 _PROCESS_MIN_FILES = 2048  # below this, a process pool's start-up costs more than it saves

@@ -55,7 +55,7 @@ class ClassificationInterpretation:
             raise TypeError(f"ClassificationInterpretation needs a single-label CategoryBlock target; this data's "
                             f"target block is {data.y_block!r}. For other targets use learn.get_preds() directly.")
         self.data, self.dl = data, dl
-        self.vocab: list[Any] = list(data.vocab or [])
+        self.classes: list[Any] = list(data.classes or [])
         self.outputs = outputs.detach().float().cpu()
         self.targets = targets.detach().long().cpu()
         self.probs = data.y_block.activation(self.outputs)
@@ -81,13 +81,13 @@ class ClassificationInterpretation:
     # ------------------------------------------------------------------ numbers
     def confusion_matrix(self) -> torch.Tensor:
         """(n_classes, n_classes) int64 counts: rows are the actual classes, columns the predicted ones."""
-        return confusion_matrix(self.preds, self.targets, len(self.vocab))
+        return confusion_matrix(self.preds, self.targets, len(self.classes))
 
     def most_confused(self, min_val: int = 1) -> list[tuple[Any, Any, int]]:
         """(actual, predicted, count) for every off-diagonal cell with count >= min_val, largest first."""
         cm = self.confusion_matrix()
-        cells = [(self.vocab[i], self.vocab[j], int(cm[i, j])) for i in range(len(self.vocab))
-                 for j in range(len(self.vocab)) if i != j and cm[i, j] >= min_val]
+        cells = [(self.classes[i], self.classes[j], int(cm[i, j])) for i in range(len(self.classes))
+                 for j in range(len(self.classes)) if i != j and cm[i, j] >= min_val]
         return sorted(cells, key=lambda c: -c[2])  # stable: ties keep (actual, predicted) order
 
     def top_losses(self, k: int = 9, largest: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,9 +101,9 @@ class ClassificationInterpretation:
         precision = tp / cm.sum(0).clamp_min(1)
         recall = tp / support.clamp_min(1)
         f1 = 2 * precision * recall / (precision + recall).clamp_min(1e-12)
-        width = max([len(str(v)) for v in self.vocab] + [12])
+        width = max([len(str(v)) for v in self.classes] + [12])
         lines = [f"{'':>{width}} {'precision':>10} {'recall':>10} {'f1-score':>10} {'support':>10}", ""]
-        for i, name in enumerate(self.vocab):
+        for i, name in enumerate(self.classes):
             lines.append(f"{str(name):>{width}} {precision[i]:>10.{digits}f} {recall[i]:>10.{digits}f} "
                          f"{f1[i]:>10.{digits}f} {int(support[i]):>10}")
         total = int(support.sum())
@@ -125,11 +125,11 @@ class ClassificationInterpretation:
         cm = self.confusion_matrix().double()
         if normalize:
             cm = cm / cm.sum(1, keepdim=True).clamp_min(1)
-        n = len(self.vocab)
+        n = len(self.classes)
         fig, ax = plt.subplots(figsize=figsize or (max(4.0, 0.6 * n + 2), max(4.0, 0.6 * n + 2)))
         ax.imshow(cm.numpy(), interpolation="nearest", cmap=cmap)
         ax.set_title("Confusion matrix" + (" (normalized)" if normalize else ""))
-        names = [str(v) for v in self.vocab]
+        names = [str(v) for v in self.classes]
         ax.set_xticks(range(n), names, rotation=90)
         ax.set_yticks(range(n), names)
         threshold = float(cm.max()) / 2
@@ -176,7 +176,7 @@ class ClassificationInterpretation:
         for ax, img, loss, i in zip(axes, images, losses.tolist(), indices.tolist()):
             self.data.x_block.show(img, ax)
             pred, actual = int(self.preds[i]), int(self.targets[i])
-            ax.set_title(f"{self.vocab[pred]}/{self.vocab[actual]}/{loss:.2f}/{float(self.probs[i, actual]):.2f}",
+            ax.set_title(f"{self.classes[pred]}/{self.classes[actual]}/{loss:.2f}/{float(self.probs[i, actual]):.2f}",
                          fontsize=9)
         fig.suptitle("predicted/actual/loss/probability of actual", fontsize=10)
         fig.tight_layout()

@@ -94,7 +94,7 @@ def vision_learner(data: DataBunch | None = None, arch: str | Callable[..., nn.M
             "weight_decay": weight_decay}).values()
     if data is None:
         raise TypeError("vision_learner() needs the data: vision_learner(data, arch, ...)")
-    n_out = n_out if n_out is not None else data.c
+    n_out = n_out if n_out is not None else data.n_classes
     if n_out is None:
         raise ValueError("vision_learner: the data's target has no classes to count; pass n_out=...")
     n_in = n_in if n_in is not None else _input_channels(data)

@@ -82,10 +82,10 @@ class _MixCallback(Callback):
         if y.ndim != 1:
             raise ValueError(f"{type(self).__name__}: integer targets must be class indices of shape (batch,); got "
                              f"{tuple(y.shape)}. Dense (e.g. per-pixel) targets are not supported.")
-        n_classes = learn.data.c
+        n_classes = learn.data.n_classes
         if n_classes is None:
             raise ValueError(f"{type(self).__name__}: the data does not say how many classes there are "
-                             f"(learn.data.c is None); use a CategoryBlock target")
+                             f"(learn.data.n_classes is None); use a CategoryBlock target")
         return F.one_hot(y, n_classes).float()
 
     def _mix_targets(self, learn: Any, lam: torch.Tensor) -> None:

@@ -28,10 +28,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from learnkit.data.transforms import register_transform
 
-__all__ = ["ItemTransform", "Resize", "RandomResizedCrop"]
+__all__ = ["ItemTransform", "Resize", "RandomResizedCrop", "IntToFloat"]
 
 _METHODS = ("crop", "squish", "pad")
 _PAD_MODES = ("zeros", "reflection", "border")
@@ -219,3 +220,21 @@ class RandomResizedCrop(ItemTransform):
     def to_config(self) -> dict[str, Any]:
         return {"type": "RandomResizedCrop", "size": list(self.size), "min_scale": self.min_scale,
                 "ratio": list(self.ratio), "max_scale": self.max_scale}
+
+
+@register_transform
+class IntToFloat(nn.Module):
+    """Batch transform: uint8 images to float32 in [0, 1] (x / 255); float batches pass unchanged. The default
+    batch transform of `ImageBlock`, so that a `DataBlock` hands the model floats; a `Normalize` after it gets
+    floats in [0, 1] and normalizes them exactly as it would have normalized the uint8 batch (no double scaling).
+
+    Example:
+        >>> IntToFloat()(torch.full((2, 1, 4, 4), 255, dtype=torch.uint8)).max()
+        tensor(1.)
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.float() / 255 if x.dtype == torch.uint8 else x
+
+    def to_config(self) -> dict[str, Any]:
+        return {"type": "IntToFloat"}

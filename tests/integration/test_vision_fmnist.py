@@ -28,7 +28,7 @@ def _small_resnet9(data):
 def test_png_sample_folder_trains_well_above_chance():
     set_seed(0)
     data = ImageDataBunch.from_folder(PNG, mode="L", batch_size=64, seed=0, verbose=False)
-    assert data.vocab[:3] == ["Ankle_boot", "Bag", "Coat"] and data.train_dl.n_items == 2000
+    assert data.classes[:3] == ["Ankle_boot", "Bag", "Coat"] and data.train_dl.n_items == 2000
     assert data.loader_kind == "resident"
     learn = _small_resnet9(data)
     learn.fit_one_cycle(4, 5e-3)

@@ -17,7 +17,7 @@ from learnkit.data import (CategoryBlock, ColumnSplitter, FolderSplitter, FuncSp
 def test_category_vocab_is_sorted_training_labels_and_encode_decode_round_trip():
     block = CategoryBlock()
     block.setup(["dog", "cat", "bird", "cat"])
-    assert block.vocab == ["bird", "cat", "dog"]
+    assert block.classes == ["bird", "cat", "dog"]
     code = block.encode("dog")
     assert code.dtype == torch.long and code.shape == () and int(code) == 2
     assert [block.decode(block.encode(v)) for v in ["cat", "bird", "dog"]] == ["cat", "bird", "dog"]
@@ -26,7 +26,7 @@ def test_category_vocab_is_sorted_training_labels_and_encode_decode_round_trip()
 def test_category_explicit_vocab_keeps_its_order():
     block = CategoryBlock(classes=["zebra", "ant"])
     block.setup(["ant", "zebra", "ant"])
-    assert block.vocab == ["zebra", "ant"]
+    assert block.classes == ["zebra", "ant"]
     assert int(block.encode("zebra")) == 0 and int(block.encode("ant")) == 1
 
 
@@ -65,7 +65,7 @@ def test_category_tensor_and_numpy_labels_become_python_numbers():
     # Tensors hash by identity: without conversion every tensor(0) would be its own class.
     block = CategoryBlock()
     block.setup([torch.tensor(1), torch.tensor(0), np.int64(1), torch.tensor([0])])
-    assert block.vocab == [0, 1] and all(type(v) is int for v in block.vocab)
+    assert block.classes == [0, 1] and all(type(v) is int for v in block.classes)
     assert int(block.encode(torch.tensor(1))) == 1 and int(block.encode(np.int64(0))) == 0
 
 
@@ -83,7 +83,7 @@ def test_category_decode_prediction_activation_and_loss():
 def test_multicategory_multi_hot_from_lists():
     block = MultiCategoryBlock()
     block.setup([["b", "a"], ["c"], []])
-    assert block.vocab == ["a", "b", "c"]
+    assert block.classes == ["a", "b", "c"]
     assert block.encode(["c", "a"]).tolist() == [1.0, 0.0, 1.0]
     assert block.encode([]).tolist() == [0.0, 0.0, 0.0]
     assert block.encode(["b"]).dtype == torch.float32
@@ -92,7 +92,7 @@ def test_multicategory_multi_hot_from_lists():
 def test_multicategory_multi_hot_from_delimited_strings():
     block = MultiCategoryBlock(delim=";")
     block.setup(["sun;rain", "snow", ""])
-    assert block.vocab == ["rain", "snow", "sun"]
+    assert block.classes == ["rain", "snow", "sun"]
     assert block.encode("snow;sun").tolist() == [0.0, 1.0, 1.0]
     assert block.encode("rain; snow").tolist() == [1.0, 1.0, 0.0]  # spaces around labels are ignored
     assert block.encode("").tolist() == [0.0, 0.0, 0.0]
@@ -168,7 +168,7 @@ def test_block_config_round_trip_keeps_a_learned_vocab_fixed():
     block.setup(["b", "a"])
     rebuilt = block_from_config(block.to_config())
     rebuilt.setup(["a", "a", "b"])                  # a fixed vocab is not rebuilt from new data
-    assert rebuilt.vocab == ["a", "b"] and int(rebuilt.encode("b")) == 1
+    assert rebuilt.classes == ["a", "b"] and int(rebuilt.encode("b")) == 1
 
 
 def test_block_from_config_unknown_type():

@@ -401,7 +401,7 @@ def test_class_folder_with_undecodable_bytes_exports_and_round_trips(tmp_path):
                 name = os.fsdecode(os.path.join(root, split, cls, b"%d.png" % i))
                 Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).save(name)
     data = ImageDataBunch.from_folder(tmp_path / "data", batch_size=4, device="cpu", seed=0)
-    assert data.vocab == ["caf\udcff", "plain"]
+    assert data.classes == ["caf\udcff", "plain"]
     lk.set_seed(0)
     learn = Learner(data, lk.create_model("simple_cnn", n_in=3, n_out=2, widths=(4,)), path=tmp_path, progress=False)
     learn.fit(1, 1e-3)

@@ -76,7 +76,7 @@ def test_default_recipe_takes_x_y_pairs():
     data = DataBlock().databunch(pairs(10), batch_size=4, device="cpu", seed=0)
     assert isinstance(data, DataBunch) and isinstance(data.train_dl, DataLoader)
     assert (len(data.train_dl.dataset), len(data.valid_dl.dataset)) == (8, 2)   # RandomSplitter(0.2)
-    assert data.vocab == ["even", "odd"] and data.n_inp == 1
+    assert data.classes == ["even", "odd"] and data.n_inp == 1
     batch = next(iter(data.train_dl))
     assert type(batch) is tuple and len(batch) == 2
     xb, yb = batch
@@ -232,7 +232,7 @@ def test_uint8_inputs_stay_uint8_until_normalize_on_transfer():
     xb, yb = data.transfer(raw, training=False)
     assert xb.dtype == torch.float32
     torch.testing.assert_close(xb[:, 0, 0, 0], torch.tensor([-0.4, 0.0]))   # (0-0.2)/0.5, (0.2-0.2)/0.5
-    assert data.vocab == [0, 1] and yb.tolist() == [0, 1]
+    assert data.classes == [0, 1] and yb.tolist() == [0, 1]
 
 
 # --- DataBlock.summary -----------------------------------------------------------------------------
@@ -294,7 +294,7 @@ def test_one_batch_and_target_description_per_block():
     assert xb.shape == (3, 2) and yb.shape == (3,)
     vx, vy = data.one_batch("valid")
     assert vx[:, 0].tolist() == [0.0, 1.0, 2.0] and vy.tolist() == [0, 1, 0]
-    assert data.vocab == data.classes == ["even", "odd"] and data.c == 2
+    assert data.classes == data.classes == ["even", "odd"] and data.n_classes == 2
     assert isinstance(data.loss_fn(), nn.CrossEntropyLoss)
     with pytest.raises(ValueError, match=r"one_batch\(split='test'\): split must be 'train' or 'valid'"):
         data.one_batch("test")

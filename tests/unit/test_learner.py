@@ -213,7 +213,7 @@ def test_validate_get_preds_predict_agree():
     assert (probs.argmax(1) == targets).float().mean().item() == pytest.approx(results["accuracy"], abs=1e-6)
     x, label = learn.data.valid_dl.dataset.items[0]
     decoded, index, p = learn.predict(x)
-    assert decoded == learn.data.vocab[index] and torch.allclose(p, probs[0], atol=1e-6)
+    assert decoded == learn.data.classes[index] and torch.allclose(p, probs[0], atol=1e-6)
 
 
 def test_regression_learner_trains():

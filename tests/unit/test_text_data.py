@@ -64,7 +64,7 @@ def _texts(n=120):
 def test_classifier_batches_are_length_bucketed_padded_and_longest_first():
     texts, labels = _texts()
     data = TextDataBunch.from_lists(texts, labels, seed=0, batch_size=8, min_freq=1, device="cpu")
-    assert data.vocab == ["neg", "pos"]
+    assert data.classes == ["neg", "pos"]
     batches = list(data.train_dl)
     lengths = [(b[0] != 1).sum(1) for b in batches]
     assert lengths[0].max() == max(l.max() for l in lengths)          # largest batch first
@@ -128,7 +128,7 @@ def test_lm_databunch_and_loss():
     x, y = data.one_batch()
     assert x.shape[0] == 4 and torch.equal(x[:, 1:], y[:, :-1])
     assert isinstance(data.loss_fn(), LMLoss)
-    pred = torch.randn(4, x.shape[1], len(data.x_block.vocab_obj))
+    pred = torch.randn(4, x.shape[1], len(data.x_block.vocab))
     assert torch.isclose(data.loss_fn()(pred, y), torch.nn.functional.cross_entropy(pred.transpose(1, 2), y))
 
 
@@ -136,7 +136,7 @@ def test_from_csv_and_folder(tmp_path):
     (tmp_path / "d.csv").write_text("text,label,is_valid\nhello there,a,0\nbye now,b,0\nhello again,a,1\n"
                                     "bye again,b,1\nhello you,a,0\nbye you,b,0\n")
     data = TextDataBunch.from_csv(tmp_path / "d.csv", min_freq=1, device="cpu", batch_size=2)
-    assert len(data.valid_dl.dataset) == 2 and data.vocab == ["a", "b"]
+    assert len(data.valid_dl.dataset) == 2 and data.classes == ["a", "b"]
     with pytest.raises(KeyError, match="no column"):
         TextDataBunch.from_csv(tmp_path / "d.csv", text_col="body", device="cpu")
     for split in ("train", "valid"):

@@ -33,12 +33,12 @@ def test_predict_continues_the_prompt_with_n_words_tokens(lm):
     text = lm.predict(prompt, n_words=20, temperature=0)
     assert text.startswith(prompt) and len(text) > len(prompt)
     block = lm.data.x_block
-    ids = block.vocab_obj.numericalize(block.tokenizer(prompt))
-    new = generate_ids(lm.model, ids, 20, temperature=0, banned=banned_ids(block.vocab_obj.itos))
-    assert len(new) == 20 and not set(new) & set(banned_ids(block.vocab_obj.itos))
+    ids = block.vocab.numericalize(block.tokenizer(prompt))
+    new = generate_ids(lm.model, ids, 20, temperature=0, banned=banned_ids(block.vocab.itos))
+    assert len(new) == 20 and not set(new) & set(banned_ids(block.vocab.itos))
     # what predict returned is the prompt followed by exactly those 20 tokens
     tokens = block.tokenizer(prompt)
-    assert text == prompt + Tokenizer.decode(tokens + block.vocab_obj.decode(new))[len(Tokenizer.decode(tokens)):]
+    assert text == prompt + Tokenizer.decode(tokens + block.vocab.decode(new))[len(Tokenizer.decode(tokens)):]
     assert lm.predict(prompt, n_words=20, temperature=0) == text  # greedy: deterministic
     assert lm.predict(prompt, n_words=0) == prompt
 

@@ -30,7 +30,7 @@ def test_ulmfit_workflow(tmp_path):
     lm = language_model_learner(lm_data, config=TINY, path=tmp_path, progress=False, drop_mult=0.1)
     assert len(lm.layer_groups) == 3
     lm.fit_one_cycle(2, 1e-2)
-    assert lm.history.epoch_records[-1]["perplexity"] < len(lm_data.x_block.vocab_obj)
+    assert lm.history.epoch_records[-1]["perplexity"] < len(lm_data.x_block.vocab)
     save_encoder(lm, "enc")
 
     clas_data = TextDataBunch.from_lists(texts, labels, seed=0, batch_size=16, min_freq=1, device="cpu",
@@ -39,9 +39,9 @@ def test_ulmfit_workflow(tmp_path):
                                    drop_mult=0.1, metrics=[lk.accuracy])
     emb = clas.model.encoder.embedding.weight
     lm_emb = lm.model.encoder.embedding.weight.cpu()
-    lm_stoi = lm_data.x_block.vocab_obj.stoi
+    lm_stoi = lm_data.x_block.vocab.stoi
     for tok in ("movie", "great", "awful"):
-        new_id = clas_data.x_block.vocab_obj.stoi[tok]
+        new_id = clas_data.x_block.vocab.stoi[tok]
         assert torch.equal(emb[new_id].detach(), lm_emb[lm_stoi[tok]].detach())
     assert clas.encoder_transfer["shared_tokens"] > 10
     clas.fine_tune(4, base_lr=2e-2, strategy="gradual", freeze_epochs=1)
@@ -72,7 +72,7 @@ def test_pretrained_lm_bundle_is_remapped_to_new_vocab(tmp_path):
     other = [t.replace("indeed", "really truly") for t in texts]
     data_b = TextDataBunch.from_lists(other, is_lm=True, seed=0, batch_size=8, bptt=12, min_freq=1, device="cpu")
     lm_b = language_model_learner(data_b, config=TINY, path=tmp_path, progress=False, weights=bundle)
-    itos_a, stoi_b = data_a.x_block.vocab_obj.itos, data_b.x_block.vocab_obj.stoi
+    itos_a, stoi_b = data_a.x_block.vocab.itos, data_b.x_block.vocab.stoi
     emb_a, emb_b = lm_a.model.encoder.embedding.weight, lm_b.model.encoder.embedding.weight
     for i, tok in enumerate(itos_a):
         if tok in stoi_b:
@@ -94,7 +94,7 @@ def test_transformer_one_liner_trains_exports_and_reloads(tmp_path):
     data = TextDataBunch.from_lists(texts, labels, seed=0, batch_size=16, device="cpu", min_freq=1)
     learn = text_classifier_learner(data, weights=folder, metrics=[lk.accuracy], progress=False, path=tmp_path, max_len=12)
     assert learn.data is not data and isinstance(learn.data.x_block, lk.text.SubwordTextBlock)
-    assert learn.data.split == data.split and learn.data.vocab == data.vocab       # same texts and split
+    assert learn.data.split == data.split and learn.data.classes == data.classes       # same texts and split
     assert len(learn.layer_groups) == 3                                            # embeddings, layers 0-1, head
     ids, _ = learn.data.one_batch()
     assert ids[0, 0].item() == 2 and ids.shape[1] <= 12                            # [CLS] first, max_len kept

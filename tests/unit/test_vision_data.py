@@ -34,7 +34,7 @@ def make_folder(root, n=12, classes=("a", "b"), size=8, seed=0):
 
 def test_from_folder_uses_the_folders_as_split_and_labels(tmp_path):
     data = ImageDataBunch.from_folder(make_folder(tmp_path), batch_size=4, verbose=False)
-    assert data.vocab == ["a", "b"]
+    assert data.classes == ["a", "b"]
     assert len(data.train_dl) == 6 and data.valid_dl.n_items == 12
     x, y = data.one_batch("valid")
     assert x.shape == (4, 3, 8, 8) and x.dtype == torch.float32  # RGB by default, normalized
@@ -136,7 +136,7 @@ def test_random_split_without_train_valid_folders_is_seeded(tmp_path):
 def test_valid_pct_with_train_valid_folders_pools_them_and_keeps_class_labels(tmp_path):
     make_folder(tmp_path)
     data = ImageDataBunch.from_folder(tmp_path, valid_pct=0.5, seed=1, verbose=False)
-    assert data.vocab == ["a", "b"]  # the class folders, not 'train'/'valid'
+    assert data.classes == ["a", "b"]  # the class folders, not 'train'/'valid'
     assert data.train_dl.n_items + data.valid_dl.n_items == 36 and data.valid_dl.n_items == 18
 
 
@@ -149,9 +149,9 @@ def test_from_csv_single_and_multi_label(tmp_path):
         for i, p in enumerate(files):
             w.writerow([p.relative_to(tmp_path).as_posix(), p.parent.name, f"{p.parent.name} x" if i % 2 else p.parent.name])
     single = ImageDataBunch.from_csv(tmp_path, fn_col="name", label_col="label", seed=0, verbose=False)
-    assert single.vocab == ["a", "b"]
+    assert single.classes == ["a", "b"]
     multi = ImageDataBunch.from_csv(tmp_path, fn_col="name", label_col="tags", label_delim=" ", seed=0, verbose=False)
-    assert multi.vocab == ["a", "b", "x"] and multi.one_batch()[1].shape[1] == 3
+    assert multi.classes == ["a", "b", "x"] and multi.one_batch()[1].shape[1] == 3
     with pytest.raises(ValueError, match="no column 'nope'"):
         ImageDataBunch.from_csv(tmp_path, label_col="nope", verbose=False)
 
@@ -160,7 +160,7 @@ def test_from_name_re_lists_every_file_without_a_label(tmp_path):
     make_folder(tmp_path)
     files = sorted((tmp_path / "train").rglob("*.png"))
     data = ImageDataBunch.from_name_re(".", files, r"^([ab])_\d+\.png$", seed=0, verbose=False)
-    assert data.vocab == ["a", "b"]
+    assert data.classes == ["a", "b"]
     odd = tmp_path / "train" / "a" / "odd-name.png"
     _image(np.random.default_rng(1), "a").save(odd)
     with pytest.raises(ValueError) as e:
@@ -174,7 +174,7 @@ def test_from_lists_checks_lengths(tmp_path):
     with pytest.raises(ValueError, match="24 files but 3 labels"):
         ImageDataBunch.from_lists(".", files, ["a", "b", "a"], verbose=False)
     data = ImageDataBunch.from_name_func(".", files, lambda p: p.parent.name, verbose=False)
-    assert data.vocab == ["a", "b"]
+    assert data.classes == ["a", "b"]
 
 
 def test_vision_learner_trains_exports_and_predicts_the_same(tmp_path):
@@ -215,7 +215,7 @@ def test_multi_label_csv_gets_bce_and_accuracy_multi(tmp_path):
             w.writerow([p.relative_to(tmp_path).as_posix(), f"img {p.parent.name}", int(p.parts[-3] == "valid")])
     data = ImageDataBunch.from_csv(tmp_path, fn_col="name", label_col="tags", label_delim=" ", valid_col="is_valid",
                                    batch_size=8, seed=0, verbose=False)
-    assert data.vocab == ["a", "b", "img"] and data.valid_dl.n_items == 16
+    assert data.classes == ["a", "b", "img"] and data.valid_dl.n_items == 16
     set_seed(0)
     learn = vision_learner(data, "resnet18", pretrained=False, progress=False)
     assert isinstance(learn.loss_fn, torch.nn.BCEWithLogitsLoss)
@@ -223,7 +223,7 @@ def test_multi_label_csv_gets_bce_and_accuracy_multi(tmp_path):
     learn.fit_one_cycle(4, 3e-3)
     assert learn.validate()["accuracy_multi"] >= 0.9  # per label, threshold 0.5
     labels, _, probs = learn.predict(files[-1])
-    assert probs.shape == (3,) and labels == [lab for lab, p in zip(data.vocab, probs) if p >= 0.5]
+    assert probs.shape == (3,) and labels == [lab for lab, p in zip(data.classes, probs) if p >= 0.5]
 
 
 def _augmented_learner(root, run):
