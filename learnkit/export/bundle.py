@@ -11,10 +11,12 @@ one-sentence error naming the file.
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import importlib
 import json
 import os
+import secrets
 import shutil
 from pathlib import Path
 from typing import Any, TYPE_CHECKING
@@ -42,6 +44,7 @@ __all__ = ["export", "load_learner", "Predictor"]
 
 RECIPE, WEIGHTS, CARD = "recipe.json", "weights.safetensors", "model_card"
 BUNDLE_FILES = (RECIPE, WEIGHTS, CARD + ".json", CARD + ".md")
+_ASIDE = ".learnkit-previous"  # the old bundle, during the swap
 
 
 def _version() -> str:
@@ -140,17 +143,24 @@ def export(learn: "Learner", path: str | Path) -> Path:
 
 def _swap_in(new: Path, folder: Path) -> None:
     """Put the complete bundle `new` at `folder`: two renames (the old bundle moves aside, the new one in)."""
-    if not folder.exists():
+    if folder.exists():
+        # Named apart from temp files, so that a crash between the two renames leaves the complete old bundle
+        # where load_learner points to it (and no cleanup of stale temp files deletes it).
+        old = folder.with_name(f".{folder.name}.{os.getpid()}-{secrets.token_hex(4)}{_ASIDE}")
+        os.rename(folder, old)
+        try:
+            os.rename(new, folder)
+        except BaseException:
+            os.rename(old, folder)  # put the previous bundle back
+            raise
+    else:
         os.rename(new, folder)
-        return
-    old = temp_path(folder)
-    os.rename(folder, old)
-    try:
-        os.rename(new, folder)
-    except BaseException:
-        os.rename(old, folder)  # put the previous bundle back
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+    for aside in _moved_aside(folder):  # this one, and any an interrupted export left: a new bundle is in place
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def _moved_aside(folder: Path) -> list[Path]:
+    return sorted(folder.parent.glob(f".{glob.escape(folder.name)}.*{_ASIDE}"))
 
 
 def _write_card(learn: "Learner", folder: Path, name: str, recipe: dict, fingerprint: dict) -> None:
@@ -176,7 +186,11 @@ def _write_card(learn: "Learner", folder: Path, name: str, recipe: dict, fingerp
 def _read_recipe(folder: Path) -> tuple[dict, Path]:
     recipe_file = folder / RECIPE
     if not os.path.lexists(recipe_file):
-        raise FileNotFoundError(f"load_learner: {recipe_file} not found; pass the folder written by learn.export()")
+        aside = _moved_aside(folder)
+        hint = f" (an interrupted export left the previous bundle at {aside[-1]}: rename it to {folder.name})" \
+            if aside and not folder.exists() else ""
+        raise FileNotFoundError(f"load_learner: {recipe_file} not found; pass the folder written by "
+                                f"learn.export(){hint}")
     raw = read_regular_file(recipe_file, MAX_RECIPE_BYTES, "bundle recipe")
     try:
         recipe = json.loads(raw.decode("utf-8"))

@@ -86,6 +86,32 @@ def _probs_of_model(learn):
         return torch.softmax(learn.model((xs - 0.1) / 2.0), 1)
 
 
+def test_crash_between_the_swap_renames_keeps_the_old_bundle_and_says_where(exported, monkeypatch):
+    learn, folder = exported
+    old = _probs(load_learner(folder, device="cpu"), learn)
+    real_rename, calls = os.rename, []
+
+    def rename(src, dst):  # the second rename (new bundle into place) never happens: a kill at that moment
+        calls.append(dst)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        real_rename(src, dst)
+    monkeypatch.setattr(bundle_module.os, "rename", rename)
+    with pytest.raises(KeyboardInterrupt):
+        learn.export("bundle")
+    monkeypatch.undo()
+    assert torch.equal(_probs(load_learner(folder, device="cpu"), learn), old)  # put back
+    assert _leftovers(folder.parent) == []
+    # if the process had died right there: the old bundle is aside, and load_learner says where
+    aside = folder.with_name(f".bundle.{os.getpid()}-0000abcd.learnkit-previous")
+    os.rename(folder, aside)
+    with pytest.raises(FileNotFoundError, match=rf"an interrupted export left the previous bundle at {aside}: "
+                                                "rename it to bundle"):
+        load_learner(folder, device="cpu")
+    learn.export("bundle")  # the next complete export removes it
+    assert _leftovers(folder.parent) == [] and (folder / "recipe.json").exists()
+
+
 def test_export_refuses_a_folder_holding_other_files(exported):
     learn, folder = exported
     (folder / "notes.txt").write_text("mine")
