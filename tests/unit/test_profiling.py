@@ -6,17 +6,38 @@ import torch
 from torch import nn
 
 from learnkit import Learner
+from learnkit.learner import profiling
 from learnkit.learner.profiling import BottleneckReport, _advice, profile
 from learnkit.learner.events import Callback, CancelFit
 from learnkit.learner.progress import ProgressBar
 from learnkit.testing import synthetic_classification, tiny_bn_mlp, tiny_mlp
 
 
+class VirtualClock:
+    """The report's clock, moved only by the test's 'sleeps': exact numbers whatever the machine's load."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    clock = VirtualClock()
+    monkeypatch.setattr(profiling, "time", clock)  # BottleneckReport reads time.perf_counter()
+    return clock
+
+
 class SlowLoader:
     """The DataLoader contract around `dl`, sleeping `delay` seconds before each batch."""
 
-    def __init__(self, dl, delay):
-        self.dl, self.delay = dl, delay
+    def __init__(self, dl, delay, sleep=time.sleep):
+        self.dl, self.delay, self.sleep = dl, delay, sleep
         self.batch_size, self.drop_last, self.dataset, self.generator = dl.batch_size, dl.drop_last, dl.dataset, None
 
     def __len__(self):
@@ -24,19 +45,19 @@ class SlowLoader:
 
     def __iter__(self):
         for batch in self.dl:
-            time.sleep(self.delay)
+            self.sleep(self.delay)
             yield batch
 
 
 class SlowLinear(nn.Module):
     """A linear layer whose forward first sleeps: a model whose step dominates."""
 
-    def __init__(self, n_in=8, n_out=3, delay=0.02):
+    def __init__(self, n_in=8, n_out=3, delay=0.02, sleep=time.sleep):
         super().__init__()
-        self.delay, self.identity, self.linear = delay, nn.Identity(), nn.Linear(n_in, n_out)
+        self.delay, self.sleep, self.identity, self.linear = delay, sleep, nn.Identity(), nn.Linear(n_in, n_out)
 
     def forward(self, x):
-        time.sleep(self.delay)
+        self.sleep(self.delay)
         return self.linear(self.identity(x))
 
 
@@ -66,9 +87,9 @@ def test_no_line_printed_when_every_epoch_is_false():
     assert lines == [] and len(report.reports) == 1
 
 
-def test_slow_loader_is_reported_data_bound():
+def test_slow_loader_is_reported_data_bound(clock):
     data = synthetic_classification(n=256, batch_size=32)
-    data.train_dl = SlowLoader(data.train_dl, 0.02)
+    data.train_dl = SlowLoader(data.train_dl, 0.02, clock.sleep)
     report = BottleneckReport(print_fn=lambda s: None)
     Learner(data, tiny_mlp(), progress=False).fit(1, lr=1e-3, callbacks=[report])
     r = report.reports[0]
@@ -77,9 +98,9 @@ def test_slow_loader_is_reported_data_bound():
     assert r["advice"].startswith("data-bound")
 
 
-def test_slow_model_is_not_reported_data_bound():
+def test_slow_model_is_not_reported_data_bound(clock):
     report = BottleneckReport(print_fn=lambda s: None)
-    Learner(synthetic_classification(n=256, batch_size=32), SlowLinear(), progress=False).fit(
+    Learner(synthetic_classification(n=256, batch_size=32), SlowLinear(sleep=clock.sleep), progress=False).fit(
         1, lr=1e-3, callbacks=[report])
     r = report.reports[0]
     assert r["data_share"] < 0.2, r
