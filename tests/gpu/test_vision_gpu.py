@@ -32,8 +32,9 @@ def test_resident_path_keeps_uint8_on_the_gpu_and_trains_in_bf16(tmp_path):
     learn = vision_learner(data, "resnet18", pretrained=False, progress=False)
     assert learn.amp_dtype == torch.bfloat16
     assert learn.model.body.conv1.weight.is_contiguous(memory_format=torch.channels_last)
-    xb, _ = data.one_batch()
+    xb, _ = learn.data.one_batch()  # the learner's view of the data: channels-last added there, not in `data`
     assert xb.is_cuda and xb.shape[-2:] == (24, 24) and xb.is_contiguous(memory_format=torch.channels_last)
+    assert not any(type(t).__name__ == "ChannelsLast" for t in data.batch_tfms)
     learn.fit_one_cycle(5, 3e-3)
     assert learn.validate()["accuracy"] >= 0.9
     result = tta(learn, n=2)
