@@ -18,6 +18,7 @@ from learnkit.callbacks.training import GradientClipping
 from learnkit.core.registry import create_model
 from learnkit.core.serialization import load_tensors, save_tensors
 from learnkit.learner.events import Callback
+from learnkit.learner.interpret import ClassificationInterpretation
 from learnkit.learner.learner import Learner
 from learnkit.learner.metrics import Metric, accuracy, default_metrics
 from learnkit.learner.names import take_fastai_names
@@ -334,15 +335,8 @@ def text_classifier_learner(data: TextDataBunch | None = None, arch: str | Path 
 
 
 def top_losses(learn: Learner, k: int = 10) -> list[dict[str, Any]]:
-    """The k validation texts with the highest loss: text, actual and predicted label, probability, loss."""
-    probs, targets = learn.get_preds()
-    losses = F.nll_loss(torch.log(probs.clamp_min(1e-12)), targets, reduction="none")
-    ds = learn.data.valid_dl.dataset
-    order = [i for batch in learn.data.valid_dl.batch_sampler for i in batch]  # the loader sorts by length
-    out = []
-    for i in losses.argsort(descending=True)[:k].tolist():
-        pred = int(probs[i].argmax())
-        out.append({"text": learn.data.x_block.decode(ds[order[i]][0]), "actual": learn.data.classes[int(targets[i])],
-                    "predicted": learn.data.classes[pred], "probability": float(probs[i, pred]),
-                    "loss": float(losses[i])})
-    return out
+    """The k validation texts with the highest loss: text, actual and predicted label, probability, loss
+    (`ClassificationInterpretation(...).top_losses_table`, the class vision uses too)."""
+    rows = ClassificationInterpretation.from_learner(learn).top_losses_table(k)
+    return [{"text": r["input"], **{key: r[key] for key in ("actual", "predicted", "probability", "loss")}}
+            for r in rows]

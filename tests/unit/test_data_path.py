@@ -223,3 +223,20 @@ def test_predict_on_a_two_input_datablock_feeds_each_input_its_own_value():
     assert torch.allclose(probs, expected, atol=1e-6)
     with pytest.raises(ValueError, match="2 inputs, so each entry must be a tuple of 2 values"):
         learn.predict(5.0)
+
+
+def test_one_classification_interpretation_for_images_and_texts():
+    from learnkit.text import ClassificationInterpretation as TextInterp, text_classifier_learner, top_losses
+    from learnkit.vision import ClassificationInterpretation
+    assert TextInterp is ClassificationInterpretation
+    texts = [("good fine great " if i % 2 else "bad awful poor ") + f"w{i % 7}" for i in range(60)]
+    data = TextDataBunch.from_lists(texts, ["pos" if i % 2 else "neg" for i in range(60)], seed=0, batch_size=8,
+                                    min_freq=1, device="cpu")
+    learn = text_classifier_learner(data, config=dict(emb_size=16, hidden_size=16, n_layers=1), progress=False)
+    interp = ClassificationInterpretation.from_learner(learn)
+    cm = interp.confusion_matrix()
+    assert cm.shape == (2, 2) and int(cm.sum()) == len(data.split[1])
+    rows = top_losses(learn, k=3)
+    assert [r["loss"] for r in rows] == sorted((r["loss"] for r in rows), reverse=True)
+    assert all(r["text"].split()[0] in ("good", "bad") for r in rows)  # decoded texts, not ids
+    assert rows[0]["loss"] == pytest.approx(float(interp.losses.max()), rel=1e-5)
