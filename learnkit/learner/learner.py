@@ -22,7 +22,7 @@ from learnkit.learner.events import (Callback, CallbackHost, CancelBatch, Cancel
                                      CancelTrain, CancelValidate)
 from learnkit.learner.history import History
 from learnkit.learner.inference import inference_forward
-from learnkit.learner.metrics import Metric, as_metrics, compute_metric, update_metric
+from learnkit.learner.metrics import Metric, as_metrics, update_metric
 from learnkit.learner.names import take_fastai_names
 from learnkit.learner.progress import ProgressBar
 from learnkit.learner.recipes import Lr, Recipes
@@ -246,7 +246,7 @@ class Learner(CallbackHost, Recipes):
             return
         # One host sync per validation, for all metrics together.
         values = torch.stack([self._val_loss / max(1, self._val_count)] +
-                             [torch.as_tensor(compute_metric(m), device=self.device).float().reshape(()) for m in self.metrics])
+                             [torch.as_tensor(m.compute(), device=self.device).float().reshape(()) for m in self.metrics])
         self.val_results = dict(zip(names, values.tolist()))
 
     def _one_batch(self, batch: Sequence[Any]) -> None:
@@ -391,9 +391,8 @@ class Learner(CallbackHost, Recipes):
         return dict(self.val_results)
 
     def get_preds(self, dl: Any = None, activation: bool = True) -> tuple[Any, torch.Tensor | None]:
-        """(predictions, targets) on `dl` (default: validation, from every rank under torchrun), gathered on the
-        CPU in the loader's order. No callbacks run. A model with several outputs gives a tuple of tensors, one
-        per output; the target block's activation applies to the first."""
+        """(predictions, targets) on `dl` (default: validation, every rank's under torchrun) on the CPU in the loader's
+        order; a tuple of tensors for a model with several outputs (activation on the first). No callbacks run."""
         sharded = self.dist is not None and (dl is None or dl is self.data.valid_dl)
         dl = dl if dl is not None else self.data.valid_dl
         self.model.eval()
@@ -403,15 +402,14 @@ class Learner(CallbackHost, Recipes):
                 batch = self.data.transfer(batch, training=False)
                 out = inference_forward(self.model, batch[:self.data.n_inp], self.amp_dtype)
                 y_block = self.data.y_block
-                outs = tuple(out) if isinstance(out, (tuple, list)) else (out,)
-                first = y_block.activation(outs[0]) if activation and y_block is not None else outs[0].float()
-                preds.append((first,) + tuple(o.float() for o in outs[1:]))
+                outs = list(out) if isinstance(out, (tuple, list)) else [out]
+                outs[0] = y_block.activation(outs[0]) if activation and y_block is not None else outs[0]
+                preds.append(tuple(o.float() for o in outs))
                 if len(batch) > self.data.n_inp:
                     targets.append(batch[self.data.n_inp])
-        per_output = [[p[i] for p in preds] for i in range(len(preds[0]))] if preds else [[]]
+        per_output = [list(o) for o in zip(*preds)] or [[]]  # one list of batches per model output
         if sharded:
-            per_output = [self.dist.gather_batches(o) for o in per_output]
-            targets = self.dist.gather_batches(targets)
+            per_output, targets = [self.dist.gather_batches(o) for o in per_output], self.dist.gather_batches(targets)
         joined = tuple(torch.cat(o).cpu() for o in per_output)
         return (joined[0] if len(joined) == 1 else joined), (torch.cat(targets).cpu() if targets else None)
 

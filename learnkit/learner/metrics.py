@@ -127,14 +127,6 @@ def update_metric(metric: Metric, pred: Any, *targets: Any) -> None:
                           f"a number, [accuracy_multi] for multi-label, [] for none)") from e
 
 
-def compute_metric(metric: Metric) -> Any:
-    """`metric.compute()`, an error re-raised as `MetricError` naming the metric."""
-    try:
-        return metric.compute()
-    except Exception as e:
-        raise MetricError(f"metric {metric.name!r} failed in compute(): {type(e).__name__}: {e}") from e
-
-
 def default_metrics(block: Any) -> list[Metric]:
     """Metrics that fit a target block, from the names its `default_metrics()` gives (CategoryBlock: accuracy;
     MultiCategoryBlock: accuracy_multi; RegressionBlock: mae); none for other blocks or no block.
