@@ -29,9 +29,9 @@ def make_learner(data, seed=0, **kwargs):
     return Learner(data, create_model("simple_cnn", n_in=1, n_out=4), progress=False, **kwargs)
 
 
-def fake_learner(training, x, y, c=4):
+def fake_learner(training, x, y, n_classes=4):
     """The few attributes before_batch reads."""
-    return SimpleNamespace(training=training, xb=(x,), yb=(y,), data=SimpleNamespace(c=c))
+    return SimpleNamespace(training=training, xb=(x,), yb=(y,), data=SimpleNamespace(n_classes=n_classes))
 
 
 def expand(lam, t):
