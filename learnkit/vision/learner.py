@@ -78,8 +78,10 @@ def vision_learner(data: DataBunch | None = None, arch: str | Callable[..., nn.M
             images' own statistics (from scratch) — unless the data was built with an explicit `normalize=`
             ('imagenet', (mean, std) or None), which is kept.
         channels_last: on CUDA, NHWC layout for model and batches.
-        cudnn_benchmark: `torch.backends.cudnn.benchmark` during this learner's fits (image batches have fixed
-            shapes); None: True on CUDA. The process setting is restored after each fit.
+        cudnn_benchmark: `torch.backends.cudnn.benchmark` during this learner's fits only (the process setting is
+            restored after each); None leaves it alone. Off by default: measured on an H200
+            (benchmarks/cudnn_benchmark.py), autotuning added 1-3 s to the first epoch and gave no steady-state gain
+            for resnet18 at 28 px or resnet34 at 128 px, and it makes results vary from run to run.
         opt_fn, callbacks, path, model_dir, mixed_precision, progress, train_bn, preflight, compile, sync_bn,
             weight_decay: as `Learner`'s. An unknown keyword is a TypeError naming the nearest valid one.
 
@@ -125,8 +127,8 @@ def vision_learner(data: DataBunch | None = None, arch: str | Callable[..., nn.M
             view = view.with_batch_tfms(list(view.batch_tfms) + [ChannelsLast()])
     if metrics is None:  # what fits the target: accuracy, accuracy_multi (multi-label), mae (regression)
         metrics = default_metrics(view.y_block)
-    # Fixed-size image batches: let cuDNN time its algorithms once per shape, during this learner's fits only.
-    benchmark = cudnn_benchmark if cudnn_benchmark is not None else (True if on_cuda else None)
+    # cudnn.benchmark did not pay in the measured regimes (see the docstring): on only when asked, per fit.
+    benchmark = cudnn_benchmark
     learn = Learner(view, model, loss_fn=loss_fn, opt_fn=opt_fn, metrics=metrics, callbacks=callbacks, path=path,
                     model_dir=model_dir, splitter=splitter, mixed_precision=mixed_precision, progress=progress,
                     train_bn=train_bn, preflight=preflight, compile=compile, sync_bn=sync_bn,
