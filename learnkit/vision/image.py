@@ -18,7 +18,6 @@ from __future__ import annotations
 import io
 import math
 import os
-import re
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -28,10 +27,8 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps
-from torch import nn
 
 from learnkit.data.blocks import TransformBlock, register_block
-from learnkit.data.transforms import register_transform
 from learnkit.vision.files import (IMAGE_EXTENSIONS, RegexLabeller, find_image_files, get_image_files,
                                    non_regular_kind, parent_label)
 from learnkit.vision.transforms import IntToFloat, Resize
