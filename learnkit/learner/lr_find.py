@@ -97,8 +97,8 @@ def suggest_lrs(lrs: list[float], losses: list[float], warn: bool = True) -> Sug
 
     Suggestions within `EDGE` points of the ends of the kept curve are rejected: a valley there is replaced by
     the steepest point (or the minimum suggestion). When the loss never falls `MIN_DROP` below its highest value
-    before its minimum (no clear descent), the valley (and an edge steepest or minimum) becomes a tenth of the lr
-    where the loss starts rising. One warning, with the fix, says when the suggestions mean little: no clear
+    before its minimum (no clear descent), all three become a tenth of the lr where the loss starts rising (there is
+    no descent to read). One warning, with the fix, says when the suggestions mean little: no clear
     descent, or a loss still falling at the end of the sweep.
     """
     if len(lrs) != len(losses):
@@ -137,11 +137,9 @@ def suggest_lrs(lrs: list[float], losses: list[float], warn: bool = True) -> Sug
         # No descent to read: fall back to the old rule of thumb, a tenth of the lr where the loss starts rising.
         bound = losses_a[i_min] + 2 * MIN_DROP * abs(losses_a[i_min])
         i_rise = next((i for i in range(i_min, n) if losses_a[i] > bound), n - 1)
-        valley = float(lrs_a[i_rise] / 10)
-        steepest = valley if at_edge(i_steep) else steepest
-        minimum = valley if at_edge(i_min) else minimum
+        valley = steepest = minimum = float(lrs_a[i_rise] / 10)
         problem = (f"the loss shows no clear descent between lr {lrs_a[0]:.1e} and {lrs_a[-1]:.1e} (it falls "
-                   f"{100 * drop:.1f}% at most; valley set to a tenth of the lr where it starts rising)")
+                   f"{100 * drop:.1f}% at most; every suggestion set to a tenth of the lr where it starts rising)")
     elif i_min >= n - EDGE:
         problem = f"the loss is still falling at the end of the sweep (lr {lrs_a[-1]:.1e})"
     if warn and problem is not None:
