@@ -96,9 +96,10 @@ def suggest_lrs(lrs: list[float], losses: list[float], warn: bool = True) -> Sug
     - minimum: the lr of the lowest loss (before the centred mean) / 10.
 
     Suggestions within `EDGE` points of the ends of the kept curve are rejected: a valley there is replaced by
-    the steepest point (or the minimum suggestion). One warning, with the fix, says when the suggestions mean
-    little: the loss never falls `MIN_DROP` below its highest value (no clear descent), or is still falling at
-    the end of the sweep.
+    the steepest point (or the minimum suggestion). When the loss never falls `MIN_DROP` below its highest value
+    before its minimum (no clear descent), all three become a tenth of the lr where the loss starts rising (there is
+    no descent to read). One warning, with the fix, says when the suggestions mean little: no clear
+    descent, or a loss still falling at the end of the sweep.
     """
     if len(lrs) != len(losses):
         raise ValueError(f"suggest_lrs: {len(lrs)} lrs but {len(losses)} losses; give one loss per lr")
@@ -133,8 +134,12 @@ def suggest_lrs(lrs: list[float], losses: list[float], warn: bool = True) -> Sug
     drop = (top - float(losses_a[i_min])) / max(abs(top), 1e-12)
     problem = None
     if drop < MIN_DROP or i_min < EDGE:
+        # No descent to read: fall back to the old rule of thumb, a tenth of the lr where the loss starts rising.
+        bound = losses_a[i_min] + 2 * MIN_DROP * abs(losses_a[i_min])
+        i_rise = next((i for i in range(i_min, n) if losses_a[i] > bound), n - 1)
+        valley = steepest = minimum = float(lrs_a[i_rise] / 10)
         problem = (f"the loss shows no clear descent between lr {lrs_a[0]:.1e} and {lrs_a[-1]:.1e} (it falls "
-                   f"{100 * drop:.1f}% at most)")
+                   f"{100 * drop:.1f}% at most; every suggestion set to a tenth of the lr where it starts rising)")
     elif i_min >= n - EDGE:
         problem = f"the loss is still falling at the end of the sweep (lr {lrs_a[-1]:.1e})"
     if warn and problem is not None:

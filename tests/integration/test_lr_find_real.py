@@ -1,5 +1,5 @@
 """lr_find on real data, over three seeds each: the suggestions land in a sane range, never on the first points of
-the sweep, and training at the valley beats chance clearly.
+the sweep, with no warning, and training at the valley trains (Fashion-MNIST: well above chance).
 
 Before the fix, the fortunes text classifier's valley landed on the sweep's first points in 2 of 3 seeds
 (1.8e-05 and 1.45e-07 for seeds 1 and 2; training at 1.45e-07 stays at chance, 0.167).
@@ -43,8 +43,10 @@ def test_fortunes_text_classifier(seed):
     assert 1e-4 <= s.valley <= 1e-1, s
     assert min(s.valley, s.steepest, s.minimum * 10) > first_points, s
     learn.fit_one_cycle(3, s.valley)
-    acc = learn.history.epoch_records[-1]["accuracy"]
-    assert acc >= 0.21, f"accuracy {acc:.3f} at lr {s.valley:.2e} (chance: 0.167)"
+    records = learn.history.epoch_records
+    # An AWD-LSTM from scratch on 480 texts is barely above chance after 3 epochs at any rate (0.17-0.24 measured),
+    # so what is asserted is that it trains: at 1.45e-07 the training loss stayed at 1.94-1.95 over 4 epochs.
+    assert records[-1]["train_loss"] <= 0.93 * records[0]["train_loss"], (s.valley, records)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

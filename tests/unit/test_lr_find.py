@@ -123,6 +123,16 @@ def test_no_clear_descent_warns_once_with_the_fix_and_stays_off_the_first_points
     assert len([w for w in record if "lr_find" in str(w.message)]) == 1
     first_kept = lrs[10]
     assert min(s) >= first_kept / 10 and s.valley >= first_kept and s.steepest >= first_kept
+    assert 1e-3 <= s.valley <= 1e-1, s  # a tenth of where the loss starts rising (1e-1)
+
+
+def test_a_loss_that_only_rises_falls_back_to_a_tenth_of_where_it_rises():
+    lrs = _sweep()
+    losses = [2.0 + 0.01 * math.sin(3 * i) if lr < 1e-2 else 2.0 + 0.5 * (math.log10(lr) + 2) for i, lr in
+              enumerate(lrs)]
+    with pytest.warns(UserWarning, match="no clear descent"):
+        s = suggest_lrs(lrs, losses)
+    assert 1e-4 <= s.valley <= 1e-2 and s.minimum >= lrs[10] / 10 and s.steepest >= lrs[10] / 10, s
 
 
 def test_a_valley_at_the_edge_of_the_kept_curve_is_rejected():
