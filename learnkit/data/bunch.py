@@ -29,12 +29,8 @@ def _structure(batch: Any) -> str:
     return _short(batch)
 
 
-def _first_batch(dl: Any, name: str) -> tuple[torch.Tensor, ...]:
-    """The first batch of a user's loader, checked: a tuple/list of tensors with one first dimension."""
-    try:
-        batch = next(iter(dl))
-    except StopIteration:
-        raise ValueError(f"DataBunch: {name} yields no batch; give it at least one item") from None
+def _check_batch(batch: Any, name: str) -> tuple[torch.Tensor, ...]:
+    """A batch of a user's loader, checked: a tuple/list of tensors with one first dimension."""
     fix = ("Fix: make the dataset return (input, target) tuples of tensors (e.g. torch.utils.data.TensorDataset), "
            "or pass blocks=[...] for inputs that are not tensors")
     if not isinstance(batch, (tuple, list)) or len(batch) < 2 or \
@@ -46,6 +42,14 @@ def _first_batch(dl: Any, name: str) -> tuple[torch.Tensor, ...]:
         raise ValueError(f"DataBunch: the tensors of a batch of {name} have different lengths {sizes} "
                          f"({_structure(batch)}); every tensor needs one row per item")
     return tuple(batch)
+
+
+def _first_batch(dl: Any, name: str) -> tuple[torch.Tensor, ...]:
+    """The first batch of a user's loader, checked."""
+    try:
+        return _check_batch(next(iter(dl)), name)
+    except StopIteration:
+        raise ValueError(f"DataBunch: {name} yields no batch; give it at least one item") from None
 
 
 def _known_targets(dl: Any) -> torch.Tensor | None:
@@ -71,7 +75,7 @@ def infer_blocks(train_dl: Any) -> tuple[list[TransformBlock], int, str]:
                                                            "RegressionBlock (MSE loss)")
     known = _known_targets(train_dl)
     if known is None:  # the dataset does not expose its targets: read them once
-        known = torch.cat([_first_batch([b], "train_dl")[-1].reshape(-1) for b in train_dl])
+        known = torch.cat([_check_batch(b, "train_dl")[-1].reshape(-1) for b in train_dl])
     n = int(known.max()) + 1 if known.numel() else 0
     return inputs + [CategoryBlock(classes=list(range(n)))], len(inputs), \
         f"integer targets: CategoryBlock with {n} classes 0..{n - 1} (cross-entropy loss)"
@@ -97,7 +101,7 @@ class DataBunch:
         if blocks is None:
             blocks, inferred_inp, self.inferred = infer_blocks(train_dl)
             n_inp = inferred_inp if n_inp is None else n_inp
-            if len(valid_dl) if hasattr(valid_dl, "__len__") else True:
+            if not hasattr(valid_dl, "__len__") or len(valid_dl) > 0:  # an empty validation loader is allowed
                 _first_batch(valid_dl, "valid_dl")
             print(f"DataBunch: {self.inferred}; {n_inp} tensor input(s). Override with DataBunch(train_dl, "
                   f"valid_dl, blocks=[...], n_inp=...).")

@@ -116,9 +116,9 @@ class DataBlock:
             return None
         return f"item[{i}]", ItemGetter(i)
 
-    def _pipelines(self, with_getters: bool = True, training: bool = False) -> list[list[Step]]:
-        """Per block: getter → encode → item transforms (inputs; their eval versions unless `training`)."""
-        tfms = self.item_tfms if training else [eval_version(t) for t in self.item_tfms]
+    def _pipelines(self, with_getters: bool = True, tfms: Sequence[Callable] | None = None) -> list[list[Step]]:
+        """Per block: getter → encode → item transforms of the inputs (`tfms`; default: their eval versions)."""
+        tfms = [eval_version(t) for t in self.item_tfms] if tfms is None else tfms
         pipelines = []
         for i, block in enumerate(self.blocks):
             steps: list[Step] = []
@@ -209,18 +209,18 @@ class DataBlock:
             block.setup([values[b][i] for i in train_idx])
             if valid_idx:
                 block.check([values[b][i] for i in valid_idx], "validation")
-        eval_tfms = [eval_version(t) for t in self.item_tfms]
+        eval_tfms = [eval_version(t) for t in self.item_tfms]  # once: the same objects in pipelines and exports
+        eval_pipelines = self._pipelines(tfms=eval_tfms)
         plan = LoaderPlan(self.blocks, self.n_inp, items, values, train_idx, valid_idx,
-                          self._pipelines(training=True), self._pipelines(training=False), eval_tfms, batch_size,
+                          self._pipelines(tfms=self.item_tfms), eval_pipelines, eval_tfms, batch_size,
                           device, num_workers, torch.Generator().manual_seed(seed) if seed is not None else None,
                           drop_last, resident, memory_budget, verify,
-                          bptt=next((getattr(b, "bptt") for b in self.blocks if hasattr(b, "bptt")), 72),
                           random_items=any(is_random(t) for t in self.item_tfms))
         train_dl, valid_dl, kind, report = build_loaders(plan)
         bad = [(self._name(items[i], values[0][i]), why) for i, why in sorted(plan.bad)]
         report_bad(bad, on_bad, self.blocks[0].bad_items, "delete or replace them")
-        data = bunch_type(train_dl, valid_dl, self.blocks, self.n_inp, self.batch_tfms, device,
-                          self._pipelines(training=False), eval_tfms, self._pipelines(with_getters=False, training=False))
+        data = bunch_type(train_dl, valid_dl, self.blocks, self.n_inp, self.batch_tfms, device, eval_pipelines,
+                          eval_tfms, self._pipelines(with_getters=False, tfms=eval_tfms))
         data.loader_kind, data.loader_report, data.skipped = kind, report, bad
         data.datablock, data.source = self, source
         if verbose:

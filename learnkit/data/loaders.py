@@ -231,7 +231,6 @@ class LoaderPlan:
     resident: Any = "auto"
     memory_budget: int | None = None
     verify: bool = True
-    bptt: int = 72
     random_items: bool = False
     bad: list[tuple[int, str]] = field(default_factory=list)  # (item index, reason): filled while building
 
@@ -368,13 +367,14 @@ def _padded(plan: LoaderPlan) -> tuple[Any, Any, str, str]:
 
 
 def _stream(plan: LoaderPlan) -> tuple[Any, Any, str, str]:
+    bptt = next(getattr(b, "bptt", 72) for b in plan.blocks if getattr(b, "batching", "stack") == "stream")
     kept, columns = _encoded_columns(plan, plan.train + plan.valid)
     train_set = set(plan.train)
     docs_train = [d for i, d in zip(kept, columns[0]) if i in train_set]
     docs_valid = [d for i, d in zip(kept, columns[0]) if i not in train_set]
-    train_dl = LMLoader(docs_train, plan.batch_size, plan.bptt, True, plan.generator)
-    valid_dl: Any = LMLoader(docs_valid, plan.batch_size, plan.bptt, False) if docs_valid else []
-    report = f"stream path: {len(kept)} documents encoded once, read as one stream in windows of ~{plan.bptt}"
+    train_dl = LMLoader(docs_train, plan.batch_size, bptt, True, plan.generator)
+    valid_dl: Any = LMLoader(docs_valid, plan.batch_size, bptt, False) if docs_valid else []
+    report = f"stream path: {len(kept)} documents encoded once, read as one stream in windows of ~{bptt}"
     return train_dl, valid_dl, "stream", report
 
 
