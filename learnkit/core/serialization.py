@@ -18,7 +18,7 @@ import stat
 import struct
 import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import torch
 
@@ -310,3 +310,16 @@ def tensors_from_bytes(data: bytes, path: str | os.PathLike,
             torch.empty(0, dtype=torch.uint8)
         out[name] = flat.view(dtype).reshape(shape).to(device)
     return out
+
+
+def state_mismatch(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]
+                   ) -> tuple[list[str], list[str], tuple[str, tuple, tuple] | None]:
+    """How a state dict differs from the one a model expects: (missing keys, unexpected keys, the first shared
+    key whose shape differs as (key, shape in `state`, expected shape), or None). Nothing is copied; bundle and
+    checkpoint loads word their own errors from it."""
+    missing = [k for k in expected if k not in state]
+    extra = [k for k in state if k not in expected]
+    for key, value in expected.items():
+        if key in state and tuple(state[key].shape) != tuple(value.shape):
+            return missing, extra, (key, tuple(state[key].shape), tuple(value.shape))
+    return missing, extra, None

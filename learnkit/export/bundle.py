@@ -28,7 +28,7 @@ from learnkit.core.device import default_device, versions
 from learnkit.core.random import current_seed
 from learnkit.core.registry import builder_module, check_model_kwargs, create_model, model_spec
 from learnkit.core.serialization import (check_finite, disk_error, from_json_safe, read_regular_file,
-                                         remove_stale_temps, save_tensors, sha256_file, temp_path,
+                                         remove_stale_temps, save_tensors, sha256_file, state_mismatch, temp_path,
                                          tensors_from_bytes, to_json_safe)
 from learnkit.data.blocks import block_from_config
 from learnkit.data.transforms import transform_from_config
@@ -218,19 +218,17 @@ def _read_weights(folder: Path, recipe: dict, recipe_file: Path) -> dict[str, to
 
 def _check_fit(model: nn.Module, state: dict[str, torch.Tensor], weights_file: Path, what: str) -> None:
     """Every tensor the model needs is in the file with the same shape, and nothing else (before any copying)."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    extra = [k for k in state if k not in expected]
+    missing, extra, bad_shape = state_mismatch(model.state_dict(), state)
     if missing or extra:
         which = f"lacks tensor {missing[0]!r}" if missing else f"has tensor {extra[0]!r}"
         raise ValueError(f"load_learner: {weights_file} {which}, which {what} "
                          f"{'needs' if missing else 'does not have'} ({len(missing)} missing, {len(extra)} "
                          "unexpected): the weights do not fit the model. Re-export, or pass the architecture "
                          "that was exported.")
-    for key, value in expected.items():
-        if tuple(state[key].shape) != tuple(value.shape):
-            raise ValueError(f"load_learner: the weights in {weights_file} do not fit {what}: tensor {key!r} has "
-                             f"shape {tuple(state[key].shape)} in the file but {tuple(value.shape)} in the model")
+    if bad_shape is not None:
+        key, got, want = bad_shape
+        raise ValueError(f"load_learner: the weights in {weights_file} do not fit {what}: tensor {key!r} has "
+                         f"shape {got} in the file but {want} in the model")
 
 
 def _build_model(recipe: dict, recipe_file: Path, state: dict[str, torch.Tensor], weights_file: Path,

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from learnkit.core.random import rng_state_from_tensors, rng_state_to_tensors
-from learnkit.core.serialization import atomic_write, check_regular_file
+from learnkit.core.serialization import atomic_write, check_regular_file, state_mismatch
 
 if TYPE_CHECKING:
     from learnkit.learner.learner import Learner
@@ -70,20 +70,17 @@ def check_model_state(model: nn.Module, state: Any, path: Path, where: str, stri
     every tensor of the model's shape. Names the file and the first mismatching parameter with both shapes."""
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{where}: {path} is damaged: its model entry is not a mapping of names to tensors")
-    expected = model.state_dict()
-    if strict:
-        missing = [k for k in expected if k not in state]
-        extra = [k for k in state if k not in expected]
-        if missing or extra:
-            which = f"lacks parameter {missing[0]!r}" if missing else f"has parameter {extra[0]!r}, which the model lacks"
-            raise ValueError(f"{where}: {path} does not fit the model: it {which} ({len(missing)} missing, "
-                             f"{len(extra)} unexpected); the model was left unchanged. Load it into the architecture "
-                             "it was saved from, or pass strict=False")
-    for key, value in state.items():
-        if key in expected and tuple(value.shape) != tuple(expected[key].shape):
-            raise ValueError(f"{where}: {path} does not fit the model: parameter {key!r} has shape "
-                             f"{tuple(value.shape)} in the file but {tuple(expected[key].shape)} in the model; the "
-                             "model was left unchanged. Load it into the architecture it was saved from")
+    missing, extra, bad_shape = state_mismatch(model.state_dict(), state)
+    if strict and (missing or extra):
+        which = f"lacks parameter {missing[0]!r}" if missing else f"has parameter {extra[0]!r}, which the model lacks"
+        raise ValueError(f"{where}: {path} does not fit the model: it {which} ({len(missing)} missing, "
+                         f"{len(extra)} unexpected); the model was left unchanged. Load it into the architecture "
+                         "it was saved from, or pass strict=False")
+    if bad_shape is not None:
+        key, got, want = bad_shape
+        raise ValueError(f"{where}: {path} does not fit the model: parameter {key!r} has shape {got} in the file "
+                         f"but {want} in the model; the model was left unchanged. Load it into the architecture it "
+                         "was saved from")
 
 
 def check_opt_state(opt: torch.optim.Optimizer, state: Any, path: Path, where: str) -> None:
