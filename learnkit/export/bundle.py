@@ -47,11 +47,6 @@ BUNDLE_FILES = (RECIPE, WEIGHTS, CARD + ".json", CARD + ".md")
 _ASIDE = ".learnkit-previous"  # the old bundle, during the swap
 
 
-def _version() -> str:
-    from learnkit.version import __version__
-    return __version__
-
-
 def _config(tfm: Any, kind: str) -> dict:
     if not hasattr(tfm, "to_config"):
         raise ValueError(f"export: the {kind} {tfm!r} cannot be recorded (it has no to_config), so predictions "
