@@ -16,6 +16,8 @@ from learnkit.export import Predictor, load_learner
 from learnkit.learner import (RMSE, BottleneckReport, Callback, CancelBatch, CancelEpoch, CancelFit, CancelStep,
                               CancelTrain, CancelValidate, F1Score, History, Learner, LearnerCheckError, Metric,
                               ProgressBar, TopKAccuracy, accuracy, accuracy_multi, error_rate, mae, mse)
+from learnkit.learner import (BalancedAccuracy, ClassAccuracy, MatthewsCorrCoef, RocAuc, SkMetric, StatefulMetric,
+                              per_class_accuracy)
 from learnkit.optim import SGD, AdamW
 
 __all__ = [
@@ -28,4 +30,6 @@ __all__ = [
     "SaveBestModel", "TensorBlock", "TerminateOnNaN", "TopKAccuracy", "TransformBlock", "__version__", "accuracy",
     "accuracy_multi", "create_model", "default_device", "error_rate", "list_models", "load_learner", "load_tensors",
     "mae", "mse", "read_idx", "register_model", "save_tensors", "set_seed",
+    "BalancedAccuracy", "ClassAccuracy", "MatthewsCorrCoef", "RocAuc", "SkMetric", "StatefulMetric",
+    "per_class_accuracy",
 ]

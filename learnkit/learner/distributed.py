@@ -156,23 +156,27 @@ class Distributed:
 
     def reduce_validation(self, loss_sum: torch.Tensor, count: int, metrics: Sequence[Any]) -> list[float]:
         """[valid_loss, *metric values] over the whole validation set, in one exchange between ranks. Metrics
-        that declare `sum_states` (attributes holding sums) get exact totals, then `compute()`; others are
-        averaged over ranks, weighted by each rank's item count."""
+        that declare `sum_states` (attributes holding sums) get exact totals and those that declare `cat_states`
+        (lists of kept tensors) every rank's tensors, then `compute()`; others are averaged over ranks, weighted
+        by each rank's item count."""
         mine: list[Any] = [(float(loss_sum), count)]
         for m in metrics:
-            names = getattr(m, "sum_states", ())
-            mine.append({n: _to_cpu(getattr(m, n)) for n in names} if names else
+            sums, cats = getattr(m, "sum_states", ()), getattr(m, "cat_states", ())
+            mine.append({**{n: _to_cpu(getattr(m, n)) for n in sums},
+                         **{n: [_to_cpu(t) for t in getattr(m, n)] for n in cats}} if sums or cats else
                         (float(m.compute()) if count else None))
         everyone = self.gather(mine)
         counts = [r[0][1] for r in everyone]
         values = [sum(r[0][0] for r in everyone) / max(1, sum(counts))]
         for i, m in enumerate(metrics, start=1):
             parts = [r[i] for r in everyone]
-            if getattr(m, "sum_states", ()):
-                for n in m.sum_states:
+            if getattr(m, "sum_states", ()) or getattr(m, "cat_states", ()):
+                for n in getattr(m, "sum_states", ()):
                     found = [p[n] for p in parts if p[n] is not None]
                     total = sum(found[1:], found[0]) if found else None
                     setattr(m, n, total.to(self.device) if isinstance(total, torch.Tensor) else total)
+                for n in getattr(m, "cat_states", ()):  # every rank's kept tensors, rank by rank
+                    setattr(m, n, [t.to(self.device) for p in parts for t in p[n]])
                 values.append(float(m.compute()))
             else:
                 pairs = [(v, c) for v, c in zip(parts, counts) if v is not None and c]

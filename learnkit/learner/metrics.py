@@ -1,7 +1,8 @@
 """Metrics accumulated on the device (no host sync per batch); read once per validation.
 
 A metric is either a plain function `fn(pred, target) -> tensor` (averaged over items, weighted by
-batch size) or a `Metric` with reset/update/compute. A model with several outputs (a tuple) gives metrics its
+batch size) or a `Metric` with reset/update/compute (any other object with them, a torchmetrics `Metric`, is wrapped
+in `StatefulMetric`; metrics over the whole set's predictions, such as ROC AUC, are in set_metrics.py). A model with several outputs (a tuple) gives metrics its
 first output, unless the metric declares `takes_tuple = True` (then `update` receives the whole tuple). A metric
 that raises is re-raised as `MetricError`, naming the metric and the shapes it was given. `default_metrics(block)`
 picks metrics that fit a target block (accuracy for a category, accuracy_multi for multi-label, mae for a number).
@@ -14,8 +15,8 @@ from typing import Any, Callable, Sequence
 import torch
 
 __all__ = ["Metric", "AvgMetric", "MetricError", "accuracy", "error_rate", "accuracy_multi", "TopKAccuracy",
-           "F1Score", "mse", "mae", "RMSE", "as_metric", "as_metrics", "default_metrics", "update_metric",
-           "metric_name"]
+           "F1Score", "StatefulMetric", "mse", "mae", "RMSE", "as_metric", "as_metrics", "default_metrics",
+           "update_metric", "metric_name"]
 
 
 class MetricError(RuntimeError):
@@ -27,11 +28,14 @@ class Metric:
 
     `sum_states` names the attributes that are sums over items (tensors or numbers; None before any
     update): in a distributed run they are added up over ranks before `compute()`, which makes the metric
-    exact over the whole validation set. A metric without them is averaged over ranks, weighted by items.
+    exact over the whole validation set. `cat_states` names attributes that are lists of tensors (kept
+    predictions, set_metrics.py's `AccumulatedMetric`): joined over ranks. A metric with neither is averaged over
+    ranks, weighted by items.
     """
 
     name: str = "metric"
     sum_states: tuple[str, ...] = ()
+    cat_states: tuple[str, ...] = ()
     takes_tuple: bool = False  # True: update() gets a multi-output model's whole tuple, not its first output
 
     def reset(self) -> None:
@@ -80,16 +84,29 @@ def metric_name(fn: Any) -> str:
 
 
 def as_metric(m: Any) -> Metric:
-    """A `Metric` as it is, a `Metric` class instantiated (`F1Score` → `F1Score()`), a function wrapped in
-    `AvgMetric`."""
+    """A `Metric` as it is, a `Metric` class instantiated (`F1Score` → `F1Score()`), an object with `reset`,
+    `update` and `compute` (a torchmetrics `Metric`) wrapped in `StatefulMetric`, a function `(pred, target)`
+    wrapped in `AvgMetric`. A scikit-learn function is refused with the fix (`SkMetric`): it takes
+    `(y_true, y_pred)`, the other order."""
     if isinstance(m, Metric):
         return m
     if isinstance(m, type) and issubclass(m, Metric):
         return m()
+    if all(callable(getattr(m, a, None)) for a in ("reset", "update", "compute")):
+        return StatefulMetric(m)  # its documented interface: a torchmetrics Metric (or the like), not a batch average
+    if _from_sklearn(m):
+        raise TypeError(f"metrics: {metric_name(m)} is a scikit-learn function fn(y_true, y_pred); wrap it so it "
+                        f"gets the whole validation set in the right order: SkMetric({metric_name(m)}, "
+                        "y_pred='label') (or 'proba', 'positive_proba', 'raw')")
     if not callable(m):
         raise TypeError(f"metrics: {m!r} is not a metric; pass functions (pred, target) -> tensor or Metric "
                         "instances, e.g. metrics=[accuracy]")
     return AvgMetric(m)
+
+
+def _from_sklearn(fn: Any) -> bool:
+    fn = fn.func if isinstance(fn, functools.partial) else fn
+    return callable(fn) and str(getattr(fn, "__module__", "") or "").startswith("sklearn.")
 
 
 def as_metrics(metrics: Any) -> list[Metric]:
@@ -195,13 +212,18 @@ class RMSE(Metric):
 
 
 class TopKAccuracy(AvgMetric):
-    """Share of items whose target is among the k highest scores."""
+    """Share of items whose target is among the k highest scores (scikit-learn's `top_k_accuracy_score`; tied
+    scores at the k-th place are broken arbitrarily). Single-label targets only."""
 
     def __init__(self, k: int = 5):
         self.k = k
         super().__init__(self._fn, f"top_{k}_accuracy")
 
     def _fn(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if pred.ndim != target.ndim + 1 or target.is_floating_point():
+            raise ValueError(f"{self.name} needs class scores (B, n_classes) and class-index targets (B,), got pred "
+                             f"{tuple(pred.shape)} and target {tuple(target.shape)}; it does not support multi-label "
+                             "targets (use F1Score, RocAuc or accuracy_multi)")
         k = min(self.k, pred.shape[-1])
         return (pred.topk(k, dim=-1).indices == target.unsqueeze(-1)).any(-1).float().mean()
 
@@ -210,7 +232,8 @@ class F1Score(Metric):
     """F1 kept as counts on the device. Single-label targets (class indices): a confusion matrix. Multi-label
     targets (multi-hot, the shape of pred): per label true/false positives and false negatives, a label predicted
     when sigmoid(pred) >= `threshold`. `average='macro'`: the mean of the per-class (per-label) F1, a class with
-    no true and no predicted items left out; 'micro': F1 of the pooled counts (single-label: the accuracy).
+    no true and no predicted items left out; 'weighted': that mean weighted by each class's (label's) number of
+    true items; 'micro': F1 of the pooled counts (single-label: the accuracy). As scikit-learn's `f1_score`.
 
     Example:
         >>> learn = Learner(data, model, metrics=[F1Score("micro"), F1Score("macro")])   # multi-label data too
@@ -219,8 +242,8 @@ class F1Score(Metric):
     sum_states = ("confusion", "label_counts")
 
     def __init__(self, average: str = "macro", threshold: float = 0.5):
-        if average not in ("macro", "micro"):
-            raise ValueError(f"F1Score(average={average!r}): use 'macro' or 'micro'")
+        if average not in ("macro", "weighted", "micro"):
+            raise ValueError(f"F1Score(average={average!r}): use 'macro', 'weighted' or 'micro'")
         self.average, self.threshold = average, threshold
         self.name = f"f1_{average}"
         self.reset()
@@ -248,6 +271,8 @@ class F1Score(Metric):
             if self.average == "micro":
                 return 2 * tp.sum() / (2 * tp.sum() + fp.sum() + fn.sum()).clamp_min(1e-12)
             den = 2 * tp + fp + fn
+            if self.average == "weighted":
+                return _weighted(2 * tp / den.clamp_min(1e-12), tp + fn)
             present = den > 0
             return (2 * tp[present] / den[present]).mean()
         if self.confusion is None:
@@ -258,8 +283,52 @@ class F1Score(Metric):
             return tp.sum() / cm.sum().clamp_min(1)
         precision_den, recall_den = cm.sum(0), cm.sum(1)
         f1 = 2 * tp / (precision_den + recall_den).clamp_min(1e-12)
+        if self.average == "weighted":
+            return _weighted(f1, recall_den)
         present = (precision_den + recall_den) > 0
         return f1[present].mean()
+
+
+class StatefulMetric(Metric):
+    """Any object with `reset()`, `update(pred, target)` and `compute()` — a torchmetrics `Metric` — used as a
+    learnkit metric; `as_metric` wraps such objects in it. `update` gets the model's first output (logits, not
+    probabilities: use metrics that accept logits, such as torchmetrics' classification metrics) and the target;
+    the object is moved to the predictions' device once. Under torchrun, torchmetrics gathers its own states in
+    `compute()`.
+
+    Example:
+        >>> import torchmetrics
+        >>> learn = Learner(data, model, metrics=[torchmetrics.classification.MulticlassAUROC(num_classes=10)])
+    """
+
+    def __init__(self, metric: Any, name: str | None = None):
+        missing = [a for a in ("reset", "update", "compute") if not callable(getattr(metric, a, None))]
+        if missing:
+            raise TypeError(f"StatefulMetric: {metric!r} has no {missing}; it needs reset(), update(pred, target) "
+                            "and compute()")
+        self.metric = metric
+        self.name = name or type(metric).__name__
+        self.reset()
+
+    def reset(self) -> None:
+        self.metric.reset()
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        device = getattr(self.metric, "device", None)
+        if isinstance(device, torch.device) and device != pred.device and callable(getattr(self.metric, "to", None)):
+            self.metric.to(pred.device)
+        self.metric.update(pred.detach(), target)
+
+    def compute(self) -> torch.Tensor:
+        value = self.metric.compute()
+        if isinstance(value, torch.Tensor) and value.numel() != 1:
+            raise TypeError(f"{self.name}.compute() returned shape {tuple(value.shape)}; a metric must return one "
+                            "number (e.g. average='macro', or per_class_accuracy for per-class values)")
+        return torch.as_tensor(value).float()
+
+
+def _weighted(values: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
+    return (values * support).sum() / support.sum().clamp_min(1e-12)
 
 
 # The metrics a target block may name in its `default_metrics()` (see `default_metrics`).
