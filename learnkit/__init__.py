@@ -7,6 +7,7 @@ optim ← learner ← callbacks ← export ← vision ← text ← datasets ← 
 from learnkit.version import __version__
 from learnkit.callbacks import (EMA, CSVLogger, Checkpoint, EarlyStopping, GradientAccumulation, GradientClipping,
                                 ReduceLROnPlateau, SaveBestModel, TerminateOnNaN)
+from learnkit.callbacks import MLflowLogger, TensorBoardLogger
 from learnkit.core import (create_model, default_device, list_models, load_tensors, register_model, save_tensors,
                            set_seed)
 from learnkit.data import (CategoryBlock, ColumnSplitter, DataBlock, DataBunch, FolderSplitter, FuncSplitter,
@@ -31,5 +32,5 @@ __all__ = [
     "accuracy_multi", "create_model", "default_device", "error_rate", "list_models", "load_learner", "load_tensors",
     "mae", "mse", "read_idx", "register_model", "save_tensors", "set_seed",
     "BalancedAccuracy", "ClassAccuracy", "MatthewsCorrCoef", "RocAuc", "SkMetric", "StatefulMetric",
-    "per_class_accuracy",
+    "per_class_accuracy", "MLflowLogger", "TensorBoardLogger",
 ]
