@@ -68,7 +68,8 @@ class Learner(CallbackHost, Recipes):
     Public state the tools around the loop read: `checked` (the pre-flight check passed, or preflight=False),
     `resume_point` ((batches_done, rng_state) while `resume_from=` resumes an epoch mid-way, else None),
     `fit_error` (during after_fit: the exception, KeyboardInterrupt included, that ended the fit; None after a
-    normal end or CancelFit), `max_batches` (this fit's `fit(max_batches=...)`, else None).
+    normal end or CancelFit), `max_batches` (this fit's `fit(max_batches=...)`, else None), `live_plot` (the
+    progress bar's live loss plot: True, False, or None = on in a notebook only; set it any time).
 
     Example:
         >>> learn = Learner(data, create_model("mlp", n_in=784, n_out=10), metrics=[accuracy])
@@ -129,6 +130,7 @@ class Learner(CallbackHost, Recipes):
         self.lr_find_results: dict[str, Any] | None = None  # learn.lr_find() (learner/lr_find.py)
         self.pretrained_source: str | None = None  # where vision_learner's pretrained weights came from
         self.encoder_transfer: dict[str, int] | None = None  # load_encoder: shared/new tokens (text/learner.py)
+        self.live_plot: bool | None = None  # ProgressBar's live plot: None = in a notebook only (learner/progress.py)
         self.checked, self.max_batches, self.fit_error = not preflight, None, None  # see the class docstring
         self.resume_point: tuple[int, dict] | None = None
         if compile:

@@ -1,11 +1,12 @@
 """Metrics accumulated on the device (no host sync per batch); read once per validation.
 
-A metric is either a plain function `fn(pred, target) -> tensor` (averaged over items, weighted by
-batch size) or a `Metric` with reset/update/compute (any other object with them, a torchmetrics `Metric`, is wrapped
-in `StatefulMetric`; metrics over the whole set's predictions, such as ROC AUC, are in set_metrics.py). A model with several outputs (a tuple) gives metrics its
-first output, unless the metric declares `takes_tuple = True` (then `update` receives the whole tuple). A metric
-that raises is re-raised as `MetricError`, naming the metric and the shapes it was given. `default_metrics(block)`
-picks metrics that fit a target block (accuracy for a category, accuracy_multi for multi-label, mae for a number).
+A metric is either a plain function `fn(pred, target) -> tensor` (averaged over items, weighted by batch size) or a
+`Metric` with reset/update/compute (any other object with them, a torchmetrics `Metric`, is wrapped in
+`StatefulMetric`; metrics over the whole set's predictions, such as ROC AUC, are in set_metrics.py). A model with
+several outputs (a tuple) gives metrics its first output, unless the metric declares `takes_tuple = True` (then
+`update` receives the whole tuple). A metric that raises is re-raised as `MetricError`, naming the metric and the
+shapes it was given. `default_metrics(block)` picks metrics that fit a target block (accuracy for a category,
+accuracy_multi for multi-label, mae for a number).
 """
 from __future__ import annotations
 
