@@ -17,6 +17,7 @@ import torch
 from learnkit import Learner, accuracy, create_model, set_seed
 from learnkit.core.device import default_device
 from learnkit.learner.metrics import F1Score
+from learnkit.learner.set_metrics import RocAuc
 from learnkit.testing import synthetic_classification
 
 out, batch_size = Path(sys.argv[1]), int(sys.argv[2])
@@ -26,7 +27,7 @@ data = synthetic_classification(n=1280, n_features=8, n_classes=3, seed=0, batch
                                 device=default_device() if cuda else "cpu")
 model = create_model("mlp", n_in=8, n_out=3, hidden=[32], batch_norm=bn)
 distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-learn = Learner(data, model, metrics=[accuracy, F1Score()], path=out, splitter=lambda m: [m[:-1], m[-1:]],
+learn = Learner(data, model, metrics=[accuracy, F1Score(), RocAuc()], path=out, splitter=lambda m: [m[:-1], m[-1:]],
                 sync_bn=bn and distributed, mixed_precision=None if bn else "auto")
 learn.freeze()  # DDP must be rebuilt when unfreezing adds trainable parameters
 learn.fit_one_cycle(1, 1e-2)
