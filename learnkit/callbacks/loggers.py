@@ -152,8 +152,8 @@ class TensorBoardLogger(_StepLogger):
 
     Scalars: `train/loss` and `schedule/<name>/group_<i>` per batch; `epoch/<key>` for every number of the
     epoch's record (`epoch/train_loss`, `epoch/valid_loss`, `epoch/<metric>`, `epoch/time`, the running
-    `epoch/epoch`), at the epoch's last batch. Hyper-parameters: `fit_params(learn)` and your `params`, through
-    TensorBoard's hparams plugin (once per fit; a resumed fit does not repeat them). Optional: every
+    `epoch/epoch`), at the epoch's last batch. Hyper-parameters: `fit_params(learn)` of the logger's first fit and
+    your `params`, through TensorBoard's hparams plugin (it keeps one set per run). Optional: every
     `histogram_every` batches a histogram of every parameter and its gradient (`weights/<name>`, `grads/<name>`;
     each reads the tensor to the host, so keep it rare), and `log_graph=True` the model's graph, traced on the
     first training batch in eval mode under no_grad (no statistics or random numbers change).
@@ -182,7 +182,7 @@ class TensorBoardLogger(_StepLogger):
         # A resumed fit starts at the checkpoint's step: TensorBoard hides what the interrupted run wrote from it on.
         purge = self.step_offset + learn.iter if resumed else None
         self.writer = self._tb.SummaryWriter(self.log_dir, purge_step=purge)
-        if not resumed:
+        if not resumed and self.fit_index == 0:  # TensorBoard's hparams plugin keeps one set per run
             self._write_hparams(learn)
 
     def _write_hparams(self, learn: Learner) -> None:

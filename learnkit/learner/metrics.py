@@ -93,6 +93,9 @@ def as_metric(m: Any) -> Metric:
         return m
     if isinstance(m, type) and issubclass(m, Metric):
         return m()
+    if isinstance(m, type):
+        raise TypeError(f"metrics: {m.__name__} is a class; pass an instance, e.g. {m.__name__}(...) (torchmetrics "
+                        "metrics need their arguments, such as num_classes)")
     if all(callable(getattr(m, a, None)) for a in ("reset", "update", "compute")):
         return StatefulMetric(m)  # its documented interface: a torchmetrics Metric (or the like), not a batch average
     if _from_sklearn(m):

@@ -41,17 +41,22 @@ def assert_matches_history(get, learn, epoch_steps):
         assert steps == epoch_steps and values == pytest.approx([r[key] for r in hist.epoch_records], rel=1e-6)
 
 
-def test_tensorboard_logs_what_the_learner_recorded(tmp_path):
+def tb_hparams(acc):
+    """The hyper-parameters of the run's one hparams session."""
     from tensorboard.plugins.hparams import plugin_data_pb2
+    (start,) = [plugin_data_pb2.HParamsPluginData.FromString(c) for t, c in acc.PluginTagToContent("hparams").items()
+                if t.endswith("session_start_info")]
+    return {k: v.number_value or v.string_value for k, v in start.session_start_info.hparams.items()}
+
+
+def test_tensorboard_logs_what_the_learner_recorded(tmp_path):
     learn = learner(tmp_path)
     logger = TensorBoardLogger(tmp_path / "tb", params={"arch": "mlp"}, histogram_every=4, log_graph=True)
     learn.fit_one_cycle(2, 1e-2, callbacks=[logger])
     acc = event_data(tmp_path / "tb")
     assert_matches_history(lambda tag: steps_values(acc.Scalars(tag)), learn, [BATCHES - 1, 2 * BATCHES - 1])
     assert steps_values(acc.Scalars("epoch/epoch"))[1] == [0, 1]
-    start = [plugin_data_pb2.HParamsPluginData.FromString(c) for t, c in acc.PluginTagToContent("hparams").items()
-             if t.endswith("session_start_info")]
-    hparams = {k: v.number_value or v.string_value for k, v in start[0].session_start_info.hparams.items()}
+    hparams = tb_hparams(acc)
     assert hparams["arch"] == "mlp" and hparams["epochs"] == 2 and hparams["batches"] == 2 * BATCHES
     assert hparams["lr_max"] == pytest.approx(1e-2) and hparams["opt"] == "AdamW"
     name = next(n for n, _ in learn.model.named_parameters())
@@ -74,6 +79,7 @@ def test_tensorboard_step_axis_runs_across_fine_tunes_two_fits(tmp_path):
     assert_matches_history(lambda tag: steps_values(acc.Scalars(tag)), learn,
                            [BATCHES - 1, 2 * BATCHES - 1, 3 * BATCHES - 1])
     assert steps_values(acc.Scalars("epoch/epoch"))[1] == [0, 1, 2]
+    assert tb_hparams(acc)["epochs"] == 1  # the first fit's (TensorBoard keeps one set per run)
 
 
 class InterruptAfterEpoch(InterruptAt):
@@ -180,18 +186,35 @@ def test_mlflow_errors_name_the_fix(tmp_path, monkeypatch):
         MLflowLogger()
 
 
-def test_loggers_read_losses_once_per_epoch_not_per_batch(tmp_path, monkeypatch):
-    """The buffered losses are device tensors until the epoch ends: one stack-and-read per epoch."""
+def count_reads(monkeypatch, fit):
+    """How often `fit()` reads a tensor to the host (tolist, item, float, cpu, numpy)."""
     reads = []
-    original = torch.Tensor.tolist
+    for name in ("tolist", "item", "__float__", "cpu", "numpy"):
+        original = getattr(torch.Tensor, name)
 
-    def counting_tolist(self):
-        reads.append(self.shape)
-        return original(self)
-    logger = TensorBoardLogger(tmp_path / "tb")
-    learn = learner(tmp_path)
-    monkeypatch.setattr(torch.Tensor, "tolist", counting_tolist)
-    learn.fit(2, lr=1e-2, callbacks=[logger])
-    monkeypatch.undo()
-    assert (BATCHES,) in reads and reads.count((BATCHES,)) == 2  # the loggers' two reads, one per epoch
-    assert all(s != () for s in reads)  # no per-batch scalar reads
+        def counting(self, *args, _original=original, _name=name, **kwargs):
+            reads.append((_name, tuple(self.shape)))
+            return _original(self, *args, **kwargs)
+        monkeypatch.setattr(torch.Tensor, name, counting)
+    try:
+        fit()
+    finally:
+        monkeypatch.undo()
+    return reads
+
+
+@pytest.mark.parametrize("make_logger", ["tensorboard", "mlflow"])
+def test_loggers_read_the_losses_once_per_epoch_not_per_batch(tmp_path, monkeypatch, make_logger):
+    if make_logger == "mlflow":
+        pytest.importorskip("mlflow")
+    make = (lambda: TensorBoardLogger(tmp_path / "tb")) if make_logger == "tensorboard" else \
+        (lambda: MLflowLogger(f"file:{tmp_path / 'mlruns'}"))
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    logger = make()
+    without = count_reads(monkeypatch, lambda: learner(tmp_path).fit(2, lr=1e-2))
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    with_logger = count_reads(monkeypatch, lambda: learner(tmp_path).fit(2, lr=1e-2, callbacks=[logger]))
+    extra = list(with_logger)
+    for read in without:
+        extra.remove(read)
+    assert extra == [("tolist", (BATCHES,))] * 2  # one read of the epoch's losses per epoch, nothing per batch

@@ -194,6 +194,8 @@ def test_torchmetrics_metric_is_accumulated_over_the_whole_set():
     batch_mean = np.mean([skm.roc_auc_score(target[i:i + 40].numpy(), logits[i:i + 40].softmax(-1).numpy(),
                                             multi_class="ovr") for i in range(0, 120, 40)])
     assert abs(batch_mean - want) > 1e-3  # so the test above could tell accumulation from a batch average
+    with pytest.raises(TypeError, match=r"MulticlassAUROC is a class; pass an instance"):
+        as_metric(tm.classification.MulticlassAUROC)
     assert not isinstance(as_metric(lambda p, t: p.sum()), StatefulMetric)
     assert isinstance(as_metric(lambda p, t: p.sum()), AvgMetric)
 
