@@ -41,7 +41,8 @@ class Learner(CallbackHost, Recipes):
         model: any `nn.Module`; moved to `data.device`.
         loss_fn: any callable `(pred, *targets) -> scalar`; default: the target block's loss.
         opt_fn: `(param_groups, lr) -> torch.optim.Optimizer`; default learnkit's `AdamW`.
-        metrics: functions `(pred, target) -> tensor` or `Metric`s, computed on the validation set.
+        metrics: functions `(pred, target) -> tensor`, `Metric`s (`RocAuc()`, `SkMetric(fn, y_pred=...)` for a
+            scikit-learn-style function) or torchmetrics metrics, computed on the whole validation set.
         callbacks: extra callbacks (instances) for every fit.
         path: folder for `save`/`load`/`export` (models go to `path/model_dir`).
         splitter: `model -> list of modules`, the layer groups (default: `[model]`).

@@ -15,6 +15,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from learnkit.learner.confusion import confusion_counts
+
 __all__ = ["Metric", "AvgMetric", "MetricError", "accuracy", "error_rate", "accuracy_multi", "TopKAccuracy",
            "F1Score", "StatefulMetric", "mse", "mae", "RMSE", "as_metric", "as_metrics", "default_metrics",
            "update_metric", "metric_name"]
@@ -265,8 +267,7 @@ class F1Score(Metric):
                                   (~predicted & actual).sum(0)])
             self.label_counts = counts if self.label_counts is None else self.label_counts + counts
             return
-        idx = target.reshape(-1).long() * n + pred.argmax(-1).reshape(-1)
-        counts = torch.bincount(idx, minlength=n * n).reshape(n, n)
+        counts = confusion_counts(pred.reshape(-1, n), target.reshape(-1), n)
         self.confusion = counts if self.confusion is None else self.confusion + counts
 
     def compute(self) -> torch.Tensor:

@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from learnkit.learner.confusion import confusion_counts
 from learnkit.learner.metrics import Metric, metric_name
 
 __all__ = ["AccumulatedMetric", "RocAuc", "BalancedAccuracy", "MatthewsCorrCoef", "ClassAccuracy",
@@ -156,8 +157,7 @@ class _Confusion(Metric):
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         _single_label_only(self.name, pred, target)
         n = pred.shape[-1]
-        idx = target.reshape(-1).long() * n + pred.argmax(-1).reshape(-1)
-        counts = torch.bincount(idx, minlength=n * n).reshape(n, n)
+        counts = confusion_counts(pred.reshape(-1, n), target.reshape(-1), n)
         self.confusion = counts if self.confusion is None else self.confusion + counts
 
     def compute(self) -> torch.Tensor:
