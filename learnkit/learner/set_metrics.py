@@ -102,7 +102,8 @@ class RocAuc(AccumulatedMetric):
     `average='macro'` (the plain mean) or 'weighted' (by how many validation items are positive for each class).
     A class with no positive (or no negative) validation item has no AUC: a warning names it and it is left out
     of the average (scikit-learn raises instead); with none left, or a binary validation set holding one class,
-    the result is NaN with a warning, so a fit goes on. Ties are counted half, as scikit-learn does.
+    the result is NaN with a warning, so a fit goes on (NaN predictions too). Ties are counted half, as
+    scikit-learn does.
 
     Example:
         >>> learn = Learner(data, model, metrics=[accuracy, RocAuc()])
@@ -120,6 +121,8 @@ class RocAuc(AccumulatedMetric):
 
     def score(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         kind = target_kind(pred, target)
+        if kind == "single":  # (B, T, C) scores of a sequence: every position is an item
+            pred, target = pred.reshape(-1, pred.shape[-1]), target.reshape(-1)
         if kind == "single" and pred.shape[-1] == 2:
             scores, positives = pred.softmax(-1)[:, 1:], (target == 1).unsqueeze(1)
         elif kind == "single":
@@ -127,8 +130,10 @@ class RocAuc(AccumulatedMetric):
             positives = target.reshape(-1, 1) == torch.arange(pred.shape[-1], device=target.device)
         else:  # one logit per item, or per label
             scores, positives = torch.sigmoid(pred.reshape(len(pred), -1)), target.reshape(len(pred), -1) > 0.5
-        if torch.isnan(scores).any():
-            raise ValueError(f"{self.name}: the predictions hold NaN; AUC is undefined")
+        if bool(torch.isnan(scores).any()):  # a diverged model: NaN as the loss would be, not a failed fit
+            warnings.warn(f"{self.name}: the predictions hold NaN; AUC is undefined (NaN)", RuntimeWarning,
+                          stacklevel=2)
+            return torch.tensor(float("nan"), device=pred.device)
         n_pos = positives.sum(0)
         defined = (n_pos > 0) & (n_pos < len(positives))
         if not bool(defined.all()):
@@ -288,6 +293,7 @@ class SkMetric(AccumulatedMetric):
             return target, pred
         kind = target_kind(pred, target)
         if kind == "single":
+            pred, target = pred.reshape(-1, pred.shape[-1]), target.reshape(-1)  # a sequence: every position
             y_pred = {"label": lambda: pred.argmax(-1), "proba": lambda: pred.softmax(-1),
                       "positive_proba": lambda: pred.softmax(-1)[:, 1]}[self.y_pred]()
             return target.long(), y_pred

@@ -59,6 +59,12 @@ def test_roc_auc_one_vs_rest_equals_sklearn(average):
     assert run(RocAuc(average), logits, target) == pytest.approx(want, abs=1e-6)
 
 
+def test_roc_auc_of_sequence_scores_counts_every_position():
+    logits, target = classes_data(n=120, n_classes=3)
+    want = skm.roc_auc_score(target.numpy(), logits.softmax(-1).numpy(), multi_class="ovr")
+    assert run(RocAuc(), logits.reshape(30, 4, 3), target.reshape(30, 4), batch_size=5) == pytest.approx(want, abs=1e-6)
+
+
 @pytest.mark.parametrize("average", ["macro", "weighted"])
 def test_roc_auc_multi_label_equals_sklearn(average):
     g = torch.Generator().manual_seed(2)
@@ -72,6 +78,8 @@ def test_roc_auc_undefined_is_nan_with_a_warning_or_leaves_the_class_out():
     logits, target = classes_data(n_classes=2)
     with pytest.warns(RuntimeWarning, match="roc_auc: the validation targets hold one class only.*NaN"):
         assert np.isnan(run(RocAuc(), logits, torch.ones_like(target)))
+    with pytest.warns(RuntimeWarning, match="predictions hold NaN"):
+        assert np.isnan(run(RocAuc(), torch.full_like(logits, float("nan")), target))
     logits, target = classes_data(n_classes=4)
     target[target == 2] = 0  # class 2 absent from the whole validation set
     with pytest.warns(RuntimeWarning, match=r"column\(s\) \[2\] have no positive"):
