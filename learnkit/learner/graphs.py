@@ -12,8 +12,9 @@ Hyper-parameters stay plain floats in `learn.opt.param_groups` (schedules, check
 the graph reads device copies of each group's lr and momentum, refreshed before every replay, so the one-cycle
 schedule reaches the captured step without a host sync. Weight decay and eps are baked in (a change recaptures).
 
-What is graph-safe: learnkit's loop and default steps, Adam/AdamW (captured in their capturable form; eager
-warm-up steps keep the optimizer's own kernel), callbacks that only act between steps (`before_batch`,
+What is graph-safe: learnkit's loop and default steps, Adam/AdamW (their update recorded by `adam_step`, the
+same formulas on the optimizer's own state with lr and betas as device tensors; eager warm-up steps keep the
+optimizer's own fused kernel), callbacks that only act between steps (`before_batch`,
 `after_step`, `after_batch`, ...) and those that declare `graph_safe = True` (GradientClipping,
 RNNRegularizer): their `after_forward` / `after_loss` / `after_backward` work is recorded into the graph.
 Dropout stays random per step (torch registers the default CUDA generator with the graph); augmentation runs
@@ -33,7 +34,7 @@ from torch import nn
 if TYPE_CHECKING:
     from learnkit.learner.learner import Learner
 
-__all__ = ["StepGraphs", "graph_blockers", "graphs_for_fit", "STEP_EVENTS"]
+__all__ = ["StepGraphs", "adam_hypers", "adam_step", "graph_blockers", "graphs_for_fit", "STEP_EVENTS"]
 
 # Events that fire inside a step: a callback handling one of them must declare `graph_safe = True`.
 STEP_EVENTS = ("after_forward", "after_loss", "after_backward")
@@ -53,6 +54,8 @@ def graph_blockers(learn: "Learner", forced: bool = False) -> list[str]:
         hard.append("fp16 autocast needs the grad scaler's dynamic step skipping (use mixed_precision='bf16')")
     if learn.opt is not None and not isinstance(learn.opt, CAPTURABLE):
         hard.append(f"the optimizer {type(learn.opt).__name__} is not Adam/AdamW")
+    elif learn.opt is not None and any(g.get("amsgrad") or g.get("maximize") for g in learn.opt.param_groups):
+        hard.append("the optimizer uses amsgrad or maximize (not recorded here)")
     if getattr(learn.model, "_compiled_call_impl", None) is not None:
         hard.append("the model is torch.compiled (learn.compile uses its own CUDA graphs)")
     for event in STEP_EVENTS:
@@ -145,8 +148,12 @@ class StepGraphs:
             self._outputs(learn, graph)
             self.report["replays"] += 1
             return True
-        if graph is not None:  # another shape than the recorded one (a last partial batch): eager
+        if graph is not None and graph.key[0] != key[0]:  # another shape (a last partial batch): eager
             return self._decline(learn, training)
+        if graph is not None:  # same shapes, other trainable parameters or baked-in hypers: record it again
+            self.graphs[training], self.warm[training] = None, 0
+            if training:
+                learn.opt.zero_grad(set_to_none=True)  # the old graph's gradients
         if self.warm[training] < WARMUP[training]:
             self.warm[training] += 1
             with self._on_stream():
@@ -190,10 +197,12 @@ class StepGraphs:
         training = learn.training
         inputs = tuple(t.clone() for t in batch)
         graph = torch.cuda.CUDAGraph()
-        hypers: list[tuple[torch.Tensor, dict, str, int | None]] = []
+        hypers = adam_hypers(learn.opt) if training else []
         if training:
             learn.opt.zero_grad(set_to_none=True)  # gradients are then allocated (and written) by the graph
-        with _capturable(learn.opt, hypers) if training else contextlib.nullcontext():
+        generator = torch.cuda.default_generators[learn.device.index or 0]
+        clean = generator.clone_state()  # a failed capture leaves the generator's state half-captured
+        try:
             with torch.cuda.graph(graph, stream=self.stream, capture_error_mode="thread_local"):
                 with _autocast(learn):  # autocast's cast cache must be off while capturing
                     if training:
@@ -205,8 +214,12 @@ class StepGraphs:
                     event("after_loss")  # graph_safe handlers only (graph_blockers checked)
                     learn.loss_grad.backward()
                     event("after_backward")
-                    learn.opt.step()
-        torch.cuda.current_stream().wait_stream(self.stream)
+                    adam_step(learn.opt, hypers)
+        except BaseException:
+            generator.graphsafe_set_state(clean)
+            raise
+        finally:
+            torch.cuda.current_stream().wait_stream(self.stream)
         self.report["capture_seconds"] += time.perf_counter() - start
         if training:
             self.report["shapes"] = [list(t.shape) for t in batch]
@@ -231,20 +244,70 @@ def _autocast(learn: "Learner") -> Iterator[None]:
         yield
 
 
-@contextlib.contextmanager
-def _capturable(opt: torch.optim.Optimizer, hypers: list) -> Iterator[None]:
-    """Adam/AdamW in their capturable form while the step is recorded: lr and betas as device tensors (kept in
-    `hypers` with where each value is read from, so that every replay gets the schedule's current values) and
-    the foreach kernels. The param groups get their floats and flags back right after the capture."""
-    saved = [{k: g[k] for k in ("lr", "betas", "capturable", "fused", "foreach")} for g in opt.param_groups]
-    try:
-        for group in opt.param_groups:
-            device = group["params"][0].device
-            lr = torch.tensor(float(group["lr"]), dtype=torch.float32, device=device)
-            betas = tuple(torch.tensor(float(b), dtype=torch.float32, device=device) for b in group["betas"])
-            hypers += [(lr, group, "lr", None), (betas[0], group, "betas", 0), (betas[1], group, "betas", 1)]
-            group.update(lr=lr, betas=betas, capturable=True, fused=False, foreach=True)
-        yield
-    finally:
-        for group, before in zip(opt.param_groups, saved):
-            group.update(before)
+def adam_hypers(opt: torch.optim.Optimizer) -> list[tuple[torch.Tensor, dict, str, int | None]]:
+    """Made before a capture (a graph cannot copy host numbers in): one device tensor per param group for lr and
+    each beta, with where a replay refills it from: (tensor, group, name, slot). Also puts the step counts of
+    a non-fused optimizer (kept on the host) on the device, where a graph can count them."""
+    hypers = []
+    for group in opt.param_groups:
+        device = group["params"][0].device
+        for name, slot in (("lr", None), ("betas", 0), ("betas", 1)):
+            value = group[name] if slot is None else group[name][slot]
+            hypers.append((torch.tensor(float(value), dtype=torch.float32, device=device), group, name, slot))
+        for p in group["params"]:
+            state = opt.state.get(p, {})
+            if "step" in state and state["step"].device != device:
+                state["step"] = state["step"].to(device=device, dtype=torch.float32)
+    return hypers
+
+
+def adam_step(opt: torch.optim.Optimizer, hypers: list[tuple[torch.Tensor, dict, str, int | None]]) -> None:
+    """torch.optim.Adam/AdamW's update on their own state (step, exp_avg, exp_avg_sq), written with foreach ops
+    whose hyper-parameters that a schedule moves (lr, both betas) are the device tensors of `adam_hypers`: what
+    a CUDA graph records. (torch's capturable step reads the betas as host numbers, which a graph freezes.)"""
+    with torch.no_grad():
+        for i, group in enumerate(opt.param_groups):
+            lr, beta1, beta2 = (h[0] for h in hypers[3 * i:3 * i + 3])
+            _adam_group(opt, group, lr, beta1, beta2)
+
+
+def _adam_group(opt: torch.optim.Optimizer, group: dict, lr: torch.Tensor, beta1: torch.Tensor,
+                beta2: torch.Tensor) -> None:
+    params = [p for p in group["params"] if p.grad is not None]
+    if not params:
+        return
+    states = [opt.state[p] for p in params]
+    if not all("exp_avg" in st and "exp_avg_sq" in st and "step" in st for st in states):
+        raise RuntimeError("the optimizer has no state yet for some parameters (a warm-up step makes it)")
+    grads = [p.grad for p in params]
+    exp_avgs, exp_avg_sqs = [st["exp_avg"] for st in states], [st["exp_avg_sq"] for st in states]
+    steps = [st["step"] for st in states]
+    torch._foreach_add_(steps, 1)
+    if group["weight_decay"]:
+        if group.get("decoupled_weight_decay", isinstance(opt, torch.optim.AdamW)):
+            torch._foreach_mul_(params, 1 - lr * group["weight_decay"])
+        else:
+            grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
+    torch._foreach_mul_(exp_avgs, beta1)
+    torch._foreach_add_(exp_avgs, torch._foreach_mul(grads, 1 - beta1))
+    torch._foreach_mul_(exp_avg_sqs, beta2)
+    squares = torch._foreach_mul(grads, grads)
+    torch._foreach_mul_(squares, 1 - beta2)
+    torch._foreach_add_(exp_avg_sqs, squares)
+    # 1 - beta ** step per parameter (frozen ones have taken fewer steps), as 1 - exp(step * log(beta)):
+    # foreach ops take a device tensor only as a factor.
+    corrections = []
+    for beta in (beta1, beta2):
+        c = torch._foreach_mul(steps, torch.log(beta))
+        torch._foreach_exp_(c)
+        torch._foreach_neg_(c)
+        torch._foreach_add_(c, 1)
+        corrections.append(c)
+    torch._foreach_sqrt_(corrections[1])
+    denom = torch._foreach_sqrt(exp_avg_sqs)
+    torch._foreach_div_(denom, corrections[1])
+    torch._foreach_add_(denom, group["eps"])
+    update = torch._foreach_div(exp_avgs, denom)
+    torch._foreach_div_(update, corrections[0])
+    torch._foreach_mul_(update, lr)
+    torch._foreach_sub_(params, update)
