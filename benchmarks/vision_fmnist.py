@@ -82,7 +82,7 @@ REGIMES: dict[str, dict[str, Any]] = {
     "small": {"arch": "resnet18", "size": 28, "epochs": 5, "batch_size": 256, "max_lr": 1e-3},
     "transfer": {"arch": "resnet34", "size": 224, "epochs": 2, "batch_size": 256, "max_lr": 1e-3},
 }
-CONTENDERS = ("hand", "fastai", "learnkit", "learnkit_compiled", "learnkit_cudagraphs")
+CONTENDERS = ("hand", "fastai", "learnkit", "learnkit_eager", "learnkit_compiled", "learnkit_cudagraphs")
 FMNIST_STATS = (0.2860, 0.3530)      # Fashion-MNIST training pixels, scaled to [0, 1]
 IMAGENET_GRAY_STATS = (0.449, 0.226)  # mean of ImageNet's RGB means and stds: a grey image through summed kernels
 DEFAULT_FOLDER = Path("/tmp/fmnist-png")
@@ -105,6 +105,7 @@ class Setup:
     fastai_channels: int = 1
     fastai_resize: str = "item"
     compile: str | None = None  # None: eager; 'default', 'reduce-overhead' (CUDA graphs), 'max-autotune'
+    eager: bool = False  # learnkit_eager: cuda_graphs=False (learnkit's whole-step CUDA graphs off)
 
     @property
     def stats(self) -> tuple[float, float]:
@@ -365,6 +366,8 @@ def run_fastai(regime: str, folder: Path, cfg: Setup) -> Result:
     with learn.no_bar():  # the bar's per-batch comment calls .item() on the loss: a sync every batch
         learn.fit_one_cycle(cfg.epochs, cfg.max_lr)
     res.fit_s = clock(device) - t_fit
+    graphs = learn.cuda_graph_report or {}
+    res.notes.append(f"cuda graphs: {'on, captured in %.2f s, %d replays, %d eager batches' % (graphs['capture_seconds'], graphs['replays'], graphs['eager_batches']) if graphs.get('used') else 'off (' + str(graphs.get('reason')) + ')'}")
     # Read before validate(): its before_fit event resets the recorder and the timer.
     res.train_s, res.train_images = timer.train_seconds, timer.train_batches * cfg.batch_size
     for epoch, values in enumerate(learn.recorder.values):  # [train_loss, valid_loss, accuracy]
@@ -412,6 +415,8 @@ def run_learnkit(regime: str, folder: Path, cfg: Setup) -> Result:
     learn = vision_learner(data, cfg.arch, pretrained=cfg.pretrained, progress=False, callbacks=[timer])
     if cfg.pretrained:
         learn.unfreeze()  # the other contenders train everything
+    if cfg.compile or cfg.eager:
+        learn.cuda_graphs = False  # learnkit_eager: the step as it ran before whole-step graphs (or torch.compile's)
     res.notes.append(f"amp {learn.amp_dtype}")
     if cfg.compile:
         # A fresh dynamo cache: an earlier contender's compiled variants of the same forward code would count
@@ -422,6 +427,8 @@ def run_learnkit(regime: str, folder: Path, cfg: Setup) -> Result:
     t_fit = clock(device)
     learn.fit_one_cycle(cfg.epochs, cfg.max_lr)
     res.fit_s = clock(device) - t_fit
+    graphs = learn.cuda_graph_report or {}
+    res.notes.append(f"cuda graphs: {'on, captured in %.2f s, %d replays, %d eager batches' % (graphs['capture_seconds'], graphs['replays'], graphs['eager_batches']) if graphs.get('used') else 'off (' + str(graphs.get('reason')) + ')'}")
     res.train_s, res.train_images = timer.train_seconds, timer.train_batches * cfg.batch_size
     for record in learn.history.epoch_records:
         res.epochs.append({"epoch": record["epoch"], "train_loss": record["train_loss"],
@@ -443,6 +450,8 @@ def run_learnkit_mode(mode: str) -> Callable[[str, Path, Setup], Result]:
 
 RUNNERS: dict[str, Callable[[str, Path, Setup], Result]] = {
     "hand": run_hand, "fastai": run_fastai, "learnkit": run_learnkit,
+    "learnkit_eager": lambda regime, folder, cfg: dataclasses.replace(
+        run_learnkit(regime, folder, dataclasses.replace(cfg, eager=True)), contender="learnkit_eager"),
     "learnkit_compiled": run_learnkit_mode("default"), "learnkit_cudagraphs": run_learnkit_mode("reduce-overhead")}
 
 
@@ -530,8 +539,10 @@ def report(regime: str, results: list[Result]) -> dict[str, float]:
               f"{fmt(peak, '9.2f')}  {'; '.join(r.notes)}")
     ok = {r.contender: r for r in results if r.status == "ok"}
     ratios = {}
-    for mine in ("learnkit", "learnkit_compiled", "learnkit_cudagraphs"):
-        for other in ("fastai", "hand"):
+    for mine in ("learnkit", "learnkit_eager", "learnkit_compiled", "learnkit_cudagraphs"):
+        for other in ("fastai", "hand", "learnkit_eager"):
+            if mine == other:
+                continue
             if mine in ok and other in ok:
                 for key in ("e2e_s", "fit_s"):
                     ratios[f"{mine}/{other} {key}"] = getattr(ok[mine], key) / getattr(ok[other], key)

@@ -19,6 +19,7 @@ class GradientClipping(Callback):
     """Clip the global gradient norm to `max_norm` before each step (unscaling fp16 gradients first)."""
 
     order = 0
+    graph_safe = True  # clip_grad_norm_ stays on the device: a CUDA graph records it with the step
 
     def __init__(self, max_norm: float = 1.0):
         self.max_norm = max_norm

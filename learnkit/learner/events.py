@@ -56,7 +56,10 @@ class Callback:
     """Base class: define any of the methods named in `EVENTS`, each taking the learner.
 
     `order` sorts callbacks (lower runs first). A callback holds no hidden reference to the learner:
-    it gets it as an argument, so `learn.model` is always spelled out.
+    it gets it as an argument, so `learn.model` is always spelled out. `graph_safe = True` says that its
+    `after_forward` / `after_loss` / `after_backward` only do tensor work on the device (no `.item()`, no Python
+    state that changes per batch), so a whole-step CUDA graph may record it (learner/graphs.py); without it, a
+    callback handling one of those events makes the fit eager.
 
     Example:
         >>> class PrintLoss(Callback):
@@ -65,6 +68,7 @@ class Callback:
     """
 
     order: int = 0
+    graph_safe: bool = False
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint must keep of this callback (tensors, numbers, strings, lists, dicts)."""

@@ -57,7 +57,11 @@ class Learner(CallbackHost, Recipes):
         weight_decay: the weight decay of the optimizer's decay param groups (weights; biases and
             normalization parameters get none); None keeps the optimizer's default (AdamW: 0.01).
         cudnn_benchmark: set `torch.backends.cudnn.benchmark` to this during `fit`, `validate` and `get_preds`
-            only (restored afterwards); None leaves the process setting alone. `vision_learner` passes True on CUDA.
+            only (restored afterwards); None leaves the process setting alone.
+        cuda_graphs: 'auto' (default): on CUDA, each fit records the whole training step (forward, loss,
+            backward, optimizer step) and the validation forward as CUDA graphs and replays them for every batch
+            of the same shapes, when nothing in the set-up prevents it (learner/graphs.py lists what does; the
+            reason is in `learn.cuda_graph_report`); True insists (an error says why it cannot); False: eager.
 
     The step seam: `train_step(batch) -> loss` (forward and loss of one training batch) and `eval_step(batch)
     -> (pred, loss)` (validation; `pred` feeds the metrics). A subclass overrides them for a custom step (a GAN,
@@ -83,7 +87,8 @@ class Learner(CallbackHost, Recipes):
                  splitter: Callable[[nn.Module], Sequence[nn.Module]] | None = None,
                  mixed_precision: Any = "auto", progress: bool = True, train_bn: bool = True,
                  preflight: bool = True, compile: bool | str | dict = False, sync_bn: bool = False,
-                 weight_decay: float | None = None, cudnn_benchmark: bool | None = None, **fastai_names: Any):
+                 weight_decay: float | None = None, cudnn_benchmark: bool | None = None,
+                 cuda_graphs: bool | str = "auto", **fastai_names: Any):
         if fastai_names:
             data, loss_fn, opt_fn, callbacks, weight_decay = take_fastai_names("Learner", Learner.__init__, fastai_names, {
                 "data": data, "loss_fn": loss_fn, "opt_fn": opt_fn, "callbacks": callbacks,
@@ -105,6 +110,9 @@ class Learner(CallbackHost, Recipes):
                              "pass loss_fn=...")
         self.opt_fn, self.opt = opt_fn, None
         self.weight_decay, self.cudnn_benchmark = weight_decay, cudnn_benchmark
+        if cuda_graphs not in (True, False, "auto"):
+            raise ValueError(f"Learner(cuda_graphs={cuda_graphs!r}): use 'auto', True or False")
+        self.cuda_graphs, self.graphs, self.cuda_graph_report = cuda_graphs, None, None  # see learner/graphs.py
         self.metrics: list[Metric] = as_metrics(metrics)  # one metric, a list, or None
         self.path, self.model_dir = Path(path), model_dir
         self.splitter, self.train_bn = splitter, train_bn
@@ -178,6 +186,8 @@ class Learner(CallbackHost, Recipes):
             self.check()
         added = [self.add_callback(cb) for cb in callbacks]
         decay_before = self._set_weight_decay(weight_decay)
+        from learnkit.learner.graphs import graphs_for_fit
+        self.graphs = graphs_for_fit(self)  # None: eager (why: learn.cuda_graph_report)
         # Training forwards go through DDP under torchrun (a wrapper per fit); else the model itself.
         self._train_module = self.dist.train_model(self.model) if self.dist is not None else self.model
         start_epoch = 0
@@ -205,6 +215,8 @@ class Learner(CallbackHost, Recipes):
                     for group, value in zip(self._decay_groups(), decay_before):
                         group["weight_decay"] = value
                 self._train_module = None  # under torchrun the DDP wrapper goes with it (a new one each fit)
+                if self.graphs is not None:  # the graphs hold this fit's buffers: free them with it
+                    self.cuda_graph_report, self.graphs = self.graphs.report, None
                 try:
                     self._event("after_fit")
                 finally:
@@ -260,26 +272,35 @@ class Learner(CallbackHost, Recipes):
             if self.training:
                 self._apply_schedules()
             self._event("before_batch")  # callbacks may replace learn.xb / learn.yb (MixUp): the step sees theirs
-            with self.autocast():
-                if self.training:
-                    self.loss = self.train_step(self.xb + self.yb)
-                else:
-                    self.pred, self.loss = self.eval_step(self.xb + self.yb)
-            self.loss_grad = self.loss  # what backward sees; a callback may rescale it (GradientAccumulation)
-            self._event("after_loss")
-            if self.training:
-                self._backward_step()
+            if self.graphs is not None and self.graphs.run(self, self._eager_step, self._event):  # learner/graphs.py
+                self._after_step() if self.training else self._accumulate_validation()
             else:
-                n = self.yb[0].shape[0] if self.yb else self.xb[0].shape[0]
-                self._val_loss += self.loss.detach().float() * n
-                self._val_count += n
-                for m in self.metrics:
-                    update_metric(m, self.pred, *self.yb)  # first output of a tuple; errors name the metric
+                self._eager_step()
         except CancelBatch:
             pass
         self._event("after_batch")
         if self.training:
             self.iter += 1
+
+    def _eager_step(self) -> None:
+        with self.autocast():
+            if self.training:
+                self.loss = self.train_step(self.xb + self.yb)
+            else:
+                self.pred, self.loss = self.eval_step(self.xb + self.yb)
+        self.loss_grad = self.loss  # what backward sees; a callback may rescale it (GradientAccumulation)
+        self._event("after_loss")
+        if self.training:
+            self._backward_step()
+        else:
+            self._accumulate_validation()
+
+    def _accumulate_validation(self) -> None:
+        n = self.yb[0].shape[0] if self.yb else self.xb[0].shape[0]
+        self._val_loss += self.loss.detach().float() * n
+        self._val_count += n
+        for m in self.metrics:
+            update_metric(m, self.pred, *self.yb)  # first output of a tuple; errors name the metric
 
     # ------------------------------------------------------------------ the step seam
     def train_step(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
@@ -334,11 +355,14 @@ class Learner(CallbackHost, Recipes):
             self._event("after_backward")
             self.scaler.step(self.opt)
             self.scaler.update()
-            self.opt_steps += 1
-            self._event("after_step")
+            self._after_step()
             self.opt.zero_grad(set_to_none=True)
         except CancelStep:
             pass
+
+    def _after_step(self) -> None:
+        self.opt_steps += 1
+        self._event("after_step")
 
     def _apply_schedules(self) -> None:
         progress = self.iter / max(1, self.n_iter - 1)

@@ -307,6 +307,7 @@ class RNNRegularizer(Callback):
     """
 
     order = 0
+    graph_safe = True  # device tensor work only
 
     def __init__(self, alpha: float = 2.0, beta: float = 1.0):
         self.alpha, self.beta = alpha, beta
