@@ -60,6 +60,21 @@ def report_bad(bad: Sequence[tuple[Any, str]], on_bad: str, what: str, fix: str)
     log.warning(text)
 
 
+def _identity(value: Any) -> Any:
+    return value
+
+
+class WithInput:
+    """item → (target getter's value, input getter's value): what a target that follows the input (a mask,
+    keypoints) is encoded from, so that it can check and follow the input's size. Picklable for workers."""
+
+    def __init__(self, get_target: Callable[[Any], Any], get_input: Callable[[Any], Any]):
+        self.get_target, self.get_input = get_target, get_input
+
+    def __call__(self, item: Any) -> tuple[Any, Any]:
+        return self.get_target(item), self.get_input(item)
+
+
 class DataBlock:
     """How to go from a source (a folder, a table, a list) to a DataBunch.
 
@@ -125,11 +140,57 @@ class DataBlock:
             getter = self._getter(i) if with_getters else None
             if getter is not None:
                 steps.append(getter)
+            if i >= self.n_inp and block.follows_input:  # a mask or points: encoded with the input's raw value
+                if getter is not None:
+                    steps[-1] = (f"({getter[0]}, input)", WithInput(getter[1], self._input_getter()))
+                random = [step_name(t) for t in tfms if is_random(t)]
+                if random:
+                    raise ValueError(f"DataBlock: the item transform(s) {random} are random per item, but the target "
+                                     f"{block!r} must move exactly as the input does, which a random item transform "
+                                     "cannot promise. Fix: use a deterministic item transform (Resize(...)) and make "
+                                     "the random crop in the batch (batch_tfms=aug_transforms(size=..., "
+                                     "min_scale=0.75)), which moves masks and points with the image")
+                steps += block.target_steps(tfms)
+                pipelines.append(steps)
+                continue
             steps.append((f"{type(block).__name__}.encode", block.encode))
             if i < self.n_inp:
                 steps += [(step_name(t), t) for t in tfms]
             pipelines.append(steps)
         return pipelines
+
+    def _input_getter(self) -> Callable[[Any], Any]:
+        getter = self._getter(0)
+        return getter[1] if getter is not None else _identity
+
+    def _check_following(self, items: list[Any], values: list[list[Any]], used: list[int]) -> list[tuple[int, str]]:
+        """Encode every used item's following targets (masks, points) once without item transforms, in threads:
+        [(item index, reason)] for those that fail (a missing or RGB mask, a size that differs from its image,
+        values outside the codes), so they are reported before training rather than in a worker mid-epoch."""
+        bad: list[tuple[int, str]] = []
+        for b in range(self.n_inp, len(self.blocks)):
+            block = self.blocks[b]
+            if not block.follows_input:
+                continue
+            steps = block.target_steps([])
+
+            def check(i: int) -> str | None:
+                value: Any = (values[b][i], values[0][i])
+                try:
+                    for _, fn in steps:
+                        value = fn(value)
+                except Exception as e:  # the block's own errors name the file and the fix
+                    return str(e)
+                return None
+            if len(used) > 256:
+                from concurrent.futures import ThreadPoolExecutor  # PNG inflation releases the GIL
+                import os
+                with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+                    reasons = list(pool.map(check, used, chunksize=64))
+            else:
+                reasons = [check(i) for i in used]
+            bad += [(i, why) for i, why in zip(used, reasons) if why is not None]
+        return bad
 
     def _items(self, source: Any) -> list[Any]:
         try:
@@ -209,6 +270,16 @@ class DataBlock:
             block.setup([values[b][i] for i in train_idx])
             if valid_idx:
                 block.check([values[b][i] for i in valid_idx], "validation")
+        target_bad = self._check_following(items, values, used)
+        if target_bad:
+            drop = {i for i, _ in target_bad}
+            train_idx = [i for i in train_idx if i not in drop]
+            valid_idx = [i for i in valid_idx if i not in drop]
+        target_bad = [(self._name(items[i], values[0][i]), why) for i, why in target_bad]
+        report_bad(target_bad, on_bad, "items whose target cannot be read or does not fit its input",
+                   "fix or remove these target files")
+        if not train_idx:
+            raise ValueError("DataBlock: no training items are left after leaving out the bad ones")
         eval_tfms = [eval_version(t) for t in self.item_tfms]  # once: the same objects in pipelines and exports
         eval_pipelines = self._pipelines(tfms=eval_tfms)
         plan = LoaderPlan(self.blocks, self.n_inp, items, values, train_idx, valid_idx,
@@ -221,7 +292,7 @@ class DataBlock:
         report_bad(bad, on_bad, self.blocks[0].bad_items, "delete or replace them")
         data = bunch_type(train_dl, valid_dl, self.blocks, self.n_inp, self.batch_tfms, device, eval_pipelines,
                           eval_tfms, self._pipelines(with_getters=False, tfms=eval_tfms))
-        data.loader_kind, data.loader_report, data.skipped = kind, report, bad
+        data.loader_kind, data.loader_report, data.skipped = kind, report, target_bad + bad
         data.datablock, data.source = self, source
         if verbose:
             print(report)

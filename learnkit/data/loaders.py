@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from learnkit.data.blocks import TransformBlock
-from learnkit.data.pipeline import BlockDataset, Collate, Step
+from learnkit.data.pipeline import BlockDataset, Collate, Step, run_step
 from learnkit.data.resident import ResidentLoader, memory_budget
 
 __all__ = ["WorkerLoader", "make_loader", "default_workers", "BucketBatchSampler", "LMLoader", "LoaderPlan",
@@ -252,6 +252,22 @@ def _encode_targets(block: TransformBlock, values: Sequence[Any]) -> list[torch.
     return out
 
 
+def _encode_target_column(plan: LoaderPlan, b: int, kept: list[int]) -> list[torch.Tensor]:
+    """Block b's targets of the `kept` items. A target that follows the input (a mask, points) runs its own eval
+    steps on (value, input value), with the item transforms' geometry: what the DataLoader path does per item."""
+    block = plan.blocks[b]
+    if not block.follows_input:
+        return _encode_targets(block, [plan.values[b][i] for i in kept])
+    steps = block.target_steps(plan.eval_tfms)
+    out = []
+    for i in kept:
+        value: Any = (plan.values[b][i], plan.values[0][i])
+        for name, fn in steps:
+            value = run_step(name, fn, value, i, plan.items[i])
+        out.append(value)
+    return out
+
+
 def _encode_inputs(plan: LoaderPlan, order: list[int]) -> tuple[list[int], Any]:
     """The input block's values of `order` encoded once: (items kept, their encodings in order — a list, or one
     stacked tensor when the block makes one). Bad items' reasons go to plan.bad."""
@@ -306,8 +322,7 @@ def _resident(plan: LoaderPlan, reason: str) -> tuple[Any, Any, str, str]:
             raise ValueError(f"resident=True needs inputs of one size, found {sorted(shapes)[:5]}; add an item "
                              "transform that gives every item the same shape (e.g. Resize(224)), or resident=False")
         x = torch.stack(x) if x else torch.zeros(0)
-    targets = [torch.stack(_encode_targets(plan.blocks[b], [plan.values[b][i] for i in kept]))
-               for b in range(1, len(plan.blocks))]
+    targets = [torch.stack(_encode_target_column(plan, b, kept)) for b in range(1, len(plan.blocks))]
     tensors = [t.to(plan.device) for t in [x] + targets]
     train_set = set(plan.train)
     n_train = sum(1 for i in kept if i in train_set)
