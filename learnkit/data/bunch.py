@@ -277,10 +277,10 @@ class DataBunch:
                 self.y_block.show(batch[self.n_inp][i].cpu(), ax)
             elif self.y_block is not None:
                 ax.set_title(self.y_block.title(batch[self.n_inp][i].cpu()), fontsize=9)
+        fig.tight_layout()
         legend = getattr(self.y_block, "legend", None)  # MaskBlock: one colour patch per code present
         if legend is not None:
             legend(fig, batch[self.n_inp][:n].cpu())
-        fig.tight_layout()
         return fig
 
     def __repr__(self) -> str:

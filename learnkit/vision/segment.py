@@ -130,7 +130,7 @@ class MaskBlock(TransformBlock):
             raise ValueError(f"mask {name} holds values {values} outside the {len(self.codes)} codes (0.."
                              f"{len(self.codes) - 1}) and ignore_index={self.ignore_index}. Fix: give every class "
                              "in codes=, or map void pixels to ignore_index")
-        return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.uint8))
+        return torch.from_numpy(np.array(arr, dtype=np.uint8, order="C"))  # a copy: writable, owns its memory
 
     def encode(self, value: Any) -> torch.Tensor:
         """A mask (a path, or a 2-D array/tensor) → uint8 (H,W). A (mask, image) pair is also checked for size."""

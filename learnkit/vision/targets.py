@@ -153,9 +153,10 @@ def mask_legend(fig: Any, masks: torch.Tensor, codes: Sequence[str], background:
     if not present:
         return
     colors = code_colors(len(codes))
+    rows = -(-len(present) // 5)
+    fig.subplots_adjust(bottom=0.04 + 0.035 * rows)  # room under the grid for the legend's rows
     fig.legend(handles=[Patch(color=colors[v], label=str(codes[v])) for v in present], loc="lower center",
-               ncol=min(len(present), 6), fontsize=8, frameon=False)
-    fig.subplots_adjust(bottom=0.12)
+               ncol=min(len(present), 5), fontsize=8, frameon=False)
 
 
 def show_points(xy: torch.Tensor, ax: Any, color: Any = None, marker: str = "o", size: float = 20,
@@ -163,11 +164,15 @@ def show_points(xy: torch.Tensor, ax: Any, color: Any = None, marker: str = "o",
     """Draw (K,2) pixel coordinates (x right, y down, 0 at the left/top edge) over what `ax` shows, numbered in
     order (point k has colour k unless `color`). Points outside the picture are drawn where they are."""
     pts = xy.detach().cpu().float().numpy()
+    limits = (ax.get_xlim(), ax.get_ylim()) if ax.get_images() else None  # the picture's frame, not the points'
     colors = code_colors(len(pts)) if color is None else [color] * len(pts)
     # imshow puts pixel centres at integers (the edge at -0.5): shift the continuous coordinates by half a pixel
     ax.scatter(pts[:, 0] - 0.5, pts[:, 1] - 0.5, c=colors, s=size, marker=marker, edgecolors="white", linewidths=0.5)
     if numbers:
         for k, (x, y) in enumerate(pts):
             ax.annotate(str(k), (x - 0.5, y - 0.5), xytext=(3, 3), textcoords="offset points", fontsize=6,
-                        color="white")
+                        color="white", annotation_clip=True)
+    if limits is not None:
+        ax.set_xlim(*limits[0])
+        ax.set_ylim(*limits[1])
     ax.set(xticks=[], yticks=[])
