@@ -14,7 +14,7 @@ from learnkit.core.args import checked_keywords
 from learnkit.core.device import default_device
 from learnkit.data.blocks import TransformBlock, TensorBlock, CategoryBlock, _short
 from learnkit.data.bunch import DataBunch
-from learnkit.data.loaders import LoaderPlan, build_loaders, eval_version, is_random
+from learnkit.data.loaders import LoaderPlan, build_loaders, eval_version, is_random, n_items
 from learnkit.data.pipeline import Collate, ItemGetter, PipelineError, Step, run_step, step_name
 from learnkit.data.splitters import RandomSplitter
 
@@ -163,35 +163,6 @@ class DataBlock:
         getter = self._getter(0)
         return getter[1] if getter is not None else _identity
 
-    def _check_following(self, items: list[Any], values: list[list[Any]], used: list[int]) -> list[tuple[int, str]]:
-        """Encode every used item's following targets (masks, points) once without item transforms, in threads:
-        [(item index, reason)] for those that fail (a missing or RGB mask, a size that differs from its image,
-        values outside the codes), so they are reported before training rather than in a worker mid-epoch."""
-        bad: list[tuple[int, str]] = []
-        for b in range(self.n_inp, len(self.blocks)):
-            block = self.blocks[b]
-            if not block.follows_input:
-                continue
-            steps = block.target_steps([])
-
-            def check(i: int) -> str | None:
-                value: Any = (values[b][i], values[0][i])
-                try:
-                    for _, fn in steps:
-                        value = fn(value)
-                except Exception as e:  # the block's own errors name the file and the fix
-                    return str(e)
-                return None
-            if len(used) > 256:
-                from concurrent.futures import ThreadPoolExecutor  # PNG inflation releases the GIL
-                import os
-                with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
-                    reasons = list(pool.map(check, used, chunksize=64))
-            else:
-                reasons = [check(i) for i in used]
-            bad += [(i, why) for i, why in zip(used, reasons) if why is not None]
-        return bad
-
     def _items(self, source: Any) -> list[Any]:
         try:
             items = self.get_items(source) if self.get_items is not None else source
@@ -270,16 +241,6 @@ class DataBlock:
             block.setup([values[b][i] for i in train_idx])
             if valid_idx:
                 block.check([values[b][i] for i in valid_idx], "validation")
-        target_bad = self._check_following(items, values, used)
-        if target_bad:
-            drop = {i for i, _ in target_bad}
-            train_idx = [i for i in train_idx if i not in drop]
-            valid_idx = [i for i in valid_idx if i not in drop]
-        target_bad = [(self._name(items[i], values[0][i]), why) for i, why in target_bad]
-        report_bad(target_bad, on_bad, "items whose target cannot be read or does not fit its input",
-                   "fix or remove these target files")
-        if not train_idx:
-            raise ValueError("DataBlock: no training items are left after leaving out the bad ones")
         eval_tfms = [eval_version(t) for t in self.item_tfms]  # once: the same objects in pipelines and exports
         eval_pipelines = self._pipelines(tfms=eval_tfms)
         plan = LoaderPlan(self.blocks, self.n_inp, items, values, train_idx, valid_idx,
@@ -288,8 +249,13 @@ class DataBlock:
                           drop_last, resident, memory_budget, verify,
                           random_items=any(is_random(t) for t in self.item_tfms))
         train_dl, valid_dl, kind, report = build_loaders(plan)
+        target_bad = [(self._name(items[i], values[0][i]), why) for i, why in plan.target_bad]
+        report_bad(target_bad, on_bad, "items whose target cannot be read or does not fit its input",
+                   "fix or remove these target files (masks, points)")
         bad = [(self._name(items[i], values[0][i]), why) for i, why in sorted(plan.bad)]
         report_bad(bad, on_bad, self.blocks[0].bad_items, "delete or replace them")
+        if target_bad and not n_items(train_dl):
+            raise ValueError("DataBlock: no training items are left after leaving out those with bad targets")
         data = bunch_type(train_dl, valid_dl, self.blocks, self.n_inp, self.batch_tfms, device, eval_pipelines,
                           eval_tfms, self._pipelines(with_getters=False, tfms=eval_tfms))
         data.loader_kind, data.loader_report, data.skipped = kind, report, target_bad + bad

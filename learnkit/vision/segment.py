@@ -9,6 +9,7 @@ that come from outside the image become `ignore_index`). On the device `finish_b
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -144,9 +145,10 @@ class MaskBlock(TransformBlock):
         mask = self.read(mask_value)
         hw = image_size(image_value)
         if tuple(mask.shape) != hw:
-            raise ValueError(f"mask {mask_value} is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image "
-                             f"{image_value} is {hw[1]}x{hw[0]}; a mask needs one label per image pixel. Fix: "
-                             "pair each image with its own mask, or resize the mask with nearest-neighbour")
+            image = "" if isinstance(image_value, tuple) else f" {image_value}"  # a tuple: the size of a decoded image
+            raise ValueError(f"mask {mask_value} is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image{image} is "
+                             f"{hw[1]}x{hw[0]}; a mask needs one label per image pixel. Fix: pair each image with its "
+                             "own mask, or resize the mask with nearest-neighbour")
         return mask
 
     def target_steps(self, tfms: Sequence[Callable]) -> list[tuple[str, Callable[[Any], Any]]]:
@@ -258,20 +260,22 @@ class SegmentationDataBunch(ImageDataBunch):
             codes = path / "codes.txt"
         files, odd = find_image_files(image_dir)
         mask_files, odd_masks = find_image_files(mask_dir)
-        by_stem: dict[Path, Path] = {}
+        def stem(file: Path, root: Path) -> str:  # 'a/001' for root/a/001.png; strings: Path hashing was slow
+            return os.path.splitext(os.path.relpath(file, root))[0]
+        by_stem: dict[str, Path] = {}
         bad = list(odd) + list(odd_masks)
         for m in mask_files:
-            key = m.relative_to(mask_dir).with_suffix("")
+            key = stem(m, mask_dir)
             if key in by_stem:
                 bad.append((m, f"a second mask for the same image stem as {by_stem[key]}"))
             by_stem[key] = m
         pairs = []
         for f in files:
-            m = by_stem.get(f.relative_to(image_dir).with_suffix(""))
-            if m is None:
-                bad.append((f, f"no mask for it in {mask_dir} (expected {mask_dir / f.relative_to(image_dir).with_suffix('.png')})"))
+            key = stem(f, image_dir)
+            if key in by_stem:
+                pairs.append((f, by_stem[key]))
             else:
-                pairs.append((f, m))
+                bad.append((f, f"no mask for it in {mask_dir} (expected {mask_dir / key}.png)"))
         report_bad(bad, on_bad, "images without a mask (or unreadable entries)",
                    f"give every image in {image_dir} a mask with the same name in {mask_dir}")
         if not pairs:

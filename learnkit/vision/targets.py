@@ -21,12 +21,14 @@ __all__ = ["image_size", "code_colors", "show_mask", "show_points", "mask_legend
 
 def image_size(source: Any) -> tuple[int, int]:
     """(height, width) of an image as `load_image` decodes it: from the file's header only (an EXIF rotation by
-    90 degrees swaps them), or from an array's (H,W[,C]) / a tensor's ([C,]H,W) shape.
+    90 degrees swaps them), from an array's (H,W[,C]) / a tensor's ([C,]H,W) shape, or a given (height, width).
 
     Example:
         >>> image_size("datasets/segmentation-sample/segmentation/images/00000.png")
         (64, 64)
     """
+    if isinstance(source, (tuple, list)) and len(source) == 2 and all(isinstance(v, int) for v in source):
+        return int(source[0]), int(source[1])  # already a (height, width)
     if isinstance(source, torch.Tensor):
         return int(source.shape[-2]), int(source.shape[-1])
     if isinstance(source, np.ndarray):
