@@ -52,9 +52,10 @@ def _as_points(value: Any, where: str) -> torch.Tensor:
 class PointBlock(TransformBlock):
     """A keypoint target: `n_points` (x, y) pixel coordinates per image (see the module doc for the conventions).
 
-    Its value is (points, image), the image being what the input getter gives (a path, an array) or its
-    (height, width): the DataBlock pairs them itself. Encoded per item to float32 (K,2) in [-1, 1] relative to the
-    image after item transforms; batches are float32 (N,K,2). `decode(tensor, size)` gives pixels back.
+    In a DataBlock its getter gives the points ((K,2) or [x0, y0, x1, y1, ...]) and the DataBlock pairs them with
+    the input's value (a path, an array), whose size scales them; `encode` takes such a pair, (points, image or
+    (H, W)). Encoded per item to float32 (K,2) in [-1, 1] relative to the image after item transforms; batches are
+    float32 (N,K,2). `decode(tensor, size)` gives pixels back.
 
     Args:
         n_points: K; None takes it from the first training item (every item must have K points).
