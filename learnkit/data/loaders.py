@@ -338,6 +338,11 @@ def _want_resident(plan: LoaderPlan) -> tuple[bool, str]:
     budget = memory_budget(plan.device) if plan.memory_budget is None else int(plan.memory_budget)
     if need is None:
         return False, "items have different sizes"
+    for b in range(plan.n_inp, len(plan.blocks)):  # masks are as many pixels again (as uint8): count them too
+        target_estimate = getattr(plan.blocks[b], "estimate_bytes", None)
+        if target_estimate is not None:
+            more = target_estimate([plan.values[b][i] for i in order], plan.eval_tfms)
+            need += more or 0
     fits = need <= budget
     return fits, (f"about {need / 2**20:.0f} MB decoded {'fits' if fits else 'exceeds'} the budget of "
                   f"{budget / 2**20:.0f} MB")

@@ -158,6 +158,24 @@ class MaskBlock(TransformBlock):
             steps.append((follow.__qualname__, follow))
         return steps
 
+    def estimate_bytes(self, values: Sequence[Any], item_tfms: Sequence[Any]) -> int | None:
+        """Bytes of all masks (uint8) after the (eval) item transforms, from a few files' headers (for the resident
+        path's memory budget); None when they cannot be read that way (arrays: counted as they are)."""
+        values = list(values)
+        sizes = set()
+        for v in values[::max(1, len(values) // 16)][:17]:
+            try:
+                h, w = image_size(v)
+            except Exception:
+                continue  # a bad mask: reported when it is encoded
+            for t in item_tfms:
+                layout = getattr(t, "layout", None)
+                if layout is not None:
+                    _, (h, w), _ = layout(h, w)
+                    h, w = getattr(t, "size", (h, w))
+            sizes.add(h * w)
+        return max(sizes) * len(values) if sizes else None
+
     # --- on the device ---
     def warp(self, batch: torch.Tensor, warp: Any) -> torch.Tensor:
         """Move a mask batch (N,H,W) with the image's `Warp`: nearest sampling (labels never blend); output pixels

@@ -249,3 +249,9 @@ def test_datablock_with_arrays_and_summary(capsys):
     with pytest.raises(ValueError, match=r"is 16x8 \(WxH\) but its image"):
         dblock.databunch(bad, batch_size=4, seed=0)
     assert PipelineError  # the per-item path names the step when a worker meets a bad item later
+
+
+def test_the_memory_budget_counts_the_masks(tmp_path):
+    write_folder(tmp_path)  # 12 images of 24x32 uint8 = 9,216 bytes, and as many mask bytes
+    assert from_folder(tmp_path, memory_budget=12_000).loader_kind == "dataloader"
+    assert from_folder(tmp_path, memory_budget=20_000).loader_kind == "resident"
