@@ -87,6 +87,8 @@ def build(out: Path, size: int, n_seg: int, n_points: int, source: Path, seed: i
     for d in (seg / "images", seg / "masks", out / "keypoints" / "images"):
         d.mkdir(parents=True, exist_ok=True)
     (seg / "codes.txt").write_text("\n".join(["background"] + CLASSES) + "\n", encoding="utf-8")
+    if (source / "LICENSE").is_file():  # derived from Fashion-MNIST: its notice travels with the data
+        (out / "LICENSE").write_bytes((source / "LICENSE").read_bytes())
     for i in range(n_seg):
         canvas, mask = background(rng, size), np.zeros((size, size), np.uint8)
         for _ in range(int(rng.integers(1, 4))):

@@ -24,7 +24,7 @@ def test_generator_reproduces_the_sample_byte_for_byte(tmp_path):
                    check=True)
     ours = sorted(p.relative_to(SAMPLE) for p in SAMPLE.rglob("*") if p.is_file())
     theirs = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
-    assert ours == theirs and len(ours) == 300 * 2 + 200 + 2
+    assert ours == theirs and len(ours) == 300 * 2 + 200 + 3  # + codes.txt, points.csv, LICENSE
     differ = [p for p in ours if not filecmp.cmp(SAMPLE / p, tmp_path / p, shallow=False)]
     pixels_differ = [str(p) for p in differ if p.suffix != ".png" or not np.array_equal(
         np.asarray(Image.open(SAMPLE / p)), np.asarray(Image.open(tmp_path / p)))]
