@@ -185,7 +185,7 @@ class DataBunch:
                 whole = getattr(tfm, "transform_batch", None)
                 batch = tuple(whole(batch, self.blocks, self.n_inp)) if whole is not None \
                     else (tfm(batch[0]),) + tuple(batch[1:])
-        if any(b.follows_input for b in self.blocks[self.n_inp:]):
+        if any(getattr(b, "follows_input", False) for b in self.blocks[self.n_inp:]):
             batch = batch[:self.n_inp] + tuple(b.finish_batch(t) if isinstance(t, torch.Tensor) else t
                                                for b, t in zip(self.blocks[self.n_inp:], batch[self.n_inp:]))
         return batch

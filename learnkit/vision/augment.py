@@ -334,7 +334,8 @@ class BatchAugment(nn.Module):
         whose block follows the input (`block.follows_input`: MaskBlock, PointBlock) moved by the same `Warp`
         through `block.warp(target, warp)` (masks: nearest, never blending labels; points: the same transform
         applied to their coordinates). Other inputs and targets (labels) pass unchanged."""
-        followers = [i for i in range(n_inp, min(len(batch), len(blocks))) if blocks[i].follows_input]
+        followers = [i for i in range(n_inp, min(len(batch), len(blocks)))
+                     if getattr(blocks[i], "follows_input", False)]
         x = batch[0]
         if not followers:
             return (self(x),) + tuple(batch[1:])

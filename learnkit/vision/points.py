@@ -38,7 +38,8 @@ def _as_points(value: Any, where: str) -> torch.Tensor:
     try:
         t = torch.as_tensor(value, dtype=torch.float64)
     except (TypeError, ValueError, RuntimeError) as e:
-        raise ValueError(f"{where}: points must be numbers, (K,2) or [x0, y0, x1, y1, ...], got {value!r} ({e})") from None
+        raise ValueError(f"{where}: points must be numbers, (K,2) or [x0, y0, x1, y1, ...], got {value!r} "
+                         f"({e})") from None
     if t.ndim == 1 and t.numel() % 2 == 0:
         t = t.reshape(-1, 2)
     if t.ndim != 2 or t.shape[1] != 2:
@@ -103,8 +104,8 @@ class PointBlock(TransformBlock):
         odd = [(i, k) for i, k in enumerate(counts) if k != self.n_points]
         if odd:
             listed = ", ".join(f"item {i}: {k}" for i, k in odd[:10])
-            raise ValueError(f"PointBlock: every image needs {self.n_points} points (n_points), but the {split} set has "
-                             f"{len(odd)} item(s) with another count ({listed}). Fix: give each image the same "
+            raise ValueError(f"PointBlock: every image needs {self.n_points} points (n_points), but the {split} set "
+                             f"has {len(odd)} item(s) with another count ({listed}). Fix: give each image the same "
                              "points (mark missing ones, e.g. outside the image) or pass n_points=")
 
     def read(self, pair: tuple[Any, Any]) -> tuple[torch.Tensor, tuple[int, int]]:
