@@ -117,7 +117,8 @@ def test_from_label_func(tmp_path):
     assert data.n_classes == 4 and len(data.train_dl.tensors[0]) + len(data.valid_dl.tensors[0]) == 12
 
 
-def test_bad_items_are_named_or_skipped(tmp_path):
+@pytest.mark.parametrize("resident", [True, False])
+def test_bad_items_are_named_or_skipped(tmp_path, resident):
     write_folder(tmp_path)
     (tmp_path / "masks" / "001.png").unlink()                                            # missing mask
     Image.fromarray(np.zeros((24, 32, 3), np.uint8)).save(tmp_path / "masks" / "002.png")  # RGB mask
@@ -127,15 +128,18 @@ def test_bad_items_are_named_or_skipped(tmp_path):
         from_folder(tmp_path)
     (tmp_path / "images" / "001.png").unlink()
     with pytest.raises(ValueError) as err:
-        from_folder(tmp_path)
+        from_folder(tmp_path, resident=resident)
     text = str(err.value)
     assert "3 items whose target cannot be read" in text
     assert "002.png is a RGB image" in text and "outside the 4 codes" in text
     assert "003.png is 32x20 (WxH) but its image" in text and "on_bad='skip'" in text
     with pytest.warns(UserWarning, match="skipped 3"):
-        data = from_folder(tmp_path, on_bad="skip")
+        data = from_folder(tmp_path, on_bad="skip", resident=resident)
     assert sorted(str(p).rsplit("/", 1)[-1] for p, _ in data.skipped) == ["002.png", "003.png", "004.png"]
-    assert len(data.train_dl.tensors[0]) + len(data.valid_dl.tensors[0]) == 8
+    assert len(data.train_dl.dataset if not resident else data.train_dl.tensors[0]) + \
+        len(data.valid_dl.dataset if not resident else data.valid_dl.tensors[0]) == 8
+    for _, y in data.train_dl:  # every batch reads: the bad masks are out
+        assert y.shape[1:] == (24, 32)
 
 
 def test_missing_mask_skip_and_codes_file(tmp_path):
@@ -248,7 +252,17 @@ def test_datablock_with_arrays_and_summary(capsys):
     bad = [(imgs[0, 0].numpy(), masks[0, :8].numpy())] + items[1:]
     with pytest.raises(ValueError, match=r"is 16x8 \(WxH\) but its image"):
         dblock.databunch(bad, batch_size=4, seed=0)
-    assert PipelineError  # the per-item path names the step when a worker meets a bad item later
+
+
+def test_without_verify_a_bad_mask_fails_in_the_loader_naming_step_and_file(tmp_path):
+    write_folder(tmp_path)
+    Image.fromarray(np.full((24, 32), 9, np.uint8)).save(tmp_path / "masks" / "004.png")
+    data = from_folder(tmp_path, resident=False, verify=False, valid_pct=0.5)
+    with pytest.raises(PipelineError, match=r"MaskBlock.encode \(mask, image\).*004\.png holds values \[9\]"):
+        for _ in data.train_dl:
+            pass
+        for _ in data.valid_dl:
+            pass
 
 
 def test_the_memory_budget_counts_the_masks(tmp_path):
