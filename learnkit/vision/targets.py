@@ -120,10 +120,11 @@ class FollowPoints:
 
 
 def code_colors(n: int) -> np.ndarray:
-    """(n, 3) RGB colours in [0, 1], one per mask code: matplotlib's tab20, then tab20b/tab20c for more codes."""
+    """(n, 3) RGB colours in [0, 1], one per mask code: matplotlib's tab10 (ten distinct hues), then tab20b and
+    tab20c for more codes."""
     import matplotlib
 
-    table = np.concatenate([np.asarray(matplotlib.colormaps[name].colors)[:, :3] for name in ("tab20", "tab20b",
+    table = np.concatenate([np.asarray(matplotlib.colormaps[name].colors)[:, :3] for name in ("tab10", "tab20b",
                                                                                                 "tab20c")])
     return table[np.arange(n) % len(table)]
 
