@@ -73,6 +73,23 @@ class TransformBlock:
     def decode(self, tensor: torch.Tensor) -> Any:
         return tensor
 
+    # --- targets that move with the input (a mask, keypoints); see learnkit/vision/segment.py, points.py ---
+    # True: the DataBlock gives this target block the input's raw value too (`target_steps`), resizing item
+    # transforms move it (`target_steps(tfms)`), geometric batch augmentation moves it (`warp`), and show_batch
+    # draws it over the input (`show`). False (labels, numbers): it is encoded alone and never moved.
+    follows_input: bool = False
+
+    def target_steps(self, tfms: Sequence[Callable]) -> list[tuple[str, Callable[[Any], Any]]]:
+        """A following target's per-item steps: from `(value, input_value)` (its getter's value and the input's)
+        to the encoded tensor, moved by each (deterministic) item transform in `tfms` as the input is. Only
+        called when `follows_input` is True."""
+        raise NotImplementedError(f"{type(self).__name__} has follows_input=True but no target_steps")
+
+    def finish_batch(self, batch: torch.Tensor) -> torch.Tensor:
+        """A target batch's last step on the device, after the batch transforms (MaskBlock: uint8 → int64).
+        Default: unchanged."""
+        return batch
+
     # --- target role ---
     def loss_fn(self) -> Callable | None:
         return None

@@ -169,18 +169,26 @@ class DataBunch:
         return self
 
     def transfer(self, batch: Sequence[Any], training: bool) -> tuple[Any, ...]:
-        """Move a batch from a loader to the device and apply the batch transforms to the first input."""
+        """Move a batch from a loader to the device and apply the batch transforms to the first input.
+
+        A batch transform with a `transform_batch(batch, blocks, n_inp)` method gets the whole batch instead and
+        returns it (geometric augmentation moves the input and the targets that follow it, masks and points, in
+        one pass; see `BatchAugment.transform_batch`). Then each target block's `finish_batch` runs (MaskBlock:
+        uint8 → int64)."""
         non_blocking = self.device.type == "cuda"
         batch = tuple(t.to(self.device, non_blocking=non_blocking) if isinstance(t, torch.Tensor)
                       else to_device(t, self.device, non_blocking) for t in batch)
-        if len(self.batch_tfms) == 0:
-            return batch
-        if self.batch_tfms.training != training:
-            self.batch_tfms.train(training)
-        x = batch[0]
-        for tfm in self.batch_tfms:
-            x = tfm(x)
-        return (x,) + tuple(batch[1:])
+        if len(self.batch_tfms):
+            if self.batch_tfms.training != training:
+                self.batch_tfms.train(training)
+            for tfm in self.batch_tfms:
+                whole = getattr(tfm, "transform_batch", None)
+                batch = tuple(whole(batch, self.blocks, self.n_inp)) if whole is not None \
+                    else (tfm(batch[0]),) + tuple(batch[1:])
+        if any(getattr(b, "follows_input", False) for b in self.blocks[self.n_inp:]):
+            batch = batch[:self.n_inp] + tuple(b.finish_batch(t) if isinstance(t, torch.Tensor) else t
+                                               for b, t in zip(self.blocks[self.n_inp:], batch[self.n_inp:]))
+        return batch
 
     def shard(self, rank: int, world_size: int) -> "DataBunch":
         """Keep only rank `rank`'s share of the training and validation batches (in place; see
@@ -265,9 +273,14 @@ class DataBunch:
                 ax.axis("off")
                 continue
             self.x_block.show(batch[0][i], ax)
-            if self.y_block is not None:
+            if self.y_block is not None and self.y_block.follows_input:  # a mask or points: drawn over the input
+                self.y_block.show(batch[self.n_inp][i].cpu(), ax)
+            elif self.y_block is not None:
                 ax.set_title(self.y_block.title(batch[self.n_inp][i].cpu()), fontsize=9)
         fig.tight_layout()
+        legend = getattr(self.y_block, "legend", None)  # MaskBlock: one colour patch per code present
+        if legend is not None:
+            legend(fig, batch[self.n_inp][:n].cpu())
         return fig
 
     def __repr__(self) -> str:

@@ -14,7 +14,7 @@ from learnkit.core.args import checked_keywords
 from learnkit.core.device import default_device
 from learnkit.data.blocks import TransformBlock, TensorBlock, CategoryBlock, _short
 from learnkit.data.bunch import DataBunch
-from learnkit.data.loaders import LoaderPlan, build_loaders, eval_version, is_random
+from learnkit.data.loaders import LoaderPlan, build_loaders, eval_version, is_random, n_items
 from learnkit.data.pipeline import Collate, ItemGetter, PipelineError, Step, run_step, step_name
 from learnkit.data.splitters import RandomSplitter
 
@@ -58,6 +58,21 @@ def report_bad(bad: Sequence[tuple[Any, str]], on_bad: str, what: str, fix: str)
     text = f"learnkit skipped {len(bad)} {what}:\n{_listing(bad)}"
     warnings.warn(text, stacklevel=4)
     log.warning(text)
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+class WithInput:
+    """item → (target getter's value, input getter's value): what a target that follows the input (a mask,
+    keypoints) is encoded from, so that it can check and follow the input's size. Picklable for workers."""
+
+    def __init__(self, get_target: Callable[[Any], Any], get_input: Callable[[Any], Any]):
+        self.get_target, self.get_input = get_target, get_input
+
+    def __call__(self, item: Any) -> tuple[Any, Any]:
+        return self.get_target(item), self.get_input(item)
 
 
 class DataBlock:
@@ -125,11 +140,28 @@ class DataBlock:
             getter = self._getter(i) if with_getters else None
             if getter is not None:
                 steps.append(getter)
+            if i >= self.n_inp and block.follows_input:  # a mask or points: encoded with the input's raw value
+                if getter is not None:
+                    steps[-1] = (f"({getter[0]}, input)", WithInput(getter[1], self._input_getter()))
+                random = [step_name(t) for t in tfms if is_random(t)]
+                if random:
+                    raise ValueError(f"DataBlock: the item transform(s) {random} are random per item, but the target "
+                                     f"{block!r} must move exactly as the input does, which a random item transform "
+                                     "cannot promise. Fix: use a deterministic item transform (Resize(...)) and make "
+                                     "the random crop in the batch (batch_tfms=aug_transforms(size=..., "
+                                     "min_scale=0.75)), which moves masks and points with the image")
+                steps += block.target_steps(tfms)
+                pipelines.append(steps)
+                continue
             steps.append((f"{type(block).__name__}.encode", block.encode))
             if i < self.n_inp:
                 steps += [(step_name(t), t) for t in tfms]
             pipelines.append(steps)
         return pipelines
+
+    def _input_getter(self) -> Callable[[Any], Any]:
+        getter = self._getter(0)
+        return getter[1] if getter is not None else _identity
 
     def _items(self, source: Any) -> list[Any]:
         try:
@@ -217,11 +249,16 @@ class DataBlock:
                           drop_last, resident, memory_budget, verify,
                           random_items=any(is_random(t) for t in self.item_tfms))
         train_dl, valid_dl, kind, report = build_loaders(plan)
+        target_bad = [(self._name(items[i], values[0][i]), why) for i, why in plan.target_bad]
+        report_bad(target_bad, on_bad, "items whose target cannot be read or does not fit its input",
+                   "fix or remove these target files (masks, points)")
         bad = [(self._name(items[i], values[0][i]), why) for i, why in sorted(plan.bad)]
         report_bad(bad, on_bad, self.blocks[0].bad_items, "delete or replace them")
+        if target_bad and not n_items(train_dl):
+            raise ValueError("DataBlock: no training items are left after leaving out those with bad targets")
         data = bunch_type(train_dl, valid_dl, self.blocks, self.n_inp, self.batch_tfms, device, eval_pipelines,
                           eval_tfms, self._pipelines(with_getters=False, tfms=eval_tfms))
-        data.loader_kind, data.loader_report, data.skipped = kind, report, bad
+        data.loader_kind, data.loader_report, data.skipped = kind, report, target_bad + bad
         data.datablock, data.source = self, source
         if verbose:
             print(report)

@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from learnkit.data.blocks import TransformBlock
-from learnkit.data.pipeline import BlockDataset, Collate, Step
+from learnkit.data.pipeline import BlockDataset, Collate, Step, run_step
 from learnkit.data.resident import ResidentLoader, memory_budget
 
 __all__ = ["WorkerLoader", "make_loader", "default_workers", "BucketBatchSampler", "LMLoader", "LoaderPlan",
@@ -233,6 +233,7 @@ class LoaderPlan:
     verify: bool = True
     random_items: bool = False
     bad: list[tuple[int, str]] = field(default_factory=list)  # (item index, reason): filled while building
+    target_bad: list[tuple[int, str]] = field(default_factory=list)  # the same for masks/points that fail
 
 
 def _encode_targets(block: TransformBlock, values: Sequence[Any]) -> list[torch.Tensor]:
@@ -250,6 +251,51 @@ def _encode_targets(block: TransformBlock, values: Sequence[Any]) -> list[torch.
             encoded[v] = block.encode(v)
         out.append(encoded[v])
     return out
+
+
+def _thread_map(fn: Callable[[Any], Any], values: Sequence[Any], num_workers: int | None) -> list[Any]:
+    """fn over values in order, in threads for many values (PNG inflation and NumPy release the GIL)."""
+    n = min(16, os.cpu_count() or 1) if num_workers is None else num_workers
+    if n <= 1 or len(values) < 256:
+        return [fn(v) for v in values]
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(min(n, 8), thread_name_prefix="learnkit-targets") as pool:
+        return list(pool.map(fn, values, chunksize=64))
+
+
+def _follow_targets(plan: LoaderPlan, order: list[int], tfms: Sequence[Any], keep: bool = True,
+                    sizes: Sequence[tuple[int, int]] | None = None) -> tuple[list[int], dict[int, list[torch.Tensor]]]:
+    """Encode the targets that follow the input (masks, points: `block.follows_input`) of the items in `order`, each
+    from (value, input value) through its `target_steps(tfms)`: (the items whose targets all encode, {block index:
+    their encodings in that order} when `keep`). Items whose target fails (a missing or RGB mask, a size that
+    differs from the image, values outside the codes) go to plan.target_bad with the block's message. `sizes`: the
+    decoded inputs' (height, width) per item of `order`, given instead of the input values (no header read again)."""
+    failed: dict[int, str] = {}
+    columns: dict[int, list[Any]] = {}
+    for b in range(plan.n_inp, len(plan.blocks)):
+        block = plan.blocks[b]
+        if not block.follows_input:
+            continue
+        steps = block.target_steps(tfms)
+
+        def run(k: int, b: int = b, steps: Any = steps) -> tuple[Any, str | None]:
+            i = order[k]
+            value: Any = (plan.values[b][i], plan.values[0][i] if sizes is None else sizes[k])
+            try:
+                for _, fn in steps:
+                    value = fn(value)
+            except Exception as e:  # the blocks' messages name the file and the fix
+                return None, str(e)
+            return (value if keep else None), None
+        results = _thread_map(run, range(len(order)), plan.num_workers)
+        for i, (_, why) in zip(order, results):
+            if why is not None:
+                failed.setdefault(i, why)
+        columns[b] = [v for v, _ in results]
+    plan.target_bad += sorted(failed.items())
+    kept = [i for i in order if i not in failed]
+    encoded = {b: [v for i, v in zip(order, col) if i not in failed] for b, col in columns.items()} if keep else {}
+    return kept, encoded
 
 
 def _encode_inputs(plan: LoaderPlan, order: list[int]) -> tuple[list[int], Any]:
@@ -292,6 +338,11 @@ def _want_resident(plan: LoaderPlan) -> tuple[bool, str]:
     budget = memory_budget(plan.device) if plan.memory_budget is None else int(plan.memory_budget)
     if need is None:
         return False, "items have different sizes"
+    for b in range(plan.n_inp, len(plan.blocks)):  # masks are as many pixels again (as uint8): count them too
+        target_estimate = getattr(plan.blocks[b], "estimate_bytes", None)
+        if target_estimate is not None:
+            more = target_estimate([plan.values[b][i] for i in order], plan.eval_tfms)
+            need += more or 0
     fits = need <= budget
     return fits, (f"about {need / 2**20:.0f} MB decoded {'fits' if fits else 'exceeds'} the budget of "
                   f"{budget / 2**20:.0f} MB")
@@ -299,6 +350,17 @@ def _want_resident(plan: LoaderPlan) -> tuple[bool, str]:
 
 def _resident(plan: LoaderPlan, reason: str) -> tuple[Any, Any, str, str]:
     kept, x = _encode_inputs(plan, plan.train + plan.valid)  # decode only what is used
+    if any(b.follows_input for b in plan.blocks[plan.n_inp:]):  # masks/points, checked against the decoded sizes
+        sizes = [tuple(x.shape[-2:])] * len(kept) if isinstance(x, torch.Tensor) else [tuple(v.shape[-2:]) for v in x]
+        good, follow = _follow_targets(plan, kept, plan.eval_tfms, sizes=[(int(h), int(w)) for h, w in sizes])
+        if len(good) < len(kept):
+            keep = set(good)
+            rows = [k for k, i in enumerate(kept) if i in keep]
+            x = x.index_select(0, torch.tensor(rows)) if isinstance(x, torch.Tensor) else [x[k] for k in rows]
+            kept = good
+    else:
+        follow = {}
+    order = kept
     if plan.eval_tfms or not isinstance(x, torch.Tensor):
         x = [_apply(plan.eval_tfms, v) for v in x]
         shapes = {tuple(t.shape) for t in x}
@@ -306,7 +368,9 @@ def _resident(plan: LoaderPlan, reason: str) -> tuple[Any, Any, str, str]:
             raise ValueError(f"resident=True needs inputs of one size, found {sorted(shapes)[:5]}; add an item "
                              "transform that gives every item the same shape (e.g. Resize(224)), or resident=False")
         x = torch.stack(x) if x else torch.zeros(0)
-    targets = [torch.stack(_encode_targets(plan.blocks[b], [plan.values[b][i] for i in kept]))
+    position = {i: k for k, i in enumerate(order)}
+    targets = [torch.stack([follow[b][position[i]] for i in kept] if b in follow else
+                           _encode_targets(plan.blocks[b], [plan.values[b][i] for i in kept]))
                for b in range(1, len(plan.blocks))]
     tensors = [t.to(plan.device) for t in [x] + targets]
     train_set = set(plan.train)
@@ -328,7 +392,9 @@ def _workers(plan: LoaderPlan, reason: str) -> tuple[Any, Any, str, str]:
     if plan.verify and verify is not None:
         for pos, why in verify([plan.values[0][i] for i in order], plan.num_workers):
             plan.bad.append((order[pos], why))
-    bad = {i for i, _ in plan.bad}
+    if plan.verify:  # masks and points read once up front (without item transforms), so bad ones fail now
+        _follow_targets(plan, order, [], keep=False)
+    bad = {i for i, _ in plan.bad} | {i for i, _ in plan.target_bad}
     train = [i for i in plan.train if i not in bad]
     valid = [i for i in plan.valid if i not in bad]
     drop_last = len(train) > plan.batch_size if plan.drop_last is None else plan.drop_last

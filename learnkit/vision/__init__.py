@@ -4,9 +4,11 @@ Where each concern lives: decoding, the ImageBlock and labellers in `image.py`; 
 `transforms.py`; device batch augmentation (one grid_sample per batch) in `augment.py`; ImageDataBunch and
 the GPU-resident path in `data.py`; bodies, heads and pretrained weights in `models.py` (and
 `efficientnet.py`, `nets.py`); `vision_learner` in `learner.py`; interpretation and TTA in `interpret.py`;
-MixUp, CutMix and label smoothing in `regularize.py`.
+MixUp, CutMix and label smoothing in `regularize.py`; masks (`MaskBlock`, `SegmentationDataBunch`) in
+`segment.py`, keypoints (`PointBlock`, `PointsDataBunch`) in `points.py`, what they share (image sizes, following
+item transforms, drawing over an image) in `targets.py`.
 """
-from learnkit.vision.augment import BatchAugment, BatchResize, aug_transforms
+from learnkit.vision.augment import BatchAugment, BatchResize, Warp, aug_transforms
 from learnkit.vision.data import IMAGENET_STATS, ImageDataBunch
 from learnkit.vision.efficientnet import EfficientNetLite0, load_efficientnet_lite0_weights
 from learnkit.vision.image import (ImageBlock, ImageLoadError, RegexLabeller, decode_images, get_image_files,
@@ -16,7 +18,10 @@ from learnkit.vision.learner import ChannelsLast, vision_learner
 from learnkit.vision.models import (PretrainedWeightsNotFound, VisionModel, create_vision_model, load_pretrained,
                                     pretrained_stats, vision_splitter)
 from learnkit.vision.nets import ResNet9
+from learnkit.vision.points import PointBlock, PointsDataBunch
 from learnkit.vision.regularize import CutMix, LabelSmoothingCrossEntropy, MixUp
+from learnkit.vision.segment import MaskBlock, SegmentationDataBunch, read_codes
+from learnkit.vision.targets import code_colors, image_size, mask_legend, show_mask, show_points
 from learnkit.vision.transforms import RandomResizedCrop, Resize
 
 __all__ = [
@@ -26,4 +31,6 @@ __all__ = [
     "aug_transforms", "create_vision_model", "decode_images", "get_image_files", "load_efficientnet_lite0_weights",
     "load_image", "load_pretrained", "parent_label", "pretrained_stats", "show_results", "tta", "verify_images",
     "vision_learner", "vision_splitter",
+    "MaskBlock", "PointBlock", "PointsDataBunch", "SegmentationDataBunch", "Warp", "code_colors", "image_size",
+    "mask_legend", "read_codes", "show_mask", "show_points",
 ]

@@ -19,7 +19,7 @@ from torch import nn
 
 from learnkit.data.transforms import register_transform
 
-__all__ = ["AugmentParams", "BatchAugment", "BatchResize", "aug_transforms"]
+__all__ = ["AugmentParams", "BatchAugment", "BatchResize", "Warp", "aug_transforms"]
 
 _MODES = ("bilinear", "nearest", "bicubic")
 _PAD_MODES = ("zeros", "border", "reflection")
@@ -126,8 +126,9 @@ class AugmentParams:
         """Which images change brightness or contrast."""
         return (self.brightness != 0.5) | (self.contrast != 1)
 
-    def homographies(self, out_hw: Sequence[int]) -> torch.Tensor:
-        """(B, 3, 3) float32 matrices mapping output to input normalized coordinates (see the module doc)."""
+    def homographies(self, out_hw: Sequence[int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """(B, 3, 3) matrices (float32 unless `dtype`) mapping output to input normalized coordinates (see the
+        module doc)."""
         p = {k: v.double() for k, v in vars(self).items()}
         n, (out_h, out_w) = len(self.angle), out_hw
         one, zero = torch.ones(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
@@ -152,7 +153,67 @@ class AugmentParams:
         g, h = (dx3 * dy2 - dx2 * dy3) / den, (dx1 * dy3 - dx3 * dy1) / den
         square = mat((x1 - x0 + g * x1, x3 - x0 + h * x3, x0), (y1 - y0 + g * y1, y3 - y0 + h * y3, y0), (g, h, one))
         to_unit = torch.tensor([[0.5, 0, 0.5], [0, 0.5, 0.5], [0, 0, 1]], dtype=torch.float64)
-        return (crop @ flip @ rotate @ zoom @ square @ to_unit).float()
+        return (crop @ flip @ rotate @ zoom @ square @ to_unit).to(dtype)
+
+
+def _pixel_grid(mats: torch.Tensor, out_hw: Sequence[int], projective: bool) -> torch.Tensor:
+    """(B, h, w, 2) input coordinates sampled by each output pixel centre under the (B, 3, 3) matrices."""
+    (h, w), dev = out_hw, mats.device
+    ys = (torch.arange(h, device=dev, dtype=torch.float32) * 2 + 1) / h - 1
+    xs = (torch.arange(w, device=dev, dtype=torch.float32) * 2 + 1) / w - 1
+    base = torch.stack([xs.expand(h, w), ys[:, None].expand(h, w), torch.ones(h, w, device=dev)], -1)
+    grid = base.view(1, h * w, 3) @ mats.transpose(1, 2)  # (B, h*w, 3)
+    # w > 0 on the output square under a perspective warp below 0.5: the warped quad stays convex
+    grid = grid[..., :2] / grid[..., 2:] if projective else grid[..., :2]
+    return grid.reshape(-1, h, w, 2)
+
+
+@dataclass
+class Warp:
+    """One batch's geometric transform, shared by the input and the targets that follow it (a mask, points): a
+    target block's `warp(batch, warp)` moves its values with `sample` (pixels) or `points` (coordinates).
+
+    Attributes:
+        matrices: (B, 3, 3) float64 on the CPU, output → input normalized coordinates (see the module doc).
+        grid: (B, h, w, 2) float32 on the device: the input coordinates each output pixel centre samples.
+        in_hw, out_hw: the input's and the output's (height, width).
+    """
+
+    matrices: torch.Tensor
+    grid: torch.Tensor
+    in_hw: tuple[int, int]
+    out_hw: tuple[int, int]
+
+    @classmethod
+    def from_matrices(cls, matrices: torch.Tensor, in_hw: Sequence[int], out_hw: Sequence[int],
+                      device: torch.device, projective: bool = True) -> "Warp":
+        mats = matrices.to(torch.float32).to(device, non_blocking=True)
+        return cls(matrices.double(), _pixel_grid(mats, out_hw, projective), tuple(in_hw), tuple(out_hw))
+
+    @classmethod
+    def center(cls, batch_size: int, in_hw: Sequence[int], out_hw: Sequence[int], device: torch.device) -> "Warp":
+        """The eval-mode centre crop + resize of `BatchResize` (the same rounded window) as a Warp."""
+        (in_h, in_w), (h, w) = in_hw, out_hw
+        ch, cw = min(in_h, round(in_w * h / w)), min(in_w, round(in_h * w / h))
+        top, left = (in_h - ch) // 2, (in_w - cw) // 2
+        m = torch.tensor([[cw / in_w, 0, (2 * left + cw) / in_w - 1], [0, ch / in_h, (2 * top + ch) / in_h - 1],
+                          [0, 0, 1]], dtype=torch.float64)
+        return cls.from_matrices(m.expand(batch_size, 3, 3), in_hw, out_hw, device, projective=False)
+
+    def sample(self, x: torch.Tensor, mode: str, padding_mode: str) -> torch.Tensor:
+        """`grid_sample` of a float batch (B, C, H, W) onto the output grid."""
+        return F.grid_sample(x, self.grid, mode=mode, padding_mode=padding_mode, align_corners=False)
+
+    def points(self, xy: torch.Tensor) -> torch.Tensor:
+        """Input normalized coordinates (B, K, 2) → where they land in the output (the inverse homography).
+        Points that leave the picture come out beyond [-1, 1]; they are not clamped."""
+        inv = torch.linalg.inv(self.matrices).to(torch.float32).to(xy.device, non_blocking=True)
+        p = torch.cat([xy.float(), torch.ones_like(xy[..., :1], dtype=torch.float32)], -1) @ inv.transpose(1, 2)
+        return p[..., :2] / p[..., 2:]
+
+    def mirrored(self) -> torch.Tensor:
+        """(B,) bool: the transform mirrors the picture (one flip, not two): left and right swap."""
+        return torch.linalg.det(self.matrices) < 0
 
 
 class BatchAugment(nn.Module):
@@ -243,34 +304,57 @@ class BatchAugment(nn.Module):
             brightness=maybe(u[15], self.p_lighting, 0.5 * (1 + symmetric(u[16], self.max_lighting)), one / 2),
             contrast=maybe(u[17], self.p_lighting, torch.exp(lo_c - 2 * lo_c * u[18]), one))
 
-    def augment(self, x: torch.Tensor, params: AugmentParams) -> torch.Tensor:
+    def augment(self, x: torch.Tensor, params: AugmentParams, warp: Warp | None = None) -> torch.Tensor:
         """Apply drawn `params` to a batch (B, C, H, W): one `grid_sample` (skipped when nothing moves and the
-        size is kept), then lighting (skipped when none was drawn). Returns float32 in [0, 1]."""
+        size is kept), then lighting (skipped when none was drawn). Returns float32 in [0, 1]. `warp`: the
+        batch's `Warp` when the caller built it already (to move targets with it)."""
         with torch.autocast(x.device.type, enabled=False):  # the grid must stay float32 under mixed precision
             x = _to_float(x)
-            out_hw = self.size or tuple(x.shape[-2:])
-            if bool(params.coord_mask().any()) or out_hw != tuple(x.shape[-2:]):
-                x = self._sample(x, params, out_hw)
+            if warp is None:
+                warp = self.warp_of(params, tuple(x.shape[-2:]), x.device)
+            if warp is not None:
+                x = warp.sample(x, self.mode, self.pad_mode)
+                x = x.clamp(0, 1) if self.mode == "bicubic" else x
             light = params.lighting_mask()
             if bool(light.any()):
                 x = self._lighting(x, params, light)
             return x
 
-    def _sample(self, x: torch.Tensor, params: AugmentParams, out_hw: tuple[int, int]) -> torch.Tensor:
+    def warp_of(self, params: AugmentParams, in_hw: tuple[int, int], device: torch.device) -> Warp | None:
+        """The batch's `Warp` for drawn `params`, or None when nothing moves and the size is kept."""
+        out_hw = self.size or in_hw
+        if not bool(params.coord_mask().any()) and out_hw == in_hw:
+            return None
         # Matrices are built on the CPU (tiny, and identical on every device) and sent over without a sync.
-        mats = params.homographies(out_hw).to(x.device, non_blocking=True)
-        (h, w), dev = out_hw, x.device
-        ys = (torch.arange(h, device=dev, dtype=torch.float32) * 2 + 1) / h - 1
-        xs = (torch.arange(w, device=dev, dtype=torch.float32) * 2 + 1) / w - 1
-        base = torch.stack([xs.expand(h, w), ys[:, None].expand(h, w), torch.ones(h, w, device=dev)], -1)
-        grid = base.view(1, h * w, 3) @ mats.transpose(1, 2)  # (B, h*w, 3)
-        if bool(((params.warp_x != 0) | (params.warp_y != 0)).any()):
-            grid = grid[..., :2] / grid[..., 2:]  # w > 0 on the output square: the warped quad stays convex
+        projective = bool(((params.warp_x != 0) | (params.warp_y != 0)).any())
+        return Warp.from_matrices(params.homographies(out_hw, torch.float64), in_hw, out_hw, device, projective)
+
+    def transform_batch(self, batch: Sequence[torch.Tensor], blocks: Sequence, n_inp: int) -> tuple:
+        """The whole batch (called by `DataBunch.transfer`): the first input as `forward` does, and every target
+        whose block follows the input (`block.follows_input`: MaskBlock, PointBlock) moved by the same `Warp`
+        through `block.warp(target, warp)` (masks: nearest, never blending labels; points: the same transform
+        applied to their coordinates). Other inputs and targets (labels) pass unchanged."""
+        followers = [i for i in range(n_inp, min(len(batch), len(blocks)))
+                     if getattr(blocks[i], "follows_input", False)]
+        x = batch[0]
+        if not followers:
+            return (self(x),) + tuple(batch[1:])
+        in_hw = (int(x.shape[-2]), int(x.shape[-1]))
+        if not self.training:
+            if self.size is None or in_hw == self.size:
+                return tuple(batch)
+            warp: Warp | None = Warp.center(len(x), in_hw, self.size, x.device)
+            x = _center_resize(x, self.size)
         else:
-            grid = grid[..., :2]
-        out = F.grid_sample(x, grid.reshape(-1, h, w, 2), mode=self.mode, padding_mode=self.pad_mode,
-                            align_corners=False)
-        return out.clamp(0, 1) if self.mode == "bicubic" else out
+            params = self.draw_params(x.shape[0], in_hw)
+            warp = self.warp_of(params, in_hw, x.device)
+            x = self.augment(x, params, warp)
+        out = list(batch)
+        out[0] = x
+        if warp is not None:
+            for i in followers:
+                out[i] = blocks[i].warp(batch[i], warp)
+        return tuple(out)
 
     @staticmethod
     def _lighting(x: torch.Tensor, params: AugmentParams, mask: torch.Tensor) -> torch.Tensor:

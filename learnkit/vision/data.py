@@ -272,12 +272,16 @@ class ImageDataBunch(DataBunch):
     # ------------------------------------------------------------------ the one path
     @classmethod
     def _images(cls, files: list[Path], labels: list[Any], splitter: Any, multi_label: bool,
-                label_delim: str | None, *, skipped: Sequence[tuple[Any, str]] = (), item_tfms: Any, batch_tfms: Any,
+                label_delim: str | None, *, skipped: Sequence[tuple[Any, str]] = (),
+                y_block: TransformBlock | None = None, item_tfms: Any, batch_tfms: Any,
                 batch_size: int, mode: str | None, normalize: Any, resident: Any, memory_budget: int | None,
                 num_workers: int | None, device: Any, on_bad: str, max_pixels: int | None, verify: bool,
                 drop_last: bool | None, seed: int | None, verbose: bool) -> "ImageDataBunch":
-        """(file, label) items described as a DataBlock and built by its `databunch()`, then normalized."""
-        y_block: TransformBlock = MultiCategoryBlock(delim=label_delim) if multi_label else CategoryBlock()
+        """(file, label) items described as a DataBlock and built by its `databunch()`, then normalized. `y_block`:
+        the target block (default: CategoryBlock, or MultiCategoryBlock when `multi_label`); masks and points
+        constructors (vision/segment.py, vision/points.py) pass theirs."""
+        if y_block is None:
+            y_block = MultiCategoryBlock(delim=label_delim) if multi_label else CategoryBlock()
         dblock = DataBlock(blocks=(ImageBlock(mode=mode, max_pixels=max_pixels), y_block), splitter=splitter,
                            item_tfms=item_tfms, batch_tfms=batch_tfms)
         data = dblock.databunch(list(zip(files, labels)), batch_size=batch_size, num_workers=num_workers,

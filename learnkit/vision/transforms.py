@@ -140,22 +140,29 @@ class Resize(ItemTransform):
     def _offset(self, room: int) -> int:
         return int(torch.randint(0, room + 1, ())) if self.random and room > 0 else room // 2
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        _check_image(x, "Resize")
-        height, width = x.shape[-2:]
+    def layout(self, height: int, width: int) -> tuple[tuple[int, int, int, int], tuple[int, int], tuple[int, int]]:
+        """Where an input of `height` x `width` goes: ((top, left, crop height, crop width) of the region kept,
+        (height, width) it is resized to, (top, left) padding before it in the output). Masks and keypoints
+        follow an image's Resize through this (learnkit/vision/segment.py, points.py)."""
         h, w = self.size
         if self.method == "squish":
-            return _resize(x, h, w)
+            return (0, 0, height, width), (h, w), (0, 0)
         if self.method == "crop":  # crop the source region first, then resize once: less work, same result
             scale = max(h / height, w / width)
             ch, cw = min(height, max(1, round(h / scale))), min(width, max(1, round(w / scale)))
-            top, left = self._offset(height - ch), self._offset(width - cw)
-            return _resize(x[:, top:top + ch, left:left + cw], h, w)
+            return (self._offset(height - ch), self._offset(width - cw), ch, cw), (h, w), (0, 0)
         scale = min(h / height, w / width)
         nh, nw = min(h, max(1, round(height * scale))), min(w, max(1, round(width * scale)))
+        return (0, 0, height, width), (nh, nw), (self._offset(h - nh), self._offset(w - nw))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        _check_image(x, "Resize")
+        (top, left, ch, cw), (nh, nw), (pad_top, pad_left) = self.layout(*x.shape[-2:])
+        if (ch, cw) != tuple(x.shape[-2:]):
+            x = x[:, top:top + ch, left:left + cw]
         x = _resize(x, nh, nw)
-        top, left = self._offset(h - nh), self._offset(w - nw)
-        return _pad(x, top, h - nh - top, left, w - nw - left, self.pad_mode)
+        h, w = self.size
+        return _pad(x, pad_top, h - nh - pad_top, pad_left, w - nw - pad_left, self.pad_mode)
 
     def eval_transform(self) -> "Resize":
         return Resize(self.size, self.method, self.pad_mode, random=False) if self.random else self

@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 COURSES = REPO / "courses"
 NOTEBOOKS = sorted(COURSES.glob("*.ipynb"))
 EXPECTED = ["02_lr_finder_and_one_cycle", "03_data_blocks_from_scratch", "04_text_classification",
-            "05_under_the_hood"]
+            "05_under_the_hood", "06_segmentation"]
 CELL_TIMEOUT = 600  # seconds per cell; the notebooks run in about a minute each on a 2-core CPU
 KERNEL_NAME = "learnkit-tests"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colour codes in the kernel's tracebacks
