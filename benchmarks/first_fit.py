@@ -63,6 +63,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--lite0", default=None)
     parser.add_argument("--per-class", type=int, default=135)
+    parser.add_argument("--png", type=Path, default=ROOT / "datasets" / "fashion-mnist-sample" / "png")
     parser.add_argument("--profile", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -83,7 +84,7 @@ def main() -> None:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from transfer_defaults import image_folder
     with tempfile.TemporaryDirectory() as tmp:
-        folder = image_folder(args.per_class, Path(tmp))
+        folder = image_folder(args.per_class, Path(tmp), args.png)
         t = time.perf_counter()
         data = ImageDataBunch.from_folder(folder, item_tfms=[Resize(64)], batch_size=64, seed=0, verbose=False)
         sync()

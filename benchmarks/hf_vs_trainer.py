@@ -65,7 +65,8 @@ def trainer_worker(folder: str, csv_path: str, epochs: int, lr: float, batch_siz
     valid_set = set(valid)
     train_rows = [r for i, r in enumerate(rows) if i not in valid_set]
     valid_rows = [rows[i] for i in valid]
-    model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=len(classes))
+    # float32 master weights under bf16 autocast, as learnkit trains (a float16 checkpoint would load as float16)
+    model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=len(classes), dtype=torch.float32)
     with tempfile.TemporaryDirectory() as out:
         args = TrainingArguments(output_dir=out, per_device_train_batch_size=batch_size, per_device_eval_batch_size=128,
                                  num_train_epochs=epochs, learning_rate=lr, weight_decay=0.01,

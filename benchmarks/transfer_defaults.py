@@ -27,14 +27,14 @@ PNG = ROOT / "datasets" / "fashion-mnist-sample" / "png"
 METHODS = ("head_only", "fastai_head_1_epoch", "default", "full")
 
 
-def image_folder(per_class: int, root: Path) -> Path:
+def image_folder(per_class: int, root: Path, png: Path = PNG) -> Path:
     """A train/valid folder of symlinks: the first `per_class` training images of each class, all valid images."""
     folder = root / f"fmnist_{per_class}"
-    for cls in sorted((PNG / "train").iterdir()):
+    for cls in sorted((png / "train").iterdir()):
         (folder / "train" / cls.name).mkdir(parents=True, exist_ok=True)
         for f in sorted(cls.glob("*.png"), key=lambda p: int(p.stem))[:per_class]:
             (folder / "train" / cls.name / f.name).symlink_to(f.resolve())
-    (folder / "valid").symlink_to((PNG / "valid").resolve())
+    (folder / "valid").symlink_to((png / "valid").resolve())
     return folder
 
 
@@ -57,16 +57,17 @@ def peak_memory() -> float | None:
     return round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else None
 
 
-def run_vision(folder: Path, lite0: str | None, method: str, epochs: int, seed: int, per_class: int) -> dict:
+def run_vision(folder: Path, lite0: str | None, method: str, epochs: int, seed: int, per_class: int,
+               size: int = 64) -> dict:
     from learnkit import set_seed
     from learnkit.vision import ImageDataBunch, Resize, vision_learner
     set_seed(seed)
     start = time.perf_counter()
-    data = ImageDataBunch.from_folder(folder, item_tfms=[Resize(64)], batch_size=64, seed=seed, verbose=False)
+    data = ImageDataBunch.from_folder(folder, item_tfms=[Resize(size)], batch_size=64, seed=seed, verbose=False)
     learn = vision_learner(data, "efficientnet_lite0", weights=lite0, progress=False)
     train(learn, method, epochs, base_lr=2e-3)
     report = getattr(learn, "fine_tune_report", {})
-    return {"task": folder.name, "train_items": 10 * per_class, "method": method, "epochs": epochs, "seed": seed,
+    return {"task": folder.name, "train_items": 10 * per_class, "size": size, "method": method, "epochs": epochs, "seed": seed,
             "accuracy": round(learn.validate()["accuracy"], 4), "seconds": round(time.perf_counter() - start, 1),
             "head_epochs": report.get("head_epochs"), "restored": report.get("restored")}
 
@@ -105,8 +106,12 @@ def run_text(minilm: str, csv_path: str, method: str, epochs: int, seed: int, ar
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--lite0", default=None, help="EfficientNet-Lite0 weights file (default: the package's)")
+    parser.add_argument("--png", type=Path, default=PNG, help="the Fashion-MNIST PNG sample (train/, valid/)")
     parser.add_argument("--minilm"), parser.add_argument("--csv")
     parser.add_argument("--per-class", type=int, nargs="+", default=[30, 60, 135])
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--text-train", type=int, default=None, help="use only this many training texts")
+    parser.add_argument("--max-len", type=int, default=128)
     parser.add_argument("--epochs", type=int, nargs="+", default=[3, 10])
     parser.add_argument("--text-epochs", type=int, default=3)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -124,11 +129,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if args.only in (None, "vision"):
             for per_class in args.per_class:
-                folder = image_folder(per_class, Path(tmp))
+                folder = image_folder(per_class, Path(tmp), args.png)
                 for epochs in args.epochs:
                     for seed in args.seeds:
                         for method in METHODS:
-                            record(run_vision(folder, args.lite0, method, epochs, seed, per_class))
+                            record(run_vision(folder, args.lite0, method, epochs, seed, per_class, args.size))
     if args.only in (None, "text") and args.minilm:
         for seed in args.seeds:
             for method in METHODS:

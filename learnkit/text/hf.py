@@ -130,6 +130,7 @@ class HFClassifier(nn.Module):
             self.encoder = transformers.AutoModel.from_config(_config(transformers, config), attn_implementation="sdpa")
         except (ValueError, ImportError):  # an architecture without an sdpa implementation (DeBERTa-v2)
             self.encoder = transformers.AutoModel.from_config(_config(transformers, config), attn_implementation="eager")
+        self.encoder.float()  # float32 master weights (a config may say float16); autocast chooses the compute type
         self.pad_id, self.pooling = int(pad_id), pooling
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.encoder.config.hidden_size, n_out))
 
