@@ -3,6 +3,7 @@ saved with `save_pretrained` and tokenizers trained here (hf_models.py); the hub
 (core/hub.py); LoRA (learner/lora.py)."""
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 
@@ -82,6 +83,10 @@ def test_export_torch_takes_token_ids_of_any_batch_and_length(folders, tmp_path)
     torch.testing.assert_close(program(ids), expected, atol=1e-5, rtol=0)
     side = (tmp_path / "model.pt2.tokenizer.json").read_text()
     assert '"kind": "hf"' in side and "[CLS]" in side    # the tokenizer's own tokenizer.json rides beside it
+    card = json.loads((tmp_path / "model.pt2.card.json").read_text())
+    spec = card["input"]
+    assert spec["vocab_size"] == len(block.tokenizer) and spec["pad_id"] == 0 and "from_str" in \
+        spec["tokenizer"]["tokenizer_json"]
 
 
 def test_hub_id_resolves_from_the_standard_cache_layout(folders, tmp_path):
