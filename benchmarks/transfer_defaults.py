@@ -58,16 +58,17 @@ def peak_memory() -> float | None:
 
 
 def run_vision(folder: Path, lite0: str | None, method: str, epochs: int, seed: int, per_class: int,
-               size: int = 64) -> dict:
+               size: int = 64, batch_size: int = 64) -> dict:
     from learnkit import set_seed
     from learnkit.vision import ImageDataBunch, Resize, vision_learner
     set_seed(seed)
     start = time.perf_counter()
-    data = ImageDataBunch.from_folder(folder, item_tfms=[Resize(size)], batch_size=64, seed=seed, verbose=False)
+    data = ImageDataBunch.from_folder(folder, item_tfms=[Resize(size)], batch_size=batch_size, seed=seed, verbose=False)
     learn = vision_learner(data, "efficientnet_lite0", weights=lite0, progress=False)
     train(learn, method, epochs, base_lr=2e-3)
     report = getattr(learn, "fine_tune_report", {})
-    return {"task": folder.name, "train_items": 10 * per_class, "size": size, "method": method, "epochs": epochs, "seed": seed,
+    return {"task": folder.name, "train_items": 10 * per_class, "size": size, "batch_size": batch_size,
+            "steps_per_epoch": len(data.train_dl), "method": method, "epochs": epochs, "seed": seed,
             "accuracy": round(learn.validate()["accuracy"], 4), "seconds": round(time.perf_counter() - start, 1),
             "head_epochs": report.get("head_epochs"), "restored": report.get("restored")}
 
@@ -110,6 +111,7 @@ def main() -> None:
     parser.add_argument("--minilm"), parser.add_argument("--csv")
     parser.add_argument("--per-class", type=int, nargs="+", default=[30, 60, 135])
     parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--text-train", type=int, default=None, help="use only this many training texts")
     parser.add_argument("--max-len", type=int, default=128)
     parser.add_argument("--epochs", type=int, nargs="+", default=[3, 10])
@@ -133,7 +135,8 @@ def main() -> None:
                 for epochs in args.epochs:
                     for seed in args.seeds:
                         for method in METHODS:
-                            record(run_vision(folder, args.lite0, method, epochs, seed, per_class, args.size))
+                            record(run_vision(folder, args.lite0, method, epochs, seed, per_class, args.size,
+                                              args.batch_size))
     if args.only in (None, "text") and args.minilm:
         for seed in args.seeds:
             for method in METHODS:

@@ -9,6 +9,7 @@ from learnkit.callbacks import (EMA, CSVLogger, Checkpoint, EarlyStopping, Gradi
                                 ReduceLROnPlateau, SaveBestModel, TerminateOnNaN)
 from learnkit.core import (create_model, default_device, list_models, load_tensors, register_model, save_tensors,
                            set_seed)
+from learnkit.core.hub import ModelNotCached
 from learnkit.data import (CategoryBlock, ColumnSplitter, DataBlock, DataBunch, FolderSplitter, FuncSplitter,
                            IndexSplitter, MultiCategoryBlock, Normalize, PipelineError, RandomSplitter,
                            RegressionBlock, TensorBlock, TransformBlock, read_idx)
@@ -16,6 +17,7 @@ from learnkit.export import Predictor, load_learner
 from learnkit.learner import (RMSE, BottleneckReport, Callback, CancelBatch, CancelEpoch, CancelFit, CancelStep,
                               CancelTrain, CancelValidate, F1Score, History, Learner, LearnerCheckError, Metric,
                               ProgressBar, TopKAccuracy, accuracy, accuracy_multi, error_rate, mae, mse)
+from learnkit.learner.lora import add_lora, merge_lora
 from learnkit.optim import SGD, AdamW
 
 __all__ = [
@@ -27,5 +29,6 @@ __all__ = [
     "Predictor", "ProgressBar", "RMSE", "RandomSplitter", "ReduceLROnPlateau", "RegressionBlock", "SGD",
     "SaveBestModel", "TensorBlock", "TerminateOnNaN", "TopKAccuracy", "TransformBlock", "__version__", "accuracy",
     "accuracy_multi", "create_model", "default_device", "error_rate", "list_models", "load_learner", "load_tensors",
-    "mae", "mse", "read_idx", "register_model", "save_tensors", "set_seed",
+    "mae", "mse", "read_idx", "register_model", "save_tensors", "set_seed", "ModelNotCached", "add_lora",
+    "merge_lora",
 ]

@@ -5,6 +5,7 @@ from learnkit.learner.events import (EVENTS, Callback, CancelBatch, CancelEpoch,
                                      CancelValidate)
 from learnkit.learner.history import History
 from learnkit.learner.learner import Learner
+from learnkit.learner.lora import LoRALinear, add_lora, merge_lora
 from learnkit.learner.lr_find import SuggestedLRs
 from learnkit.learner.metrics import (RMSE, AvgMetric, F1Score, Metric, TopKAccuracy, accuracy, accuracy_multi,
                                       error_rate, mae, mse)
@@ -14,4 +15,4 @@ from learnkit.learner.progress import ProgressBar
 __all__ = ["EVENTS", "AvgMetric", "BottleneckReport", "Callback", "CancelBatch", "CancelEpoch", "CancelFit",
            "CancelStep", "CancelTrain", "CancelValidate", "F1Score", "History", "Learner", "LearnerCheckError",
            "Metric", "ProgressBar", "RMSE", "SuggestedLRs", "TopKAccuracy", "accuracy",
-           "accuracy_multi", "error_rate", "mae", "mse"]
+           "accuracy_multi", "error_rate", "mae", "mse", "LoRALinear", "add_lora", "merge_lora"]
