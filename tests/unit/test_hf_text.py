@@ -185,3 +185,14 @@ def test_merge_lora_counts_and_builtin_bert_has_projections():
     wrapped = add_lora(model, rank=2)
     assert len(wrapped) == 3 * CONFIG["num_hidden_layers"]   # query, key, value per layer
     assert merge_lora(model) == len(wrapped)
+
+
+def test_gradual_unfreezing_walks_the_hf_layer_groups(folders):
+    learn = text_classifier_learner(data(), "transformers", weights=folders["distilbert"], progress=False)
+    trainable = []
+
+    class Record(lk.Callback):
+        def before_fit(self, learn):
+            trainable.append([any(p.requires_grad for p in g.parameters() if p.ndim > 1) for g in learn.layer_groups])
+    learn.fine_tune(1, base_lr=1e-3, strategy="gradual", freeze_epochs=1, callbacks=[Record()])
+    assert trainable == [[False, False, True], [False, True, True], [True, True, True]]
