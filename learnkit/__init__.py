@@ -10,6 +10,7 @@ from learnkit.callbacks import (EMA, CSVLogger, Checkpoint, EarlyStopping, Gradi
 from learnkit.callbacks import MLflowLogger, TensorBoardLogger
 from learnkit.core import (create_model, default_device, list_models, load_tensors, register_model, save_tensors,
                            set_seed)
+from learnkit.core.hub import ModelNotCached
 from learnkit.data import (CategoryBlock, ColumnSplitter, DataBlock, DataBunch, FolderSplitter, FuncSplitter,
                            IndexSplitter, MultiCategoryBlock, Normalize, PipelineError, RandomSplitter,
                            RegressionBlock, TensorBlock, TransformBlock, read_idx)
@@ -19,6 +20,7 @@ from learnkit.learner import (RMSE, BottleneckReport, Callback, CancelBatch, Can
                               ProgressBar, TopKAccuracy, accuracy, accuracy_multi, error_rate, mae, mse)
 from learnkit.learner import (BalancedAccuracy, ClassAccuracy, MatthewsCorrCoef, RocAuc, SkMetric, StatefulMetric,
                               per_class_accuracy)
+from learnkit.learner.lora import add_lora, merge_lora
 from learnkit.optim import SGD, AdamW
 
 __all__ = [
@@ -30,7 +32,8 @@ __all__ = [
     "Predictor", "ProgressBar", "RMSE", "RandomSplitter", "ReduceLROnPlateau", "RegressionBlock", "SGD",
     "SaveBestModel", "TensorBlock", "TerminateOnNaN", "TopKAccuracy", "TransformBlock", "__version__", "accuracy",
     "accuracy_multi", "create_model", "default_device", "error_rate", "list_models", "load_learner", "load_tensors",
-    "mae", "mse", "read_idx", "register_model", "save_tensors", "set_seed",
     "BalancedAccuracy", "ClassAccuracy", "MatthewsCorrCoef", "RocAuc", "SkMetric", "StatefulMetric",
     "per_class_accuracy", "MLflowLogger", "TensorBoardLogger",
+    "mae", "mse", "read_idx", "register_model", "save_tensors", "set_seed", "ModelNotCached", "add_lora",
+    "merge_lora",
 ]

@@ -160,6 +160,11 @@ def _input_spec(learn: "Learner", x: torch.Tensor, kind: str, max_tokens: int | 
         block_cfg = block.to_config()
         tokenizer = dict(block_cfg.get("tokenizer") or {})
         vocab = tokenizer.pop("vocab", None) or block_cfg.get("itos") or []
+        if tokenizer.pop("tokenizer_json", None) is not None:  # a Hugging Face tokenizer.json: in the side file only
+            vocab = range(len(block.tokenizer))
+            tokenizer["tokenizer_json"] = ("in tokenizer_file under block.tokenizer.tokenizer_json; also "
+                                           "tokenizers.Tokenizer.from_str(json.dumps(it)), truncated to max_len ids "
+                                           "(special tokens included)")
         return {"name": "input_ids", "dtype": "int64", "shape": ["batch", "tokens"],
                 "pad_id": int(block.pad_idx), "max_tokens": max_tokens, "min_tokens": 1,
                 "block": block_cfg.get("type"), "max_len": block_cfg.get("max_len"), "tokenizer": tokenizer,

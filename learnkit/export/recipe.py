@@ -15,7 +15,7 @@ __all__ = ["FORMAT", "FORMAT_VERSION", "MAX_RECIPE_BYTES", "MEANING_FIELDS", "ch
            "meaning_sha256"]
 
 FORMAT, FORMAT_VERSION = "learnkit-export", 2
-MAX_RECIPE_BYTES = 16 * 2**20
+MAX_RECIPE_BYTES = 64 * 2**20  # a Hugging Face tokenizer.json rides inside (XLM-R's is 17 MB)
 MAX_WEIGHTS_BYTES = 2**40
 # What the bundle predicts depends on these: each is hashed (canonical JSON) into `meaning_sha256`.
 MEANING_FIELDS = ("model", "blocks", "n_inp", "item_tfms", "batch_tfms", "classes", "weights")

@@ -5,6 +5,7 @@ from learnkit.learner.events import (EVENTS, Callback, CancelBatch, CancelEpoch,
                                      CancelValidate)
 from learnkit.learner.history import History
 from learnkit.learner.learner import Learner
+from learnkit.learner.lora import LoRALinear, add_lora, merge_lora
 from learnkit.learner.lr_find import SuggestedLRs
 from learnkit.learner.metrics import (RMSE, AvgMetric, F1Score, Metric, StatefulMetric, TopKAccuracy, accuracy,
                                       accuracy_multi, error_rate, mae, mse)
@@ -18,4 +19,4 @@ __all__ = ["EVENTS", "AvgMetric", "BottleneckReport", "Callback", "CancelBatch",
            "Metric", "ProgressBar", "RMSE", "SuggestedLRs", "TopKAccuracy", "accuracy",
            "accuracy_multi", "error_rate", "mae", "mse",
            "AccumulatedMetric", "BalancedAccuracy", "ClassAccuracy", "MatthewsCorrCoef", "RocAuc", "SkMetric",
-           "StatefulMetric", "per_class_accuracy"]
+           "StatefulMetric", "per_class_accuracy", "LoRALinear", "add_lora", "merge_lora"]

@@ -4,6 +4,7 @@ weight decay per layer group, freezing. `Recipes` is a base class of `Learner` (
 itself stays in learner.py, the schedules in optim/schedules.py."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -14,7 +15,10 @@ from learnkit.learner.names import take_fastai_names
 from learnkit.optim.optimizer import lrs_per_group, param_groups, set_trainable
 from learnkit.optim.schedules import flat_cos, one_cycle, sgdr
 
-__all__ = ["Recipes"]
+__all__ = ["HEAD_PHASE_STEPS", "Recipes"]
+
+# fine_tune's default head phase: at least this many optimizer steps (1 to `epochs` epochs).
+HEAD_PHASE_STEPS = 200
 
 Lr = float | slice | Sequence[float]  # one rate, slice(lo, hi) over the layer groups, or one per group
 
@@ -86,21 +90,38 @@ class Recipes:
                                                  for v in self.lr_per_group(max_lr)]},
                  callbacks=callbacks, resume_from=resume_from, weight_decay=weight_decay)
 
-    def fine_tune(self, epochs: int | None = None, base_lr: float = 2e-3, freeze_epochs: int = 1,
+    def fine_tune(self, epochs: int | None = None, base_lr: float = 2e-3, freeze_epochs: int | None = None,
                   lr_mult: float = 100, pct_start: float = 0.3, div_factor: float = 5.0, strategy: str = "freeze",
                   group_factor: float = 2.6, final_div_factor: float = 1e5,
                   moms: Sequence[float] | None = (0.95, 0.85, 0.95), weight_decay: float | None = None,
-                  callbacks: Iterable[Callback] = (), **fastai_names: Any) -> None:
+                  callbacks: Iterable[Callback] = (), keep_best: bool = True, lora: int | None = None,
+                  lora_alpha: float | None = None, lora_targets: Sequence[str] | None = None,
+                  **fastai_names: Any) -> None:
         """Transfer learning in one call.
 
-        strategy='freeze' (fastai's): train the last layer group `freeze_epochs` with the rest frozen, then
-        everything for `epochs` with rates from base_lr/2/lr_mult to base_lr/2.
-        strategy='gradual' (ULMFiT): unfreeze one more layer group per stage (`freeze_epochs` each, lr halved
-        per stage, rates falling by `group_factor` per group), then everything for `epochs`.
-        `final_div_factor`, `moms`, `weight_decay` and `callbacks` go to every one-cycle stage.
+        strategy='freeze' (fastai's): train the last layer group (the head) with the rest frozen, then everything
+        for `epochs` with rates from base_lr/2/lr_mult to base_lr/2.
+        strategy='gradual' (ULMFiT): unfreeze one more layer group per stage (`freeze_epochs` each, default 1, lr
+        halved per stage, rates falling by `group_factor` per group), then everything for `epochs`.
+
+        Args:
+            freeze_epochs: epochs of the head phase. None (default): long enough for `HEAD_PHASE_STEPS` (200)
+                optimizer steps, between 1 and `epochs` epochs, annealed like `fit_one_cycle` — on a small folder
+                (21 batches an epoch) one epoch left an untrained head whose gradients then disturbed the
+                unfrozen body (benchmarks/transfer_defaults.py). An int: fastai's head phase (that many epochs,
+                the rate rising to base_lr over 99% of it).
+            keep_best: when the unfrozen phase ends with a worse validation score than the head phase had (the
+                first metric, else the loss), restore the head phase's weights and say so
+                (`self.fine_tune_report` records both scores either way).
+            lora: a rank r: instead of unfreezing the body, train rank-r adapters on the attention projections
+                (`learnkit.learner.lora`: q/k/v under their usual names, or `lora_targets`) and the head, at
+                base_lr/2, then merge the adapters into the weights, so the model is its own architecture again
+                (save, export, `load_learner` unchanged). `lora_alpha`: the scale numerator (default: r).
+            final_div_factor, moms, weight_decay, callbacks: go to every one-cycle stage.
 
         Example:
-            >>> learn.fine_tune(3, base_lr=2e-3, freeze_epochs=1)
+            >>> learn.fine_tune(3, base_lr=2e-3)
+            >>> learn.fine_tune(3, base_lr=1e-3, lora=8)      # a transformer, low-rank adapters
         """
         if fastai_names:
             epochs, final_div_factor, weight_decay, callbacks = take_fastai_names(
@@ -111,25 +132,75 @@ class Recipes:
             raise ValueError(f"fine_tune(strategy={strategy!r}): use 'freeze' or 'gradual'")
         if not isinstance(epochs, int) or epochs < 1:
             raise ValueError(f"fine_tune(epochs={epochs!r}): epochs must be a positive int, e.g. fine_tune(3)")
+        if lora is not None and (strategy != "freeze" or not isinstance(lora, int) or lora < 1):
+            raise ValueError(f"fine_tune(lora={lora!r}, strategy={strategy!r}): lora is a rank >= 1 (e.g. 8), with "
+                             "strategy='freeze'")
         common = dict(final_div_factor=final_div_factor, moms=moms, weight_decay=weight_decay,
                       callbacks=list(callbacks))
         self.freeze()
-        self.fit_one_cycle(freeze_epochs, slice(base_lr), pct_start=0.99 if strategy == "freeze" else 0.25,
-                           **common)
+        if freeze_epochs is None and strategy == "freeze":
+            steps = max(1, len(self.data.train_dl))
+            head_epochs = max(1, min(epochs, math.ceil(HEAD_PHASE_STEPS / steps)))
+            self.fit_one_cycle(head_epochs, slice(base_lr), **common)
+        else:
+            head_epochs = 1 if freeze_epochs is None else freeze_epochs
+            self.fit_one_cycle(head_epochs, slice(base_lr), pct_start=0.99 if strategy == "freeze" else 0.25,
+                               **common)
+        head_results = dict(self.val_results)
+        saved = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()} \
+            if keep_best and head_results else None
         n = len(self.layer_groups)
         if strategy == "gradual":
             for k in range(2, n):
                 base_lr /= 2
                 self.freeze_to(-k)
-                self.fit_one_cycle(freeze_epochs, slice(base_lr / group_factor ** (n - 1), base_lr), **common)
+                self.fit_one_cycle(freeze_epochs or 1, slice(base_lr / group_factor ** (n - 1), base_lr), **common)
             base_lr /= 2
             self.unfreeze()
             self.fit_one_cycle(epochs, slice(base_lr / group_factor ** (n - 1), base_lr), **common)
+        elif lora is not None:
+            self._fit_lora(epochs, base_lr / 2, lora, lora_alpha, lora_targets, pct_start, div_factor, common)
+        else:
+            base_lr /= 2
+            self.unfreeze()
+            self.fit_one_cycle(epochs, slice(base_lr / lr_mult, base_lr), pct_start=pct_start,
+                               div_factor=div_factor, **common)
+        self._keep_best(head_epochs, head_results if keep_best else {}, saved)
+
+    def _keep_best(self, head_epochs: int, head_results: dict, saved: dict | None) -> None:
+        """fine_tune's end: restore the head phase's weights when the last phase ended with a worse score."""
+        after_head = _score(head_results) if head_results else None
+        self.fine_tune_report = {"head_epochs": head_epochs, "after_head": after_head, "restored": False}
+        if after_head is None or saved is None:
             return
-        base_lr /= 2
-        self.unfreeze()
-        self.fit_one_cycle(epochs, slice(base_lr / lr_mult, base_lr), pct_start=pct_start, div_factor=div_factor,
-                           **common)
+        final = _score(self.val_results)
+        self.fine_tune_report["final"] = final
+        if _worse(final, after_head):
+            self.model.load_state_dict(saved)
+            self.val_results = head_results
+            self.fine_tune_report["restored"] = True
+            print(f"fine_tune: the unfrozen phase ended at {final[0]} {final[1]:.4f}, worse than the head phase's "
+                  f"{after_head[1]:.4f}: restored the head phase's weights (keep_best=False keeps the last ones)")
+
+    def _fit_lora(self, epochs: int, lr: float, rank: int, alpha: float | None, targets: Sequence[str] | None,
+                  pct_start: float, div_factor: float, common: dict) -> None:
+        """fine_tune's LoRA phase: adapters + head trainable, everything else frozen; merged at the end."""
+        from learnkit.learner.lora import ATTENTION_PROJECTIONS, add_lora, lora_parameters, merge_lora
+        add_lora(self.model, rank, alpha, targets=tuple(targets or ATTENTION_PROJECTIONS))
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        for p in [*lora_parameters(self.model), *self.layer_groups[-1].parameters()]:
+            p.requires_grad_(True)
+        self.opt = None  # new parameters: the optimizer is rebuilt from the layer groups by fit
+        self.lora_report = {"rank": rank, "trainable_params": sum(p.numel() for p in self.model.parameters()
+                                                                   if p.requires_grad),
+                            "total_params": sum(p.numel() for p in self.model.parameters())}
+        try:
+            self.fit_one_cycle(epochs, lr, pct_start=pct_start, div_factor=div_factor, **common)
+        finally:
+            merge_lora(self.model)
+            self.opt = None
+            self.unfreeze()
 
     def lr_find(self, start_lr: float = 1e-7, end_lr: float = 10, num_it: int = 100, stop_div: bool = True,
                 show_plot: bool = True) -> Any:
@@ -183,3 +254,17 @@ class Recipes:
 
     def unfreeze(self) -> None:
         self.freeze_to(0)
+
+
+_LOWER_IS_BETTER = ("loss", "error", "mae", "mse", "rmse", "perplexity")
+
+
+def _score(results: dict[str, Any]) -> tuple[str, float, bool]:
+    """(name, value, higher_is_better) of a validation result: its first metric, else the loss."""
+    names = [k for k in results if k != "valid_loss"] or ["valid_loss"]
+    name = names[0]
+    return name, float(results[name]), not any(word in name.lower() for word in _LOWER_IS_BETTER)
+
+
+def _worse(final: tuple[str, float, bool], before: tuple[str, float, bool]) -> bool:
+    return final[1] < before[1] if final[2] else final[1] > before[1]

@@ -5,6 +5,7 @@ See docs/text.md for how the modules fit together.
 from learnkit.learner.interpret import ClassificationInterpretation
 from learnkit.text.awd_lstm import AWDLSTM, LanguageModel, RNNRegularizer, TextClassifier
 from learnkit.text.data import LMLoader, SubwordTextBlock, TextBlock, TextDataBunch
+from learnkit.text.hf import HFClassifier, HFTokenizer
 from learnkit.text.learner import (Perplexity, language_model_learner, load_encoder, save_encoder,
                                    text_classifier_learner, top_losses)
 from learnkit.text.tokenizer import Tokenizer
@@ -12,4 +13,4 @@ from learnkit.text.vocab import Vocab
 
 __all__ = ["AWDLSTM", "ClassificationInterpretation", "LMLoader", "LanguageModel", "Perplexity", "RNNRegularizer", "SubwordTextBlock",
            "TextBlock", "TextClassifier", "TextDataBunch", "Tokenizer", "Vocab", "language_model_learner",
-           "load_encoder", "save_encoder", "text_classifier_learner", "top_losses"]
+           "load_encoder", "save_encoder", "text_classifier_learner", "top_losses", "HFClassifier", "HFTokenizer"]

@@ -125,8 +125,9 @@ class TextBlock(TransformBlock):
 
 @register_block
 class SubwordTextBlock(TextBlock):
-    """A document as the ids of a model's own subword tokenizer (e.g. `WordPieceTokenizer`), which must
-    offer `encode(text, max_len) -> list[int]`, `decode(ids)`, `pad_id` and `to_config`/`from_config`."""
+    """A document as the ids of a model's own subword tokenizer (`WordPieceTokenizer`, or a Hugging Face fast
+    tokenizer as `HFTokenizer`), which must offer `encode(text, max_len) -> list[int]`, `decode(ids)`, `pad_id` and
+    `to_config`/`from_config` (and may offer `encode_batch(texts, max_len)`)."""
 
     def __init__(self, tokenizer: Any, max_len: int | None = 256):
         self.tokenizer, self.max_len, self.vocab, self.cache_dir, self._tokens = tokenizer, max_len, None, None, {}
@@ -144,13 +145,16 @@ class SubwordTextBlock(TextBlock):
     def encode_all(self, values: Sequence[Any], num_workers: int | None = None) -> tuple[list[torch.Tensor],
                                                                                           list[tuple[int, str]]]:
         """The model tokenizer's ids of every document: (ids of the good ones, [(position, reason)])."""
-        out, bad = [], []
+        good, bad = [], []
         for i, v in enumerate(values):
             if not isinstance(v, str) or not v.strip():
                 bad.append((i, "empty document" if isinstance(v, str) else f"not a string: {type(v).__name__}"))
                 continue
-            out.append(self.encode(v))
-        return out, bad
+            good.append(v)
+        if hasattr(self.tokenizer, "encode_batch"):  # a Rust fast tokenizer: the whole list at once, in parallel
+            ids = self.tokenizer.encode_batch(good, max_len=self.max_len or 10**9)
+            return [torch.tensor(i, dtype=torch.long) for i in ids], bad
+        return [self.encode(v) for v in good], bad
 
     def decode(self, tensor: torch.Tensor) -> str:
         return self.tokenizer.decode([i for i in tensor.tolist() if i != self.pad_idx])
@@ -160,6 +164,9 @@ class SubwordTextBlock(TextBlock):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "SubwordTextBlock":
+        if config["tokenizer"].get("kind") == "hf":  # a Hugging Face fast tokenizer (text/hf.py)
+            from learnkit.text.hf import HFTokenizer
+            return cls(HFTokenizer.from_config(config["tokenizer"]), config.get("max_len"))
         from learnkit.text.transformer import WordPieceTokenizer
         return cls(WordPieceTokenizer.from_config(config["tokenizer"]), config.get("max_len"))
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -15,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from learnkit.callbacks.training import GradientClipping
+from learnkit.core.hub import resolve_model_dir
 from learnkit.core.registry import create_model
 from learnkit.core.serialization import load_tensors, save_tensors
 from learnkit.learner.events import Callback
@@ -33,6 +33,10 @@ __all__ = ["language_model_learner", "text_classifier_learner", "save_encoder", 
 
 log = logging.getLogger(__name__)
 
+ARCHS = ("awd_lstm", "bert", "transformers")
+# What a hub download fetches: configs, vocabularies, tokenizers (tokenizer.json, sentencepiece .model) and
+# safetensors weights; not pickles (.bin), other frameworks' weights or remote code (.py).
+HUB_FILES = ["*.json", "*.txt", "*.model", "*.safetensors"]
 AWD_LSTM_CONFIG = {"emb_size": 400, "hidden_size": 1152, "n_layers": 3}
 # AWD-LSTM learners train in float32 unless asked otherwise (mixed_precision="bf16"): on an H100, bf16
 # autocast made the classifier's weights NaN a few hundred steps into gradual unfreezing (finite losses,
@@ -220,20 +224,35 @@ def load_encoder(learn: Learner, name: str) -> Learner:
 
 
 def find_model_dir(name_or_path: str | Path) -> Path:
-    """A local Hugging Face model folder: the path itself, or a hub id found in the local hub cache
-    (HF_HUB_CACHE / HF_HOME / ~/.cache/huggingface). Nothing is downloaded."""
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        return path
-    cache = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME", Path.home() / ".cache" /
-                                                                          "huggingface")) / "hub")
-    snapshots = cache / f"models--{str(name_or_path).replace('/', '--')}" / "snapshots"
-    found = sorted(snapshots.glob("*/config.json")) if snapshots.is_dir() else []
-    if found:
-        return found[-1].parent
-    raise FileNotFoundError(f"model {str(name_or_path)!r}: not a folder, and not in the local hub cache "
-                            f"({snapshots}). learnkit works offline: put the model folder (config.json, vocab.txt, "
-                            f"model.safetensors) on disk and pass its path.")
+    """A local Hugging Face model folder: the path itself, a hub id's snapshot in the hub cache (HF_HUB_CACHE /
+    HF_HOME / ~/.cache/huggingface), or, online with huggingface_hub installed, a download into that cache
+    (`learnkit.core.hub.resolve_model_dir`; HF_HUB_OFFLINE=1 is respected, and a model that is neither cached nor
+    downloadable is a `ModelNotCached` error naming the id, the cache folder and the `hf download` command)."""
+    return resolve_model_dir(name_or_path, allow_patterns=HUB_FILES)
+
+
+def _builtin_bert_folder(folder: Path) -> bool:
+    """A folder the built-in BERT reads: its three files, and a config of a BERT-family model."""
+    from learnkit.text.transformer import MODEL_FILES, check_architecture
+    if not all((folder / f).is_file() for f in MODEL_FILES):
+        return False
+    try:
+        check_architecture(json.loads((folder / "config.json").read_text(encoding="utf-8")), str(folder))
+    except ValueError:
+        return False
+    return True
+
+
+def _resolve_arch(arch: Any, weights: Any) -> tuple[str, Any]:
+    """(backend, weights): 'awd_lstm', 'bert' (built-in), 'transformers', or 'auto' for a model folder / hub id."""
+    if arch is not None and str(arch) not in ARCHS:
+        if weights is not None:
+            raise TypeError(f"text_classifier_learner(arch={str(arch)!r}, weights=...): arch is one of {ARCHS} or "
+                            "a model folder / hub id; give the model once")
+        return "auto", arch
+    if arch is None:
+        return ("auto" if weights is not None else "awd_lstm"), weights
+    return str(arch), weights
 
 
 def text_classifier_learner(data: TextDataBunch | None = None, arch: str | Path | None = None,
@@ -251,14 +270,18 @@ def text_classifier_learner(data: TextDataBunch | None = None, arch: str | Path 
     """A text classifier on `data`.
 
     Args:
-        arch: 'awd_lstm' (ULMFiT) or 'bert' (a BERT-family encoder read from `weights`); default 'bert' when
-            `weights` is given, else 'awd_lstm'. (A model folder or hub id as `arch` still works, with a
-            deprecation warning: it is `weights`.)
-        pretrained: for 'bert', load the encoder's weights from `weights` (False: the same architecture and
-            tokenizer, randomly initialized). For 'awd_lstm', load `encoder=` when given (nothing is downloaded).
-        weights: 'bert' only: the path (or locally cached hub id) of a Hugging Face model folder. The data is
-            then re-encoded with that model's own tokenizer (same texts, labels and split) into a new bunch,
-            `learn.data`; your `data` is not modified, and one line (printed with `progress`, and logged) says so.
+        arch: a Hugging Face model folder or hub id ('org/name': the hub cache, downloaded when online), or one
+            of 'awd_lstm' (ULMFiT; the default without `weights`), 'bert' (the built-in plain-torch BERT, no
+            dependency) or 'transformers' (`transformers.AutoModel` + its fast tokenizer: any encoder the installed
+            transformers knows — BERT, RoBERTa, DistilBERT, DeBERTa-v2/v3, ELECTRA, XLM-RoBERTa, ModernBERT, ...;
+            the `learnkit[hf]` extra) with the model in `weights`. For a folder or id alone the backend is chosen:
+            the built-in BERT for a BERT-family folder with vocab.txt and model.safetensors (the same logits as
+            transformers, tested on all-MiniLM-L6-v2), transformers for everything else.
+        pretrained: load the encoder's pretrained weights (False: the same architecture and tokenizer, randomly
+            initialized). For 'awd_lstm', load `encoder=` when given (nothing is downloaded).
+        weights: the model folder or hub id when `arch` names the backend. The data is then re-encoded with that
+            model's own tokenizer (same texts, labels and split) into a new bunch, `learn.data`; your `data` is
+            not modified, and one line (printed with `progress`, and logged) says so.
         max_len: tokens per document for transformers.
         pooling: 'mean' or 'cls' for transformers.
         encoder: name of an encoder saved with `save_encoder` (AWD-LSTM only).
@@ -268,23 +291,15 @@ def text_classifier_learner(data: TextDataBunch | None = None, arch: str | Path 
             (weight decay 0.01); transformers with the Learner's ('auto' precision, AdamW).
 
     Example:
-        >>> learn = text_classifier_learner(data, weights="/models/all-MiniLM-L6-v2")
-        >>> learn.fine_tune(3, base_lr=1e-4)
+        >>> learn = text_classifier_learner(data, "microsoft/deberta-v3-small")
+        >>> learn.fine_tune(3, base_lr=1e-4)             # or fine_tune(3, lora=8): low-rank adapters
     """
     if fastai_names:
         data, loss_fn, opt_fn, callbacks, weight_decay = take_fastai_names(
             "text_classifier_learner", text_classifier_learner, fastai_names, {
                 "data": data, "loss_fn": loss_fn, "opt_fn": opt_fn, "callbacks": callbacks,
                 "weight_decay": weight_decay}).values()
-    if arch is not None and str(arch) not in ("awd_lstm", "bert"):
-        if weights is not None:
-            raise TypeError(f"text_classifier_learner(arch={str(arch)!r}, weights=...): arch is 'awd_lstm' or "
-                            "'bert'; the model folder goes to weights=")
-        warnings.warn(f"text_classifier_learner(data, {str(arch)!r}) is deprecated: use text_classifier_learner("
-                      f"data, weights={str(arch)!r}) (arch names the architecture: 'awd_lstm' or 'bert')",
-                      DeprecationWarning, stacklevel=2)
-        arch, weights = "bert", arch
-    arch = str(arch) if arch is not None else ("bert" if weights is not None else "awd_lstm")
+    arch, weights = _resolve_arch(arch, weights)
     if not isinstance(pretrained, bool):
         raise TypeError(f"text_classifier_learner(pretrained={pretrained!r}): pretrained is True or False; the "
                         "model folder or id goes to weights=")
@@ -295,27 +310,36 @@ def text_classifier_learner(data: TextDataBunch | None = None, arch: str | Path 
     options = dict(loss_fn=loss_fn, metrics=metrics, path=path, model_dir=model_dir, progress=progress,
                    train_bn=train_bn, preflight=preflight, compile=compile, sync_bn=sync_bn, weight_decay=weight_decay,
                    cudnn_benchmark=cudnn_benchmark)
-    if arch == "bert":
-        from learnkit.text.transformer import layer_groups, load_bert
+    if arch in ("bert", "transformers", "auto"):
         if weights is None:
-            raise ValueError("text_classifier_learner(arch='bert'): give weights=<model folder or cached hub id> "
-                             "(config.json, vocab.txt, model.safetensors); nothing is downloaded")
+            raise ValueError(f"text_classifier_learner(arch={arch!r}): give the model: a folder or hub id, e.g. "
+                             "text_classifier_learner(data, 'sentence-transformers/all-MiniLM-L6-v2')")
         folder = find_model_dir(weights)
-        bert, tokenizer, bert_config = load_bert(folder)
+        if arch == "auto":  # the built-in BERT where it can (same logits, no dependency); transformers otherwise
+            arch = "bert" if _builtin_bert_folder(folder) else "transformers"
+        name = folder.name if Path(str(weights)).expanduser().is_dir() else str(weights)
+        if arch == "bert":
+            from learnkit.text.transformer import layer_groups, load_bert
+            bert, tokenizer, bert_config = load_bert(folder)
+            model = create_model("bert_classifier", config=bert_config, n_out=n_out, pad_id=int(tokenizer.pad_id),
+                                 pooling=pooling)
+            if pretrained:
+                model.encoder.load_state_dict(bert.state_dict())
+            splitter, kind = layer_groups, "WordPiece"
+        else:
+            from learnkit.text.hf import hf_classifier_from_dir, hf_layer_groups
+            model, tokenizer = hf_classifier_from_dir(folder, n_out, pooling=pooling, pretrained=pretrained)
+            splitter, kind = hf_layer_groups, f"{type(model.encoder).__name__} (transformers)"
         own = data.with_block(SubwordTextBlock(tokenizer, max_len=max_len))  # a new bunch: `data` is unchanged
-        message = (f"text_classifier_learner: re-encoded the {len(own.texts)} texts with {folder.name}'s WordPiece "
+        message = (f"text_classifier_learner: re-encoded the {len(own.texts)} texts with {name}'s {kind} "
                    f"tokenizer (max_len={max_len}); learn.data is that new bunch, your data is unchanged")
         log.info(message)
         if progress:
             print(message)
-        model = create_model("bert_classifier", config=bert_config, n_out=n_out, pad_id=int(tokenizer.pad_id),
-                             pooling=pooling)
-        if pretrained:
-            model.encoder.load_state_dict(bert.state_dict())
-        return Learner(own, model, splitter=layer_groups, opt_fn=opt_fn or AdamW, callbacks=callbacks,
+        return Learner(own, model, splitter=splitter, opt_fn=opt_fn or AdamW, callbacks=callbacks,
                        mixed_precision="auto" if mixed_precision is None else mixed_precision, **options)
     if arch != "awd_lstm":
-        raise ValueError(f"text_classifier_learner(arch={arch!r}): use 'awd_lstm' or 'bert'")
+        raise ValueError(f"text_classifier_learner(arch={arch!r}): use one of {ARCHS} or a model folder / hub id")
     if weights is not None:
         raise ValueError("text_classifier_learner(arch='awd_lstm', weights=...): an AWD-LSTM classifier starts "
                          "from a fine-tuned language model's encoder: pass encoder=<name given to save_encoder>")

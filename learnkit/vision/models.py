@@ -20,6 +20,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from learnkit.core.hub import cached_snapshot, hub_offline, not_cached_error
 from learnkit.core.registry import create_model, register_model
 from learnkit.core.serialization import load_tensors
 
@@ -97,14 +98,17 @@ class VisionModel(nn.Module):
     final Linear."""
 
     def __init__(self, body: nn.Module, num_features: int, n_out: int, n_in: int = 3, concat_pool: bool = True,
-                 head_hidden: int | Sequence[int] | None = 512, dropout: float = 0.5):
+                 head_hidden: int | Sequence[int] | None = 512, dropout: float = 0.5, pooled: bool = False):
         super().__init__()
         self.body, self.num_features, self.n_in = body, num_features, n_in
-        self.head = create_head(num_features, n_out, concat_pool, head_hidden, dropout)
+        # A body that pools itself (a ViT's class token) gives (B, C): seen as a 1x1 map, with an average "pool".
+        self.pooled = pooled
+        self.head = create_head(num_features, n_out, concat_pool and not pooled, head_hidden, dropout)
         self.pretrained_source, self.input_stats = None, None  # set by load_pretrained
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x))
+        features = self.body(x)
+        return self.head(features[:, :, None, None] if self.pooled else features)
 
     def layer_groups(self) -> list[nn.Module]:
         """[early body, late body, head], each parameter in exactly one: resnets split like fastai's (stem,
@@ -156,12 +160,12 @@ def _resolve(arch: Arch) -> tuple[str, str]:
     tv_names = torchvision.models.list_models(module=torchvision.models)
     if arch in tv_names:
         return "torchvision", arch
-    timm, name = _timm(), arch.removeprefix("timm:")
-    if timm is None and arch.startswith("timm:"):
+    timm, name = _timm(), arch.removeprefix("timm:").removeprefix("timm/")  # 'timm/<name>': timm's hub repo id
+    if timm is None and arch.startswith(("timm:", "timm/")):
         raise ImportError(f"arch={arch!r} needs timm, which is not installed: pip install timm")
     if timm is not None and timm.is_model(name):
         return "timm", name
-    known = ([] if arch.startswith("timm:") else tv_names + ["efficientnet_lite0"]) + \
+    known = ([] if arch.startswith(("timm:", "timm/")) else tv_names + ["efficientnet_lite0"]) + \
         (list(timm.list_models()) if timm is not None else [])
     close = difflib.get_close_matches(name, known, n=5, cutoff=0.6)
     raise ValueError(f"unknown arch {arch!r}; close names: {', '.join(close) or 'none'}. Use a torchvision name "
@@ -204,7 +208,7 @@ def _cut(model: nn.Module) -> nn.Sequential:
     return nn.Sequential(kept)
 
 
-def _num_features(body: nn.Module, n_in: int, arch: str) -> int:
+def _num_features(body: nn.Module, n_in: int, arch: str, pooled: bool = False) -> int:
     """The body's output channels, by a dry forward in eval mode (trying sizes the architecture may need)."""
     was_training, out, error = body.training, None, None
     body.eval()
@@ -216,6 +220,8 @@ def _num_features(body: nn.Module, n_in: int, arch: str) -> int:
             except Exception as e:  # any architecture's complaint about the input size: retry larger
                 error = e
     body.train(was_training)
+    if out is not None and pooled and out.ndim == 2:
+        return int(out.shape[1])
     if out is None or out.ndim != 4:
         raise ValueError(f"arch {arch!r}: the cut body " + (f"fails on images ({error})" if out is None else
                          f"gives a {tuple(out.shape)} output") + ", not a (B, C, H, W) feature map; vision_model "
@@ -243,8 +249,9 @@ def vision_model(arch: Arch, n_out: int, n_in: int = 3, concat_pool: bool = True
         raise ValueError(f"vision_model: n_out={n_out} and n_in={n_in} must be >= 1 and dropout={dropout} in [0, 1)")
     family, name = _resolve(arch)
     kwargs = dict(arch_kwargs or {})
-    if family == "timm":  # timm adapts in_chans itself and returns the unpooled feature map
-        body = _timm().create_model(name, pretrained=False, num_classes=0, global_pool="", in_chans=n_in, **kwargs)
+    pooled = False
+    if family == "timm":
+        body, pooled = _timm_body(name, n_in, kwargs, pretrained=False)
     else:
         if family == "lite0":
             from learnkit.vision.efficientnet import EfficientNetLite0
@@ -252,7 +259,30 @@ def vision_model(arch: Arch, n_out: int, n_in: int = 3, concat_pool: bool = True
             if family == "callable" else torchvision.models.get_model(name, weights=None, **kwargs)
         body = _cut(full)
         _set_in_channels(body, n_in)
-    return VisionModel(body, _num_features(body, n_in, name), n_out, n_in, concat_pool, head_hidden, dropout)
+    return VisionModel(body, _num_features(body, n_in, name, pooled), n_out, n_in, concat_pool, head_hidden, dropout,
+                       pooled=pooled)
+
+
+_TIMM_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm reads from its hub repos
+
+
+def _timm_body(name: str, n_in: int, kwargs: dict[str, Any], pretrained: bool,
+               weights_file: Path | None = None) -> tuple[nn.Module, bool]:
+    """(body, pooled): timm's model without its classifier. Convolutional models keep their unpooled feature map
+    (timm adapts `in_chans` itself). Patch-embedding models (ViT, DeiT, ...) pool themselves (class token) and
+    get `dynamic_img_size` + `dynamic_img_pad` where they take them: any image size works, padded up to a
+    multiple of the patch size, the position embeddings interpolated."""
+    timm = _timm()
+    if weights_file is not None:
+        kwargs = {**kwargs, "pretrained_cfg_overlay": {"file": str(weights_file)}}
+    body = timm.create_model(name, pretrained=pretrained, num_classes=0, global_pool="", in_chans=n_in, **kwargs)
+    if not hasattr(body, "patch_embed"):
+        return body, False
+    try:
+        return timm.create_model(name, pretrained=pretrained, num_classes=0, in_chans=n_in, dynamic_img_size=True,
+                                 dynamic_img_pad=True, **kwargs), True
+    except TypeError:  # a patch model without dynamic sizes (e.g. Swin): its own fixed input size
+        return timm.create_model(name, pretrained=pretrained, num_classes=0, in_chans=n_in, **kwargs), True
 
 
 def create_vision_model(arch: Arch, n_out: int, n_in: int = 3, pretrained: bool = False,
@@ -275,14 +305,19 @@ def create_vision_model(arch: Arch, n_out: int, n_in: int = 3, pretrained: bool 
 def _fetch(url: str, check_hash: bool) -> Path:  # url's file in torch.hub's cache, downloaded when missing
     path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
     if not path.is_file():
+        def not_found(why: str) -> PretrainedWeightsNotFound:
+            return PretrainedWeightsNotFound(
+                f"pretrained weights are not cached at {path} and cannot be downloaded from {url}: {why}. On a "
+                f"machine with network run `curl -L -o {path.name} {url}` and copy the file to {path} (the folder "
+                "follows TORCH_HOME), or pass weights=<file>")
+        if hub_offline():  # the Hugging Face offline flag stands for "no network" for every pretrained download
+            raise not_found("HF_HUB_OFFLINE=1 is set")
         path.parent.mkdir(parents=True, exist_ok=True)
         match = torch.hub.HASH_REGEX.search(path.name) if check_hash else None
         try:
             torch.hub.download_url_to_file(url, str(path), match.group(1) if match else None, progress=False)
         except OSError as e:  # URLError, HTTPError, socket errors: offline, proxy, not found
-            raise PretrainedWeightsNotFound(f"pretrained weights are not cached at {path} and downloading {url} "
-                                            f"failed ({e}). Download it on a machine with internet and copy it to "
-                                            f"{path} (the folder follows TORCH_HOME), or pass weights=<file>") from e
+            raise not_found(f"the download failed ({e})") from e
     return path
 
 
@@ -352,12 +387,21 @@ def load_pretrained(model: VisionModel, arch: Arch, weights: str | Path | None =
         _load_body(model, full.state_dict(), str(report.path))
         source = f"efficientnet_lite0 weights from {report.path}"
     elif family == "timm" and path is None:
+        # A cached file is handed to timm directly: the cache and the offline flag are read now, not when
+        # huggingface_hub was first imported.
+        hub_id = _timm_hub_id(name)
+        snapshot = cached_snapshot(hub_id, required=()) if hub_id else None
+        cached = next((snapshot / f for f in _TIMM_FILES if snapshot and (snapshot / f).is_file()), None)
+        if hub_id and cached is None and hub_offline():
+            raise PretrainedWeightsNotFound(f"{not_cached_error(hub_id, 'HF_HUB_OFFLINE=1 is set', 'timm weights')} "
+                                            "Or pass weights=<file>.")
         try:
-            full = _timm().create_model(name, pretrained=True, num_classes=0, global_pool="", in_chans=model.n_in)
+            full, _ = _timm_body(name, model.n_in, {}, pretrained=True, weights_file=cached)
         except Exception as e:  # hub, network and cache errors come in many types
-            raise PretrainedWeightsNotFound(f"timm could not load pretrained weights for {name!r} ({e!r}). Offline? "
-                                            "Load them on a machine with internet and copy its Hugging Face cache "
-                                            "(HF_HOME) here, or pass weights=<file>") from e
+            why = f"timm failed ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})"
+            raise PretrainedWeightsNotFound((f"{not_cached_error(hub_id, why, 'timm weights')} " if hub_id else
+                                             f"timm could not load pretrained weights for {name!r}: {why}. ")
+                                            + "Or pass weights=<file>.") from e
         _load_body(model, full.state_dict(), f"timm:{name}")
         source = f"timm:{name} pretrained weights ({(getattr(full, 'pretrained_cfg', None) or {}).get('hf_hub_id')})"
     else:
@@ -374,6 +418,16 @@ def load_pretrained(model: VisionModel, arch: Arch, weights: str | Path | None =
         source = str(path)
     model.pretrained_source, model.input_stats = source, pretrained_stats(arch, model.n_in)
     return source
+
+
+def _timm_hub_id(name: str) -> str | None:
+    """The Hugging Face repo timm downloads `name`'s weights from ('timm/<name>.<tag>'), when it says."""
+    try:
+        cfg = _timm().models.get_pretrained_cfg(name)
+    except Exception:  # an unknown tag or an old timm: timm itself will say what is wrong
+        return None
+    hub_id = cfg.get("hf_hub_id") if isinstance(cfg, dict) else getattr(cfg, "hf_hub_id", None)
+    return hub_id if isinstance(hub_id, str) and hub_id else None
 
 
 def pretrained_stats(arch: Arch, n_in: int = 3) -> Stats:

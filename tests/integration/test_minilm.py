@@ -153,3 +153,23 @@ def test_tokenizer_matches_reference_tokenizers_library(model_dir, minilm):
     long = " ".join(TEXTS) * 3  # truncated: only the first 126 tokens fit between [CLS] and [SEP]
     assert tok.encode(long, max_len=128) == ref.encode(long).ids
     assert tok.tokenize("Unaffable naïveté!") == ref.encode("Unaffable naïveté!").tokens[1:-1]
+
+
+def test_builtin_and_transformers_paths_give_the_same_logits(model_dir):
+    """text_classifier_learner on the real folder through both backends: the same token ids and, with the same
+    head, the same logits (the built-in BERT vs transformers.BertModel, float32, eval)."""
+    pytest.importorskip("transformers")
+    from learnkit.text import TextDataBunch, text_classifier_learner
+    texts = ["The weather is lovely today.", "He drove to the stadium.", "A man is eating food.",
+             "Unaffable tokenization, naïve café!"] * 4
+    data = TextDataBunch.from_lists(texts, ["a", "b"] * 8, seed=0, batch_size=4, device="cpu", min_freq=1)
+    builtin = text_classifier_learner(data, "bert", weights=model_dir, progress=False)
+    hf = text_classifier_learner(data, "transformers", weights=model_dir, progress=False)
+    assert type(hf.model.encoder).__name__ == "BertModel"
+    hf.model.head.load_state_dict(builtin.model.head.state_dict())
+    ids_builtin = builtin.data.x_block.collate([builtin.data.x_block.encode(t) for t in texts[:4]])
+    ids_hf = hf.data.x_block.collate([hf.data.x_block.encode(t) for t in texts[:4]])
+    assert torch.equal(ids_builtin, ids_hf)
+    with torch.no_grad():
+        a, b = builtin.model.eval()(ids_builtin), hf.model.eval()(ids_hf)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)

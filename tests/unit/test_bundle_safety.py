@@ -327,7 +327,7 @@ def test_fifo_device_link_and_folder_in_a_bundle_are_refused_without_hanging(exp
                 (folder / name).rmdir() if kind == "dir" else (folder / name).unlink()
             (folder / name).write_bytes(original)
         with open(folder / "recipe.json", "ab") as f:
-            f.truncate(17 * 2**20)  # sparse: 17 MB
+            f.truncate(65 * 2**20)  # sparse: 65 MB
         attempt("recipe.json:huge", lambda: lk.load_learner(folder, device="cpu"))
         ckpt = Path({str(tmp_path / "models" / "ckpt.pth")!r})
         ckpt.unlink()
@@ -345,8 +345,8 @@ def test_fifo_device_link_and_folder_in_a_bundle_are_refused_without_hanging(exp
             "Replace it with the file written by learnkit"
         assert lines[f"{name}:zero"].startswith(f"ValueError {folder / name} (a link to /dev/zero) is a device, not")
         assert lines[f"{name}:dir"].startswith(f"ValueError {folder / name} is a folder, not a regular file")
-    assert lines["recipe.json:huge"] == f"ValueError {folder / 'recipe.json'} is {17 * 2**20} bytes, more than the " \
-        "16777216 a bundle recipe may have; it is not a file learnkit wrote"
+    assert lines["recipe.json:huge"] == f"ValueError {folder / 'recipe.json'} is {65 * 2**20} bytes, more than the " \
+        "67108864 a bundle recipe may have; it is not a file learnkit wrote"
     assert lines["ckpt:fifo"].startswith("ValueError ") and "is a FIFO (named pipe)" in lines["ckpt:fifo"]
 
 

@@ -233,8 +233,7 @@ def test_text_classifier_reencodes_on_a_new_bunch_and_says_so(tmp_path, caplog, 
     assert line in caplog.text and line in capsys.readouterr().out
     assert data.x_block is block and data.train_dl is train_dl and learn.data is not data
     assert isinstance(learn.data.x_block, lk.text.SubwordTextBlock)
-    with pytest.warns(DeprecationWarning, match=r"use text_classifier_learner\(data, weights="):
-        old = text_classifier_learner(data, folder, max_len=12, progress=False)
+    old = text_classifier_learner(data, folder, max_len=12, progress=False)  # the one-liner: the folder as arch
     first = next(iter(learn.model.encoder.state_dict()))
     assert torch.equal(old.model.encoder.state_dict()[first], learn.model.encoder.state_dict()[first])
     scratch = text_classifier_learner(data, weights=folder, pretrained=False, max_len=12, progress=False)

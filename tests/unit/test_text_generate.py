@@ -82,4 +82,4 @@ def test_a_roberta_folder_names_its_architecture_and_what_supports_it(tmp_path):
     data = TextDataBunch.from_lists(["good film"] * 8 + ["bad film"] * 8, ["pos"] * 8 + ["neg"] * 8, seed=0,
                                     batch_size=4, min_freq=1, device="cpu")
     with pytest.raises(ValueError, match="model_type='roberta'"):
-        text_classifier_learner(data, folder)
+        text_classifier_learner(data, "bert", weights=folder)  # the built-in BERT, asked for by name

@@ -1,0 +1,213 @@
+"""Any Hugging Face encoder as a text classifier: `transformers.AutoModel` (registered as "hf_classifier", rebuilt
+from its JSON config) plus its fast tokenizer (`HFTokenizer`, rebuilt from `tokenizer.json`), and layer groups
+for discriminative rates. Needs the `learnkit[hf]` extra (transformers); the built-in BERT (transformer.py) does
+not.
+
+Why these seams: the bundle stores the model's config and the tokenizer's own JSON (no pickle, no remote code:
+only architectures that ship inside transformers are built), so `load_learner` rebuilds both offline.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from learnkit.core.hub import HF_EXTRA
+from learnkit.core.registry import create_model, register_model
+
+__all__ = ["HFClassifier", "HFTokenizer", "hf_classifier", "hf_classifier_from_dir", "hf_layer_groups",
+           "require_transformers"]
+
+
+def require_transformers(what: str) -> ModuleType:
+    """`transformers`, or an ImportError naming the extra that installs it."""
+    try:
+        import transformers
+    except ImportError:
+        raise ImportError(f"{what} needs Hugging Face transformers, which is not installed: {HF_EXTRA}. Without it, "
+                          "BERT-family folders (config.json, vocab.txt, model.safetensors) still load with the "
+                          "built-in encoder: text_classifier_learner(data, arch='bert', weights=folder)") from None
+    return transformers
+
+
+class HFTokenizer:
+    """A Hugging Face fast tokenizer behind the interface `SubwordTextBlock` uses: `encode(text, max_len)`,
+    `encode_batch(texts, max_len)`, `decode(ids)`, `pad_id`, `to_config`/`from_config`.
+
+    Encoding is the Rust `tokenizers` pipeline of the model's `tokenizer.json` (normalizer, pre-tokenizer,
+    model, the special tokens the post-processor adds), cut to `max_len` ids including those specials.
+
+    Example:
+        >>> tok = HFTokenizer.from_pretrained("path/to/model")
+        >>> tok.encode("Hello world", max_len=16)      # [CLS] ... [SEP] ids
+    """
+
+    def __init__(self, tokenizer_json: str | dict, pad_id: int, model_max_length: int = 512):
+        from tokenizers import Tokenizer
+        self.tokenizer_json = tokenizer_json if isinstance(tokenizer_json, str) else json.dumps(tokenizer_json)
+        self.backend = Tokenizer.from_str(self.tokenizer_json)
+        self.backend.no_padding()  # batches are padded by the block's collate, after length bucketing
+        self.pad_id, self.model_max_length, self._cut = int(pad_id), int(model_max_length), -1
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike) -> "HFTokenizer":
+        """Read a model folder's tokenizer with `AutoTokenizer` (fast only; a slow-only tokenizer is an error)."""
+        transformers = require_transformers("HFTokenizer")
+        tok = transformers.AutoTokenizer.from_pretrained(str(folder))
+        if not getattr(tok, "is_fast", False):
+            raise ValueError(f"{folder}: its tokenizer ({type(tok).__name__}) has no fast (Rust) version; learnkit "
+                             "needs tokenizer.json. Convert it once: AutoTokenizer.from_pretrained(folder, "
+                             "use_fast=True).save_pretrained(folder)")
+        pad = tok.pad_token_id
+        if pad is None:  # GPT-style vocabularies have no pad token; any id works, the mask hides it
+            pad = tok.eos_token_id if tok.eos_token_id is not None else 0
+        length = tok.model_max_length if isinstance(tok.model_max_length, int) and tok.model_max_length < 10**6 \
+            else 512
+        return cls(tok.backend_tokenizer.to_str(), pad, length)
+
+    def _truncate(self, max_len: int | None) -> None:
+        cut = min(max_len or self.model_max_length, self.model_max_length)
+        if cut != self._cut:
+            self.backend.enable_truncation(cut)  # counts the special tokens the post-processor adds
+            self._cut = cut
+
+    def encode(self, text: str, max_len: int | None = None) -> list[int]:
+        self._truncate(max_len)
+        return self.backend.encode(text).ids
+
+    def encode_batch(self, texts: Sequence[str], max_len: int | None = None) -> list[list[int]]:
+        """`encode` of many texts at once (parallel in Rust)."""
+        self._truncate(max_len)
+        return [e.ids for e in self.backend.encode_batch(list(texts))]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.backend.decode(list(ids), skip_special_tokens=True)
+
+    def __len__(self) -> int:
+        return self.backend.get_vocab_size()
+
+    def to_config(self) -> dict[str, Any]:
+        """JSON-ready: the tokenizer's own tokenizer.json (as an object), pad id and length limit."""
+        return {"kind": "hf", "tokenizer_json": json.loads(self.tokenizer_json), "pad_id": self.pad_id,
+                "model_max_length": self.model_max_length}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "HFTokenizer":
+        return cls(config["tokenizer_json"], config["pad_id"], config.get("model_max_length", 512))
+
+
+def _config(transformers: ModuleType, config: dict[str, Any]) -> Any:
+    """A transformers config object from a JSON dict, for architectures shipped inside transformers only."""
+    model_type = config.get("model_type")
+    if model_type not in transformers.CONFIG_MAPPING:
+        raise ValueError(f"hf_classifier: model_type={model_type!r} is not an architecture of the installed "
+                         f"transformers {transformers.__version__} (remote code is never run); upgrade transformers "
+                         "or use a model whose config.json names a built-in model_type")
+    fields = {k: v for k, v in config.items() if k not in ("model_type", "auto_map", "transformers_version")}
+    return transformers.AutoConfig.for_model(model_type, **fields)
+
+
+class HFClassifier(nn.Module):
+    """`AutoModel` encoder → pooling ('mean' over real tokens, or the first ('cls') token) → dropout → Linear.
+    Input: ids (B, L) right-padded with `pad_id` (the mask is `ids != pad_id`); output: logits (B, n_out).
+
+    Example:
+        >>> model = HFClassifier(AutoConfig.from_pretrained(folder).to_dict(), n_out=6, pad_id=0)
+    """
+
+    def __init__(self, config: dict[str, Any], n_out: int, pad_id: int, pooling: str = "mean", dropout: float = 0.1):
+        super().__init__()
+        if pooling not in ("mean", "cls"):
+            raise ValueError(f"HFClassifier: pooling={pooling!r}; use 'mean' or 'cls'")
+        transformers = require_transformers("HFClassifier")
+        # sdpa: PyTorch's fused attention (flash / memory-efficient kernels on CUDA), where the architecture has it.
+        try:
+            self.encoder = transformers.AutoModel.from_config(_config(transformers, config), attn_implementation="sdpa")
+        except (ValueError, ImportError):  # an architecture without an sdpa implementation (DeBERTa-v2)
+            self.encoder = transformers.AutoModel.from_config(_config(transformers, config), attn_implementation="eager")
+        self.encoder.float()  # float32 master weights (a config may say float16); autocast chooses the compute type
+        self.pad_id, self.pooling = int(pad_id), pooling
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.encoder.config.hidden_size, n_out))
+
+    def pool(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The sentence vectors (B, hidden_size) before the head."""
+        mask = input_ids != self.pad_id
+        hidden = self.encoder(input_ids=input_ids, attention_mask=mask.long()).last_hidden_state
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pool(input_ids))
+
+
+# The config is read by transformers' own config classes for built-in model types only (checked in `_config`).
+@register_model("hf_classifier", dict_params={"config": None})
+def hf_classifier(config: dict[str, Any], n_out: int, pad_id: int, pooling: str = "mean",
+                  dropout: float = 0.1) -> HFClassifier:
+    """An `HFClassifier` with random weights (`hf_classifier_from_dir` loads pretrained ones)."""
+    return HFClassifier(config, n_out, pad_id, pooling, dropout)
+
+
+def _layer_list(encoder: nn.Module) -> tuple[str, nn.ModuleList]:
+    """The encoder's transformer blocks: its longest ModuleList (encoder.layer, transformer.layer, layers)."""
+    lists = [(n, m) for n, m in encoder.named_modules() if isinstance(m, nn.ModuleList) and len(m)]
+    if not lists:
+        raise ValueError(f"hf_layer_groups: {type(encoder).__name__} has no list of layers to split")
+    return max(lists, key=lambda t: len(t[1]))
+
+
+def hf_layer_groups(model: HFClassifier, layers_per_group: int = 2) -> list[nn.Module]:
+    """Splitter for discriminative rates: [embeddings (everything before the blocks), blocks 0-1, blocks 2-3, ...,
+    head]; what comes after the blocks (a final norm) joins the last block group. Every parameter once."""
+    name, layers = _layer_list(model.encoder)
+    before, after, seen_layers = [], [], False
+
+    def walk(module: nn.Module, prefix: str) -> None:
+        nonlocal seen_layers
+        for child_name, child in module.named_children():
+            full = f"{prefix}{child_name}"
+            if full == name:
+                seen_layers = True
+            elif name.startswith(full + "."):
+                walk(child, full + ".")
+            elif any(True for _ in child.parameters()):
+                (after if seen_layers else before).append(child)
+    walk(model.encoder, "")
+    own = [p for p in model.encoder.parameters(recurse=False)]  # parameters set on the encoder itself
+    blocks = [nn.ModuleList(layers[i:i + layers_per_group]) for i in range(0, len(layers), layers_per_group)]
+    blocks[-1] = nn.ModuleList([*blocks[-1], *after])
+    first = nn.ModuleList(before)
+    if own:
+        first.append(nn.ParameterList(own))
+    return [first, *blocks, model.head]
+
+
+def hf_classifier_from_dir(folder: str | os.PathLike, n_out: int, pooling: str = "mean", dropout: float = 0.1,
+                           pretrained: bool = True) -> tuple[HFClassifier, HFTokenizer]:
+    """A classifier on a local Hugging Face model folder (any encoder the installed transformers knows), built with
+    `create_model("hf_classifier", ...)` so that `learn.export()` records it, with its pretrained weights when
+    `pretrained`, and the folder's fast tokenizer.
+
+    Example:
+        >>> model, tok = hf_classifier_from_dir("path/to/deberta-v3-small", n_out=6)
+    """
+    transformers = require_transformers("hf_classifier_from_dir")
+    folder = Path(folder)
+    tokenizer = HFTokenizer.from_pretrained(folder)
+    config = json.loads(transformers.AutoConfig.from_pretrained(str(folder)).to_json_string(use_diff=False))
+    model = create_model("hf_classifier", config=config, n_out=n_out, pad_id=tokenizer.pad_id, pooling=pooling,
+                         dropout=dropout)
+    if pretrained:
+        loaded = transformers.AutoModel.from_pretrained(str(folder))
+        missing = model.encoder.load_state_dict(loaded.state_dict(), strict=False)
+        if missing.missing_keys:
+            raise ValueError(f"{folder}: its weights lack {missing.missing_keys[:5]} of {type(model.encoder).__name__}"
+                             "; check that config.json belongs to the weights")
+    return model, tokenizer
