@@ -130,8 +130,11 @@ class DynamicUnet(nn.Module):
         if any(f.ndim != 4 for f in feats):
             raise ValueError("unet_model: the body gives no (B, C, H, W) feature maps; a U-Net needs a "
                              "convolutional network (e.g. resnet34, efficientnet_b0, convnext_tiny)")
-        if len(feats) < 2:
-            raise ValueError("unet_model: the body never reduces the resolution, so there is nothing to skip from")
+        sizes = [int(f.shape[-1]) for f in feats]
+        if len(feats) < 2 or any(a <= b for a, b in zip(sizes, sizes[1:])):
+            raise ValueError(f"unet_model: the body's stage outputs have widths {sizes} at a {probe} px input, not a "
+                             "pyramid that halves from stage to stage; a U-Net needs a convolutional network (e.g. "
+                             "resnet34, efficientnet_b0, convnext_tiny), not a vision transformer")
         self.skip_channels = [int(f.shape[1]) for f in feats[:-1]]
         self.stride = probe // int(feats[-1].shape[-1])
         c = int(feats[-1].shape[1])
