@@ -118,7 +118,7 @@ def _normalized_view(data: DataBunch, normalize: bool, stats: Any) -> DataBunch:
 def vision_learner(data: DataBunch | None = None, arch: str | Callable[..., nn.Module] = "resnet34",
                    pretrained: bool = True, weights: str | Path | None = None, n_out: int | None = None,
                    n_in: int | None = None, loss_fn: Callable | None = None, metrics: Sequence[Any] | None = None,
-                   concat_pool: bool = True, head_hidden: int | None = 512, dropout: float = 0.5,
+                   concat_pool: bool = True, head_hidden: int | None | str = "auto", dropout: float | None = None,
                    normalize: bool = True, channels_last: bool = True, y_range: Sequence[float] | None = None, *,
                    opt_fn: Callable[..., torch.optim.Optimizer] = AdamW, callbacks: Iterable[Callback] = (),
                    path: str | Path = ".", model_dir: str = "models", mixed_precision: Any = "auto",
@@ -141,6 +141,8 @@ def vision_learner(data: DataBunch | None = None, arch: str | Callable[..., nn.M
         weights: an explicit weights file, URL or id instead of the default source.
         n_out: outputs (default: the number of classes, or a regression target's size); n_in: input channels
             (default: the data's; the stem is adapted from the pretrained RGB kernels when not 3).
+        concat_pool, head_hidden, dropout: the head (`create_head`); 'auto' / None: fastai's 512 hidden units and
+            dropout 0.5 for classes, one Linear and no dropout for a regression target.
         y_range: a regression target's (low, high): outputs bounded by a scaled sigmoid (fastai's). Keypoints
             (a target block with `n_outputs`, in [-1, 1]) default to (-1.1, 1.1) and come out as (N, K, 2); other
             regression targets without it are predicted standardized (the head's output is multiplied by the
@@ -173,6 +175,12 @@ def vision_learner(data: DataBunch | None = None, arch: str | Callable[..., nn.M
     if n_out is None:
         raise ValueError("vision_learner: the data's target has no classes to count; pass n_out=...")
     n_in = n_in if n_in is not None else _input_channels(data)
+    # Regression defaults to pool → BatchNorm → Linear: on pasted-item centres the fastai head (512 hidden, dropout
+    # 0.5) ended at 39 px in a hand-written loop where this one reached 7 px (docs/architecture.md, Keypoints).
+    if head_hidden == "auto":
+        head_hidden = None if regression is not None else 512
+    if dropout is None:
+        dropout = 0.0 if regression is not None else 0.5
     head = {"concat_pool": concat_pool, "head_hidden": head_hidden, "dropout": dropout,
             **{k: v for k, v in (regression or {}).items() if k != "n_out"}}
     splitter: Callable = vision_splitter
