@@ -6,12 +6,12 @@ from learnkit.learner.events import (EVENTS, Callback, CancelBatch, CancelEpoch,
 from learnkit.learner.history import History
 from learnkit.learner.learner import Learner
 from learnkit.learner.lr_find import SuggestedLRs
-from learnkit.learner.metrics import (RMSE, AvgMetric, F1Score, Metric, TopKAccuracy, accuracy, accuracy_multi,
-                                      error_rate, mae, mse)
+from learnkit.learner.metrics import (RMSE, AvgMetric, F1Score, MeanDice, MeanIoU, Metric, PixelAccuracy,
+                                      TopKAccuracy, accuracy, accuracy_multi, error_rate, mae, mse)
 from learnkit.learner.profiling import BottleneckReport
 from learnkit.learner.progress import ProgressBar
 
 __all__ = ["EVENTS", "AvgMetric", "BottleneckReport", "Callback", "CancelBatch", "CancelEpoch", "CancelFit",
            "CancelStep", "CancelTrain", "CancelValidate", "F1Score", "History", "Learner", "LearnerCheckError",
            "Metric", "ProgressBar", "RMSE", "SuggestedLRs", "TopKAccuracy", "accuracy",
-           "accuracy_multi", "error_rate", "mae", "mse"]
+           "accuracy_multi", "error_rate", "mae", "mse", "MeanDice", "MeanIoU", "PixelAccuracy"]

@@ -125,6 +125,17 @@ def test_fine_tune_learns_masks_and_predict_export_roundtrip(tmp_path):
     assert isinstance(predictor.model, DynamicUnet)
     masks, batch_probs = predictor.predict_batch([x[60], x[61]])
     assert torch.equal(masks[0], mask) and torch.allclose(batch_probs[0], probs, atol=1e-5)
+    from learnkit.vision.interpret import SegmentationInterpretation, show_results
+    import matplotlib
+    matplotlib.use("Agg")
+    interp = SegmentationInterpretation.from_learner(learn)
+    table = interp.iou_table()
+    assert [row[0] for row in table] == ["bg", "a", "b"]
+    assert np.nanmean([row[1] for row in table]) == pytest.approx(after["mean_iou"], abs=1e-5)
+    assert sum(row[3] for row in table) == int((y[48:] != 255).sum())
+    losses, index = interp.top_losses(3)
+    assert losses.tolist() == sorted(interp.losses.tolist(), reverse=True)[:3] and len(interp.losses) == 16
+    assert len(interp.plot_top_losses(2).axes) == 4 and len(show_results(learn, n=4).axes) >= 4
     import onnxruntime as ort
     onnx_file = learn.export_onnx(tmp_path / "seg.onnx")
     session = ort.InferenceSession(str(onnx_file))
