@@ -91,7 +91,8 @@ def mean_iou(probs: torch.Tensor, target: torch.Tensor) -> float:
     return float((tp[union > 0] / union[union > 0]).mean())
 
 
-def run_learnkit(root: Path, n_valid_from: int, epochs: int, batch_size: int, loss: str) -> dict:
+def run_learnkit(root: Path, n_valid_from: int, epochs: int, batch_size: int, loss: str, arch: str = "resnet34",
+                 seed: int = 0) -> dict:
     from learnkit.data.blocks import TransformBlock
     from learnkit.data.bunch import DataBunch
     from learnkit.data.resident import ResidentLoader
@@ -110,7 +111,7 @@ def run_learnkit(root: Path, n_valid_from: int, epochs: int, batch_size: int, lo
         def default_metrics(self):
             return ["pixel_accuracy", "mean_iou"]
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     t = time.perf_counter()
     files = sorted((root / "images").iterdir())
     images, _ = decode_images(files, mode="RGB")
@@ -118,11 +119,11 @@ def run_learnkit(root: Path, n_valid_from: int, epochs: int, batch_size: int, lo
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     x, y = images.to(dev), masks[:, 0].long().to(dev)
     tr, va = slice(0, n_valid_from), slice(n_valid_from, len(files))
-    gen = torch.Generator().manual_seed(0)
+    gen = torch.Generator().manual_seed(seed)
     data = DataBunch(ResidentLoader((x[tr], y[tr]), batch_size, shuffle=True, drop_last=True, generator=gen),
                      ResidentLoader((x[va], y[va]), batch_size), blocks=[ImageBlock(), Masks()],
                      batch_tfms=[IntToFloat()], device=dev)
-    learn = unet_learner(data, "resnet34", pretrained=False, progress=False,
+    learn = unet_learner(data, arch, pretrained=False, progress=False,
                          loss_fn=SegmentationCrossEntropy() if loss == "ce" else None)
     t_fit = time.perf_counter()
     learn.fit_one_cycle(epochs, 1e-3)
@@ -165,12 +166,15 @@ def main() -> None:
     p.add_argument("--root", default="/tmp/fmnist_seg")
     p.add_argument("--fmnist", default="../.whl/fashion-mnist")
     p.add_argument("--only", default="learnkit,learnkit_ce,fastai")
+    p.add_argument("--arch", default="resnet34", help="learnkit-only runs (the loss measurement on a CPU)")
+    p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--out", default="benchmarks/results/segmentation_unet_h200.json")
     a = p.parse_args()
     root = Path(a.root)
     gen_s = generate(root, a.n, a.size, Path(a.fmnist))
-    result = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "torch": torch.__version__, "n_images": a.n, "size": a.size,
-              "epochs": a.epochs, "batch_size": a.batch_size, "arch": "resnet34", "pretrained": False,
+    result = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "torch": torch.__version__,
+              "n_images": a.n, "size": a.size, "epochs": a.epochs, "batch_size": a.batch_size, "arch": a.arch,
+              "pretrained": False,
               "generate_seconds": round(gen_s, 1), "command": " ".join(sys.argv)}
     n_valid_from = int(a.n * 0.8)
     for name in a.only.split(","):
@@ -179,9 +183,12 @@ def main() -> None:
             result["fastai_version"] = fastai.__version__
             result["fastai"] = run_fastai(root, n_valid_from, a.epochs, a.batch_size)
         else:
-            result[name] = run_learnkit(root, n_valid_from, a.epochs, a.batch_size, "ce" if name == "learnkit_ce" else "default")
+            runs = [run_learnkit(root, n_valid_from, a.epochs, a.batch_size, "ce" if name == "learnkit_ce" else "default",
+                                 a.arch, seed) for seed in range(a.seeds)]
+            result[name] = runs[0] if a.seeds == 1 else {"runs": runs, "mean_iou": round(
+                float(np.mean([r["mean_iou"] for r in runs])), 4)}
         print(name, result[name], flush=True)
-    if "fastai" in result and "learnkit" in result:
+    if "fastai" in result and "seconds" in result.get("learnkit", {}):
         result["speedup"] = round(result["fastai"]["seconds"] / result["learnkit"]["seconds"], 2)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=2))
