@@ -9,6 +9,7 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 from torch import nn
 
+from learnkit.callbacks.batchnorm import PreciseBatchNorm
 from learnkit.core.registry import create_model
 from learnkit.data.blocks import RegressionBlock
 from learnkit.data.bunch import DataBunch
@@ -146,7 +147,8 @@ def vision_learner(data: DataBunch | None = None, arch: str | Callable[..., nn.M
         y_range: a regression target's (low, high): outputs bounded by a scaled sigmoid (fastai's). Keypoints
             (a target block with `n_outputs`, in [-1, 1]) default to (-1.1, 1.1) and come out as (N, K, 2); other
             regression targets without it are predicted standardized (the head's output is multiplied by the
-            training targets' std and their mean added: see `RegressionOutput` for why).
+            training targets' std and their mean added: see `RegressionOutput` for why). A regression learner
+            also gets `PreciseBatchNorm` (BatchNorm statistics recomputed before each fit's last validation).
         normalize: normalize with the statistics the body was trained with (pretrained), or the training
             images' own statistics (from scratch) — unless the data was built with an explicit `normalize=`
             ('imagenet', (mean, std) or None), which is kept. A DataBlock bunch of `ImageBlock` inputs without a
@@ -203,6 +205,8 @@ def vision_learner(data: DataBunch | None = None, arch: str | Callable[..., nn.M
     view = _normalized_view(data, normalize, pretrained_stats(arch, n_in) if source is not None else None)
     if regression is not None and loss_fn is None and getattr(data.y_block, "n_outputs", None) is not None:
         loss_fn = nn.MSELoss()  # keypoints: (N, K, 2) against (N, K, 2), both in [-1, 1]
+    if regression is not None:  # lagging BatchNorm statistics cost a regressor half its accuracy (callbacks/batchnorm.py)
+        callbacks = [*callbacks, PreciseBatchNorm()]
     on_cuda = view.device.type == "cuda"
     if channels_last and on_cuda:
         model = model.to(memory_format=torch.channels_last)

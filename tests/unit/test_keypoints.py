@@ -93,3 +93,31 @@ def test_pixel_regression_matches_a_hand_loop_and_beats_the_centre():
     with torch.no_grad():
         hand = ((model(x[n_train:]) + 1) * 16 - centre[n_train:]).abs().mean().item()
     assert ours < 0.6 * baseline and ours <= 1.2 * hand, (ours, hand, baseline)  # measured: 2.49, 2.47, 4.40 px
+
+
+def test_recompute_batchnorm_averages_the_training_batches_and_restores_the_rng():
+    from learnkit.callbacks import PreciseBatchNorm, recompute_batchnorm
+    from learnkit.testing import tiny_bn_mlp, tiny_learner
+
+    learn = tiny_learner("regression", model=tiny_bn_mlp(n_in=4, n_out=1), progress=False)
+    learn.fit(1, 1e-2)
+    bn = next(m for m in learn.model.modules() if isinstance(m, nn.BatchNorm1d))
+    learn.model.train()
+    state = learn.rng_state()
+    used = recompute_batchnorm(learn, n_batches=3)
+    learn.set_rng_state(state)
+    learn.model.eval()  # the first BatchNorm's inputs do not depend on the mode; its statistics must not move now
+    seen = []
+    hook = bn.register_forward_hook(lambda m, i, o: seen.append(i[0].mean(0)))
+    with torch.no_grad():  # the same three batches, in the same (restored) order
+        for batch, _ in zip(learn.data.train_dl, range(3)):
+            learn.model(learn.data.transfer(batch, training=False)[0])
+    hook.remove()
+    assert used == 3 and bn.momentum == 0.1
+    assert torch.allclose(bn.running_mean, torch.stack(seen).mean(0), atol=1e-5)
+    after = learn.rng_state()
+    learn.set_rng_state(state)
+    assert torch.equal(torch.as_tensor(after["torch"]), torch.as_tensor(learn.rng_state()["torch"]))
+    cb = PreciseBatchNorm(n_batches=2)
+    learn.fit(2, 1e-3, callbacks=[cb])  # runs before the last validation only
+    assert not cb.in_fit
