@@ -4,7 +4,9 @@ loggers (optional extras, imported when a logger is made)."""
 from learnkit.callbacks.ema import EMA
 from learnkit.callbacks.loggers import MLflowLogger, TensorBoardLogger
 from learnkit.callbacks.tracking import CSVLogger, EarlyStopping, ReduceLROnPlateau, SaveBestModel
+from learnkit.callbacks.batchnorm import PreciseBatchNorm, recompute_batchnorm
 from learnkit.callbacks.training import Checkpoint, GradientAccumulation, GradientClipping, TerminateOnNaN
 
 __all__ = ["CSVLogger", "Checkpoint", "EMA", "EarlyStopping", "GradientAccumulation", "GradientClipping",
-           "MLflowLogger", "ReduceLROnPlateau", "SaveBestModel", "TensorBoardLogger", "TerminateOnNaN"]
+           "MLflowLogger", "PreciseBatchNorm", "ReduceLROnPlateau", "SaveBestModel", "TensorBoardLogger",
+           "TerminateOnNaN", "recompute_batchnorm"]

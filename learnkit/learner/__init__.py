@@ -7,8 +7,8 @@ from learnkit.learner.history import History
 from learnkit.learner.learner import Learner
 from learnkit.learner.lora import LoRALinear, add_lora, merge_lora
 from learnkit.learner.lr_find import SuggestedLRs
-from learnkit.learner.metrics import (RMSE, AvgMetric, F1Score, Metric, StatefulMetric, TopKAccuracy, accuracy,
-                                      accuracy_multi, error_rate, mae, mse)
+from learnkit.learner.metrics import (RMSE, AvgMetric, F1Score, MeanDice, MeanIoU, Metric, PixelAccuracy,
+                                      StatefulMetric, TopKAccuracy, accuracy, accuracy_multi, error_rate, mae, mse)
 from learnkit.learner.profiling import BottleneckReport
 from learnkit.learner.progress import ProgressBar
 from learnkit.learner.set_metrics import (AccumulatedMetric, BalancedAccuracy, ClassAccuracy, MatthewsCorrCoef, RocAuc,
@@ -19,4 +19,5 @@ __all__ = ["EVENTS", "AvgMetric", "BottleneckReport", "Callback", "CancelBatch",
            "Metric", "ProgressBar", "RMSE", "SuggestedLRs", "TopKAccuracy", "accuracy",
            "accuracy_multi", "error_rate", "mae", "mse",
            "AccumulatedMetric", "BalancedAccuracy", "ClassAccuracy", "MatthewsCorrCoef", "RocAuc", "SkMetric",
-           "StatefulMetric", "per_class_accuracy", "LoRALinear", "add_lora", "merge_lora"]
+           "StatefulMetric", "per_class_accuracy", "LoRALinear", "add_lora", "merge_lora", "MeanDice", "MeanIoU",
+           "PixelAccuracy"]

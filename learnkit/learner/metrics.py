@@ -19,7 +19,8 @@ from learnkit.learner.confusion import confusion_counts
 
 __all__ = ["Metric", "AvgMetric", "MetricError", "accuracy", "error_rate", "accuracy_multi", "TopKAccuracy",
            "F1Score", "StatefulMetric", "mse", "mae", "RMSE", "as_metric", "as_metrics", "default_metrics",
-           "update_metric", "metric_name"]
+           "update_metric", "metric_name", "PixelAccuracy", "MeanIoU", "MeanDice", "SegmentationConfusion", "iou_per_class",
+           "dice_per_class"]
 
 
 class MetricError(RuntimeError):
@@ -163,7 +164,10 @@ def default_metrics(block: Any) -> list[Metric]:
     if unknown:
         raise ValueError(f"default_metrics: {type(block).__name__} asks for unknown metric(s) {unknown}; "
                          f"known: {sorted(_BY_NAME)}")
-    return [as_metric(_BY_NAME[n]) for n in names]
+    # A segmentation target's void label reaches the metrics that skip it (pixel_accuracy, mean_iou, dice).
+    ignore = getattr(block, "ignore_index", None)
+    return [_BY_NAME[n](ignore_index=ignore) if ignore is not None and isinstance(_BY_NAME[n], type) and
+            issubclass(_BY_NAME[n], SegmentationConfusion) else as_metric(_BY_NAME[n]) for n in names]
 
 
 def accuracy(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -334,8 +338,104 @@ class StatefulMetric(Metric):
 
 def _weighted(values: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
     return (values * support).sum() / support.sum().clamp_min(1e-12)
+def iou_per_class(confusion: torch.Tensor) -> torch.Tensor:
+    """IoU of each class from a (n, n) confusion matrix (rows: target, columns: prediction): tp / (tp + fp + fn);
+    NaN for a class that is neither in the targets nor predicted (its IoU is undefined, not 0 or 1)."""
+    cm = confusion.double()
+    tp, union = cm.diag(), cm.sum(0) + cm.sum(1) - cm.diag()
+    return torch.where(union > 0, tp / union.clamp_min(1), torch.full_like(tp, float("nan"))).float()
+
+
+def dice_per_class(confusion: torch.Tensor) -> torch.Tensor:
+    """Dice (F1) of each class from a confusion matrix: 2 tp / (2 tp + fp + fn); NaN where the class is absent
+    from both targets and predictions."""
+    cm = confusion.double()
+    tp, den = cm.diag(), cm.sum(0) + cm.sum(1)
+    return torch.where(den > 0, 2 * tp / den.clamp_min(1), torch.full_like(tp, float("nan"))).float()
+
+
+class SegmentationConfusion(Metric):
+    """Per-pixel confusion matrix over the whole validation set, on the device (one `bincount` per batch).
+
+    `update(pred, target)`: pred (N, C, H, W) class scores, target (N, H, W) class indices; pixels whose target is
+    `ignore_index` are left out. A target value outside [0, C) that is not `ignore_index` is counted and makes
+    `compute()` raise (checking it per batch would cost a host sync). Subclasses reduce `confusion`; in a
+    distributed run the matrices are summed over ranks first (`sum_states`), so every value is exact.
+    """
+
+    sum_states = ("confusion", "invalid")
+    name = "segmentation_confusion"
+
+    def __init__(self, ignore_index: int | None = 255):
+        self.ignore_index = ignore_index
+        self.reset()
+
+    def reset(self) -> None:
+        self.confusion: torch.Tensor | None = None
+        self.invalid: torch.Tensor | int = 0
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        if pred.ndim != target.ndim + 1 or pred.shape[2:] != target.shape[1:] or target.is_floating_point():
+            raise ValueError(f"{self.name} needs class scores (N, C, H, W) and integer masks (N, H, W), got pred "
+                             f"{tuple(pred.shape)} and {str(target.dtype).replace('torch.', '')} target "
+                             f"{tuple(target.shape)}")
+        n = pred.shape[1]
+        target = target.reshape(-1).long()
+        keep = target != self.ignore_index if self.ignore_index is not None else torch.ones_like(target, dtype=torch.bool)
+        in_range = (target >= 0) & (target < n)
+        self.invalid = self.invalid + (keep & ~in_range).sum()
+        keep = keep & in_range
+        predicted = pred.argmax(1).reshape(-1)
+        counts = torch.bincount(target[keep] * n + predicted[keep], minlength=n * n).reshape(n, n)
+        self.confusion = counts if self.confusion is None else self.confusion + counts
+
+    def matrix(self) -> torch.Tensor:
+        """The accumulated (n, n) confusion matrix; raises when a target held values outside the classes."""
+        if int(self.invalid):
+            raise ValueError(f"{self.name}: {int(self.invalid)} target pixel(s) are neither a class index in "
+                             f"[0, {self.confusion.shape[0] if self.confusion is not None else '?'}) nor the "
+                             f"ignore_index {self.ignore_index}; fix the masks or pass ignore_index=")
+        if self.confusion is None:
+            raise ValueError(f"{self.name}: no batch was seen")
+        return self.confusion
+
+    def compute(self) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class PixelAccuracy(SegmentationConfusion):
+    """Share of the (non-ignored) pixels whose arg-max class is the target's, over the whole set."""
+
+    name = "pixel_accuracy"
+
+    def compute(self) -> torch.Tensor:
+        cm = self.matrix().double()
+        return (cm.diag().sum() / cm.sum().clamp_min(1)).float()
+
+
+class MeanIoU(SegmentationConfusion):
+    """Mean over classes of the IoU tp / (tp + fp + fn), over the whole set (not per batch). A class absent from
+    both targets and predictions has no IoU (NaN) and is left out of the mean (as `numpy.nanmean` over
+    scikit-learn's `jaccard_score(average=None, zero_division=nan)`); a class predicted but never present in the
+    targets counts as 0. `iou_per_class(metric.matrix())` gives every class."""
+
+    name = "mean_iou"
+
+    def compute(self) -> torch.Tensor:
+        return iou_per_class(self.matrix()).nanmean()
+
+
+class MeanDice(SegmentationConfusion):
+    """Mean over classes of Dice 2 tp / (2 tp + fp + fn) over the whole set; absent classes left out (NaN), as
+    `MeanIoU`."""
+
+    name = "dice"
+
+    def compute(self) -> torch.Tensor:
+        return dice_per_class(self.matrix()).nanmean()
 
 
 # The metrics a target block may name in its `default_metrics()` (see `default_metrics`).
 _BY_NAME: dict[str, Any] = {"accuracy": accuracy, "accuracy_multi": accuracy_multi, "mae": mae, "mse": mse,
-                            "rmse": RMSE, "error_rate": error_rate, "f1_macro": F1Score}
+                            "rmse": RMSE, "error_rate": error_rate, "f1_macro": F1Score,
+                            "pixel_accuracy": PixelAccuracy, "mean_iou": MeanIoU, "dice": MeanDice}

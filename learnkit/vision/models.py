@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import math
 import os
 from collections import OrderedDict
 from pathlib import Path
@@ -24,7 +25,8 @@ from learnkit.core.hub import cached_snapshot, hub_offline, not_cached_error
 from learnkit.core.registry import create_model, register_model
 from learnkit.core.serialization import load_tensors
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "AdaptiveConcatPool2d", "PretrainedWeightsNotFound", "VisionModel",
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "AdaptiveConcatPool2d", "PretrainedWeightsNotFound", "RegressionOutput",
+           "VisionModel",
            "adapt_input_conv", "create_head", "create_vision_model", "load_pretrained", "pretrained_stats",
            "vision_model", "vision_splitter"]
 
@@ -92,23 +94,66 @@ def _units(body: nn.Module) -> list[tuple[str, nn.Module]]:
     return units
 
 
+class RegressionOutput(nn.Module):
+    """The end of a regression head: bounded by `y_range` (fastai's sigmoid range: lo + (hi - lo) sigmoid(x)), or
+    else `x * std + mean` with the training targets' statistics, so that the Linear before it predicts
+    standardized values; then reshaped to `shape` per item (e.g. (K, 2) keypoints).
+
+    Why: a fastai head ends in BatchNorm → Dropout → Linear without bias, whose outputs start near 0 with unit
+    scale. Targets in pixels (a centre at 32 ± 10) are then out of reach: Adam moves each weight by about the
+    learning rate per step, the BatchNorm has zero-centred the features, and there is no bias to carry the mean.
+    """
+
+    def __init__(self, shape: Sequence[int], y_range: Sequence[float] | None = None,
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None):
+        super().__init__()
+        self.shape, self.y_range = tuple(int(v) for v in shape), None if y_range is None else tuple(map(float, y_range))
+        n = math.prod(self.shape)
+        if self.y_range is not None and not (len(self.y_range) == 2 and self.y_range[0] < self.y_range[1]):
+            raise ValueError(f"y_range={y_range!r}: give (low, high) with low < high, e.g. (-1.1, 1.1)")
+        mean_t = torch.zeros(n) if mean is None else torch.as_tensor(mean, dtype=torch.float32).reshape(-1)
+        std_t = torch.ones(n) if std is None else torch.as_tensor(std, dtype=torch.float32).reshape(-1)
+        if mean_t.numel() != n or std_t.numel() != n or not (std_t > 0).all():
+            raise ValueError(f"RegressionOutput: mean/std need {n} values (std > 0), got {mean_t.tolist()} and "
+                             f"{std_t.tolist()}")
+        self.register_buffer("mean", mean_t)
+        self.register_buffer("std", std_t)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float()
+        if self.y_range is not None:
+            low, high = self.y_range
+            x = low + (high - low) * torch.sigmoid(x)
+        else:
+            x = x * self.std + self.mean
+        return x.reshape(x.shape[0], *self.shape)
+
+    def extra_repr(self) -> str:
+        return f"shape={self.shape}, y_range={self.y_range}"
+
+
 class VisionModel(nn.Module):
     """`head(body(x))`, with `num_features` (the body's output channels), `n_in`, and after `load_pretrained`
     `pretrained_source` (where the weights came from) and `input_stats` (their (mean, std)); `head[-1]` is the
-    final Linear."""
+    final Linear. A regression model (`output` given) ends in a Linear with a bias and then `output`, a
+    `RegressionOutput` (bounded or de-standardized, reshaped)."""
 
     def __init__(self, body: nn.Module, num_features: int, n_out: int, n_in: int = 3, concat_pool: bool = True,
-                 head_hidden: int | Sequence[int] | None = 512, dropout: float = 0.5, pooled: bool = False):
+                 head_hidden: int | Sequence[int] | None = 512, dropout: float = 0.5, pooled: bool = False,
+                 output: RegressionOutput | None = None):
         super().__init__()
         self.body, self.num_features, self.n_in = body, num_features, n_in
         # A body that pools itself (a ViT's class token) gives (B, C): seen as a 1x1 map, with an average "pool".
         self.pooled = pooled
         self.head = create_head(num_features, n_out, concat_pool and not pooled, head_hidden, dropout)
+        self.output = output if output is not None else nn.Identity()
+        if output is not None:  # a bias carries the targets' offset (the classification head does not need one)
+            self.reset_head(n_out, bias=True)
         self.pretrained_source, self.input_stats = None, None  # set by load_pretrained
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.body(x)
-        return self.head(features[:, :, None, None] if self.pooled else features)
+        return self.output(self.head(features[:, :, None, None] if self.pooled else features))
 
     def layer_groups(self) -> list[nn.Module]:
         """[early body, late body, head], each parameter in exactly one: resnets split like fastai's (stem,
@@ -129,10 +174,12 @@ class VisionModel(nn.Module):
             groups[0].add_module("other_parameters", nn.ParameterList(left))
         return [*groups, self.head]
 
-    def reset_head(self, n_out: int) -> None:
+    def reset_head(self, n_out: int, bias: bool = False) -> None:
         """Replace the final Linear with a fresh one of `n_out` outputs (the rest of the head is kept)."""
-        self.head[-1] = nn.Linear(self.head[-1].in_features, n_out, bias=False)
+        self.head[-1] = nn.Linear(self.head[-1].in_features, n_out, bias=bias)
         _init_head_module(self.head[-1])
+        if bias:
+            nn.init.zeros_(self.head[-1].bias)
 
 
 def vision_splitter(model: nn.Module) -> list[nn.Module]:
@@ -232,7 +279,9 @@ def _num_features(body: nn.Module, n_in: int, arch: str, pooled: bool = False) -
 @register_model("vision_model")
 def vision_model(arch: Arch, n_out: int, n_in: int = 3, concat_pool: bool = True,
                  head_hidden: int | list[int] | None = 512, dropout: float = 0.5,
-                 arch_kwargs: dict[str, Any] | None = None) -> VisionModel:
+                 arch_kwargs: dict[str, Any] | None = None, out_shape: list[int] | None = None,
+                 y_range: list[float] | None = None, target_mean: list[float] | None = None,
+                 target_std: list[float] | None = None) -> VisionModel:
     """A body cut from `arch` at its pooling layer plus fastai's head, with random weights (never downloads).
 
     Args:
@@ -241,6 +290,9 @@ def vision_model(arch: Arch, n_out: int, n_in: int = 3, concat_pool: bool = True
             a timm name unknown to torchvision), or a callable returning a model (not exportable by name).
         n_out, n_in: outputs; input channels (the first convolution is rebuilt when not 3).
         concat_pool, head_hidden, dropout: see `create_head`. arch_kwargs: for the architecture's constructor.
+        out_shape, y_range, target_mean, target_std: a regression model (`out_shape` given, e.g. [2] or [K, 2]):
+            the head ends in a `RegressionOutput` (bounded by `y_range`, else de-standardized by the targets'
+            mean and std) and a Linear with a bias.
 
     Example:
         >>> model = create_model("vision_model", arch="resnet18", n_out=10)   # recorded for export
@@ -259,8 +311,9 @@ def vision_model(arch: Arch, n_out: int, n_in: int = 3, concat_pool: bool = True
             if family == "callable" else torchvision.models.get_model(name, weights=None, **kwargs)
         body = _cut(full)
         _set_in_channels(body, n_in)
+    output = None if out_shape is None else RegressionOutput(out_shape, y_range, target_mean, target_std)
     return VisionModel(body, _num_features(body, n_in, name, pooled), n_out, n_in, concat_pool, head_hidden, dropout,
-                       pooled=pooled)
+                       pooled=pooled, output=output)
 
 
 _TIMM_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm reads from its hub repos
@@ -288,14 +341,17 @@ def _timm_body(name: str, n_in: int, kwargs: dict[str, Any], pretrained: bool,
 def create_vision_model(arch: Arch, n_out: int, n_in: int = 3, pretrained: bool = False,
                         weights: str | Path | None = None, concat_pool: bool = True,
                         head_hidden: int | list[int] | None = 512, dropout: float = 0.5,
-                        arch_kwargs: dict[str, Any] | None = None) -> VisionModel:
+                        arch_kwargs: dict[str, Any] | None = None, out_shape: list[int] | None = None,
+                        y_range: list[float] | None = None, target_mean: list[float] | None = None,
+                        target_std: list[float] | None = None) -> VisionModel:
     """`vision_model` (through `create_model` for a name: exportable), then `load_pretrained` if asked.
 
     Example:
         >>> model = create_vision_model(torchvision.models.resnet18, n_out=3, pretrained=True)
     """
     kwargs = {"n_out": n_out, "n_in": n_in, "concat_pool": concat_pool, "head_hidden": head_hidden,
-              "dropout": dropout, "arch_kwargs": arch_kwargs}
+              "dropout": dropout, "arch_kwargs": arch_kwargs, "out_shape": out_shape, "y_range": y_range,
+              "target_mean": target_mean, "target_std": target_std}
     model = create_model("vision_model", arch=arch, **kwargs) if isinstance(arch, str) else vision_model(arch, **kwargs)
     if pretrained or weights is not None:
         load_pretrained(model, arch, weights)
