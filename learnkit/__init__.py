@@ -17,6 +17,7 @@ from learnkit.learner import (RMSE, BottleneckReport, Callback, CancelBatch, Can
                               CancelTrain, CancelValidate, F1Score, History, Learner, LearnerCheckError, Metric,
                               ProgressBar, TopKAccuracy, accuracy, accuracy_multi, error_rate, mae, mse)
 from learnkit.optim import SGD, AdamW
+from learnkit.learner import CrossValidation, cross_validate, write_submission
 
 __all__ = [
     "AdamW", "BottleneckReport", "CSVLogger", "Callback", "CancelBatch", "CancelEpoch", "CancelFit", "CancelStep",
@@ -29,3 +30,4 @@ __all__ = [
     "accuracy_multi", "create_model", "default_device", "error_rate", "list_models", "load_learner", "load_tensors",
     "mae", "mse", "read_idx", "register_model", "save_tensors", "set_seed",
 ]
+__all__ += ["CrossValidation", "cross_validate", "write_submission"]  # the Kaggle loop

@@ -1,5 +1,6 @@
 """Learner: the training loop and the tools over it (events, metrics, history, progress, LR finder, profiling,
-doctor, checkpoints, compile, budget, torchrun). Deployment lives in learnkit.export."""
+doctor, checkpoints, compile, budget, torchrun, TTA, the Kaggle loop: submissions and cross-validation). Deployment lives in learnkit.export."""
+from learnkit.learner.cross_validation import CrossValidation, Fold, cross_validate, kfold_indices
 from learnkit.learner.doctor import LearnerCheckError
 from learnkit.learner.events import (EVENTS, Callback, CancelBatch, CancelEpoch, CancelFit, CancelStep, CancelTrain,
                                      CancelValidate)
@@ -10,8 +11,13 @@ from learnkit.learner.metrics import (RMSE, AvgMetric, F1Score, Metric, TopKAccu
                                       error_rate, mae, mse)
 from learnkit.learner.profiling import BottleneckReport
 from learnkit.learner.progress import ProgressBar
+from learnkit.learner.submission import submission_inputs, write_submission
+from learnkit.learner.tta import tta
 
 __all__ = ["EVENTS", "AvgMetric", "BottleneckReport", "Callback", "CancelBatch", "CancelEpoch", "CancelFit",
            "CancelStep", "CancelTrain", "CancelValidate", "F1Score", "History", "Learner", "LearnerCheckError",
            "Metric", "ProgressBar", "RMSE", "SuggestedLRs", "TopKAccuracy", "accuracy",
            "accuracy_multi", "error_rate", "mae", "mse"]
+# The Kaggle loop (submission.py, cross_validation.py) and test-time augmentation (tta.py).
+__all__ += ["CrossValidation", "Fold", "cross_validate", "kfold_indices", "submission_inputs", "tta",
+            "write_submission"]
