@@ -213,7 +213,7 @@ register_dataset(Dataset(
     licence="MIT (Expat), Copyright 2017 Zalando SE",
     description="Zalando article images, 28x28 grayscale, 10 classes: 60000 train + 10000 test",
     layout=_FMNIST_LAYOUT, converter="fashion_mnist_png",
-    how_to_get="`apt-get install dataset-fashion-mnist`",
+    how_to_get="`apt-get install dataset-fashion-mnist` (or without root, in a learnkit checkout: `./run data`)",
     homepage="https://github.com/zalandoresearch/fashion-mnist"))
 
 # Fortunes: six category files of Debian's `fortunes` package (source fortune-mod), version 1:1.99.1-7.3, and the
@@ -240,7 +240,8 @@ register_dataset(Dataset(
     description="fortune cookies of six fortune files, labelled by file: 4298 texts (3438 train / 860 valid)",
     layout="fortunes.csv (text,label,is_valid; learnkit.text.corpora.fortunes_classification, seed 42), LICENSE",
     converter="fortunes_csv",
-    how_to_get="`apt-get install fortunes` (no download URL: the files come from the Debian package)",
+    how_to_get="`apt-get install fortunes` (or without root, in a learnkit checkout: `./run data`; no download URL: "
+               "the files come from the Debian package)",
     homepage="https://packages.debian.org/fortunes"))
 
 # The samples shipped in learnkit/datasets/samples/ (see datasets/README.md for their provenance and checksums).
