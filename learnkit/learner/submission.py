@@ -6,6 +6,7 @@ It uses the learner's own inference path: `data.test_dl` (the input block's enco
 
 Example:
     >>> write_submission(learn, "test/", "submission.csv")                          # doctest: +SKIP
+    >>> write_submission(load_learner("runs/demo/model"), "test/", "submission.csv")  # doctest: +SKIP
     >>> write_submission(learn, "test.csv", "submission.csv", id_col="id", input_col="text",
     ...                  probabilities=True)                                         # doctest: +SKIP
 """
@@ -118,7 +119,8 @@ def write_submission(learn: Any, source: str | Path | Sequence[Any], out: str | 
     `learn.data.classes` order; each row sums to 1 for single-label models).
 
     Args:
-        learn: a trained Learner whose data was built by a DataBlock (`data.test_dl` reuses its input pipeline).
+        learn: a trained Learner whose data was built by a DataBlock (`data.test_dl` reuses its input pipeline), or
+            an exported model (`load_learner(folder)`, a Predictor: its `predict_batch`; no TTA).
         source, id_col, input_col, folder, suffix, ids, encoding: the test set, see `submission_inputs`.
         out: the CSV file to write (its folder is created; an existing file is replaced in one step).
         label_col: the name of the label column (without `probabilities`).
@@ -136,21 +138,32 @@ def write_submission(learn: Any, source: str | Path | Sequence[Any], out: str | 
         PosixPath('submission.csv')
     """
     out = _check_out(Path(out))
-    data = learn.data
-    if data.y_block is None or data.classes is None:
-        raise ValueError("write_submission: the learner's data has no class target block; a submission needs "
-                         "classes (regression: use learn.get_preds(learn.data.test_dl(items)))")
+    data = getattr(learn, "data", None)
+    predictor = data is None and hasattr(learn, "predict_batch")  # an exported model, from load_learner
+    if predictor:
+        y_block, classes = learn.blocks[learn.n_inp], learn.classes
+    elif data is not None:
+        y_block, classes = data.y_block, data.classes
+    else:
+        raise TypeError(f"write_submission: expected a Learner or a Predictor (load_learner), got {type(learn).__name__}")
+    if y_block is None or classes is None:
+        raise ValueError("write_submission: the model has no class target block; a submission needs classes "
+                         "(regression: use learn.get_preds(learn.data.test_dl(items)))")
+    if predictor and tta:
+        raise ValueError("write_submission(tta=True) needs the Learner (its data's augmentation); an exported model "
+                         "(load_learner) has no random transforms: pass tta=False")
     ids, items = submission_inputs(source, id_col=id_col, input_col=input_col, folder=folder, suffix=suffix, ids=ids,
                                    encoding=encoding)
-    dl = data.test_dl(items, batch_size=batch_size)
-    if tta:
+    if predictor:
+        _, probs = learn.predict_batch(items, batch_size=batch_size or 256)
+    elif tta:
         from learnkit.learner.tta import tta as run_tta
-        probs = run_tta(learn, dl=dl, n=tta_n)["probs"]
+        probs = run_tta(learn, dl=data.test_dl(items, batch_size=batch_size), n=tta_n)["probs"]
     else:
-        probs, _ = learn.get_preds(dl)
+        probs, _ = learn.get_preds(data.test_dl(items, batch_size=batch_size))
     if probs.shape[0] != len(ids):
         raise RuntimeError(f"write_submission: got {probs.shape[0]} predictions for {len(ids)} inputs")
-    classes = [str(c) for c in data.classes]
+    classes = [str(c) for c in classes]
     header = [id_col] + (classes if probabilities else [label_col])
     if len(set(header)) != len(header):
         raise ValueError(f"write_submission: the columns {header} repeat a name; pass another id_col= or label_col=")
@@ -161,7 +174,7 @@ def write_submission(learn: Any, source: str | Path | Sequence[Any], out: str | 
         if probabilities:
             writer.writerow([i] + [f"{float(v):.6g}" for v in p])
         else:
-            writer.writerow([i, data.y_block.decode_prediction(p)[0]])
+            writer.writerow([i, y_block.decode_prediction(p)[0]])
     with atomic_write(out) as tmp:
         tmp.write_text(buffer.getvalue(), encoding="utf-8")
     return out

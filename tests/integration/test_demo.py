@@ -40,7 +40,8 @@ def test_demo_writes_plots_model_and_run_record(tmp_path, capsys):
     # It says where everything went: one line per artefact, naming the file.
     out = capsys.readouterr().out
     for name in record["files"]:
-        assert sum(str(tmp_path / name.rstrip("/")) in line for line in out.splitlines()) == 1, (name, out)
+        assert sum(line.strip().startswith(f"{tmp_path / name.rstrip('/')}  ") for line in out.splitlines()) == 1, \
+            (name, out)
     assert "accuracy" in out and "learnkit predict" in out
 
     # The exported model is an image model: it predicts on PNG files, from Python and from the command line.

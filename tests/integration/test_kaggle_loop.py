@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from learnkit import Learner, accuracy, create_model, cross_validate, set_seed, write_submission
+from learnkit import Learner, accuracy, create_model, cross_validate, load_learner, set_seed, write_submission
 from learnkit.datasets import sample_path
 from learnkit.vision import ImageDataBunch, aug_transforms
 
@@ -85,6 +85,13 @@ def test_submission_from_a_folder_and_a_csv(trained, test_set, tmp_path):
     assert header == ["id", "label"]
     assert [r[0] for r in rows] == sorted(truth)  # a folder: sorted file names, the id is the name's stem
     assert sum(truth[i] == y for i, y in rows) / len(rows) > 0.4  # chance: 0.1 (measured: 0.575)
+
+    # The exported model (load_learner: a Predictor, no Learner) writes the same submission.
+    trained.export(tmp_path / "model")
+    exported = write_submission(load_learner(tmp_path / "model"), root / "test", tmp_path / "exported.csv")
+    assert exported.read_text() == out.read_text()
+    with pytest.raises(ValueError, match="tta=True.* needs the Learner"):
+        write_submission(load_learner(tmp_path / "model"), root / "test", tmp_path / "x.csv", tta=True)
 
     csv_ids = [r[0] for r in _read(root / "test.csv")[1]]
     out = write_submission(trained, root / "test.csv", tmp_path / "probs.csv", folder="test", suffix=".png",
@@ -159,3 +166,30 @@ def test_cross_validation_on_images():
     assert cv.oof_accuracy == pytest.approx(cv.metrics["accuracy"], abs=0.02)
     assert cv.test_probs.shape == (50, 10) and torch.allclose(cv.test_probs.sum(1), torch.ones(50), atol=1e-4)
     assert sum(p == y for p, y in zip(cv.test_preds, test_labels)) / 50 > 0.4  # measured: 0.6
+
+
+def test_text_submission_from_a_csv_keeps_the_row_order(tmp_path):
+    """A text competition's test.csv (id,text): rows in the file's order, each the prediction of its own text (the
+    padded, length-bucketed text path must not reorder them)."""
+    from learnkit.text import TextDataBunch, text_classifier_learner
+    fortunes = sample_path("fortunes-sample") / "fortunes.csv"
+    rows = list(csv.DictReader(fortunes.open(encoding="utf-8", newline="")))
+    set_seed(0)
+    data = TextDataBunch.from_csv(fortunes, batch_size=32, seed=0)
+    learn = text_classifier_learner(data, config={"emb_size": 64, "hidden_size": 128, "n_layers": 1}, progress=False)
+    learn.fit_one_cycle(1, 1e-2)
+    picked = [r for r in rows if r["is_valid"] == "True"][:30]
+    random.Random(2).shuffle(picked)
+    test = tmp_path / "test.csv"
+    with open(test, "w", encoding="utf-8", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "text"])
+        w.writerows([[f"t{k}", r["text"]] for k, r in enumerate(picked)])
+    out = write_submission(learn, test, tmp_path / "submission.csv", probabilities=True)
+    header, written = _read(out)
+    assert header == ["id"] + [str(c) for c in learn.data.classes]
+    assert [r[0] for r in written] == [f"t{k}" for k in range(30)]
+    probs = torch.tensor([[float(v) for v in r[1:]] for r in written])
+    assert torch.allclose(probs.sum(1), torch.ones(30), atol=1e-4)
+    for k in (0, 7, 29):  # each row is its own text's prediction
+        assert torch.allclose(probs[k], learn.predict(picked[k]["text"])[2], atol=1e-4)
