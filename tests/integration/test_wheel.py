@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -33,8 +34,13 @@ def test_the_wheel_ships_the_samples_and_runs_demo_and_predict_outside_the_check
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
     env.update(OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "2"), PIP_DISABLE_PIP_VERSION_CHECK="1",
                PIP_NO_INDEX="1", LEARNKIT_HOME=str(tmp_path / "home"))
+    # Built from a copy of the checkout: setuptools builds in-tree, and a build/ left in the checkout could carry
+    # stale modules into later wheels.
+    source = tmp_path / "source"
+    shutil.copytree(REPO, source, symlinks=True, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "dist", "runs", "*.egg-info", "__pycache__", ".pytest_cache", "png-limit512"))
     wheels = tmp_path / "wheels"
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", wheels, REPO],
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", wheels, source],
          cwd=tmp_path, env=env)
     (wheel,) = wheels.glob("learnkit-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
