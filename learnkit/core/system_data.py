@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Sequence
 
 __all__ = ["DEBIAN_PACKAGES", "FETCH_COMMAND", "system_data_root", "system_data_path", "how_to_install"]
 
@@ -26,19 +27,24 @@ def system_data_root() -> Path:
     return Path(os.environ.get("LEARNKIT_HOME") or "~/.learnkit").expanduser() / "debian"
 
 
-def system_data_path(path: str | os.PathLike) -> Path:
-    """`path` when it exists; else the same absolute path under `system_data_root()` when that exists; else `path`
-    unchanged (so a caller's "missing" error names the system path).
+def system_data_path(path: str | os.PathLike, needs: Sequence[str] = ()) -> Path:
+    """`path` when it exists (and holds every relative path in `needs`); else the same absolute path under
+    `system_data_root()` when that does; else `path` unchanged (so a caller's "missing" error names the system path).
+
+    `needs` matters for folders: another package may own the same folder (fortune-mod's `fortunes-min` puts one
+    file in /usr/share/games/fortunes), so a folder counts only when it holds what the caller reads.
 
     Example:
-        >>> system_data_path("/usr/share/datasets/fashion-mnist") .is_dir()   # doctest: +SKIP
-        True
+        >>> system_data_path("/usr/share/games/fortunes", needs=["work", "science"])   # doctest: +SKIP
+        PosixPath('/home/me/.learnkit/debian/usr/share/games/fortunes')
     """
     path = Path(path)
-    if path.exists() or not path.is_absolute():
+    if not path.is_absolute():
         return path
-    unpacked = system_data_root() / path.relative_to(path.anchor)
-    return unpacked if unpacked.exists() else path
+    for candidate in (path, system_data_root() / path.relative_to(path.anchor)):
+        if candidate.exists() and all((candidate / n).exists() for n in needs):
+            return candidate
+    return path
 
 
 def how_to_install(package: str) -> str:

@@ -141,7 +141,7 @@ def fortunes_classification(root: str | Path = FORTUNE_ROOT, categories: tuple[s
         >>> sum(r["is_valid"] for r in rows) / len(rows)                                 # doctest: +SKIP
         0.2...
     """
-    root = system_data_path(root)
+    root = system_data_path(root, needs=categories)
     if not root.is_dir():
         raise _missing_fortunes(root, "folder")
     if not 0 <= valid_pct < 1:

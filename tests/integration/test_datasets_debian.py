@@ -20,12 +20,14 @@ from PIL import Image
 
 from learnkit import read_idx
 from learnkit.datasets import MANIFEST, dataset_info, get_dataset
+from learnkit.text.corpora import FORTUNE_CATEGORIES
 from ci_rules import how_to_install, skip_or_fail, system_data_path
 
 pytestmark = pytest.mark.integration
 
-FMNIST = system_data_path("/usr/share/datasets/fashion-mnist")
-FORTUNES = system_data_path("/usr/share/games/fortunes")
+FMNIST = system_data_path("/usr/share/datasets/fashion-mnist",
+                          needs=[f.name for f in dataset_info("fashion-mnist").files])
+FORTUNES = system_data_path("/usr/share/games/fortunes", needs=FORTUNE_CATEGORIES)
 # The gzip header of the upstream files: a stored file name and these time stamps (2017-08-31 UTC). Debian's
 # package holds the same compressed bytes under a header without the name (see learnkit/datasets/registry.py).
 UPSTREAM_MTIME = {"train-images-idx3-ubyte.gz": 1504176606, "train-labels-idx1-ubyte.gz": 1504176606,

@@ -20,7 +20,8 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "datasets" / "fashion-mnist-sample"
-DEBIAN = system_data_path("/usr/share/datasets/fashion-mnist")
+DEBIAN = system_data_path("/usr/share/datasets/fashion-mnist", needs=[f"{s}-{k}-ubyte.gz" for s in ("train", "t10k")
+                                                                       for k in ("images-idx3", "labels-idx1")])
 CLASSES = (SAMPLE / "classes.txt").read_text(encoding="utf-8").splitlines()
 MEAN, STD = 0.2860, 0.3530  # Fashion-MNIST training-set pixel statistics (after scaling to [0, 1])
 

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "datasets" / "fortunes-sample"
-FORTUNES = system_data_path("/usr/share/games/fortunes")
+FORTUNES = system_data_path("/usr/share/games/fortunes", needs=FORTUNE_CATEGORIES)
 BIBLE, BIBLE_DATA = system_data_path("/usr/bin/bible"), system_data_path("/usr/lib/bible.data")
 COPYRIGHT = system_data_path("/usr/share/doc/fortunes/copyright")
 

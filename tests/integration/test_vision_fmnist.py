@@ -17,7 +17,8 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 PNG = REPO / "datasets" / "fashion-mnist-sample" / "png"
-DEBIAN = system_data_path("/usr/share/datasets/fashion-mnist")
+DEBIAN = system_data_path("/usr/share/datasets/fashion-mnist", needs=[f"{s}-{k}-ubyte.gz" for s in ("train", "t10k")
+                                                                       for k in ("images-idx3", "labels-idx1")])
 SMALL = [16, 32, 64, 128]  # resnet9 widths small enough for a 2-core CPU
 
 

@@ -109,6 +109,11 @@ def test_system_data_is_found_at_the_system_path_then_the_unpacked_copy(tmp_path
     unpacked.write_text("x")
     assert system_data_path(absent) == unpacked
     assert system_data_path(tmp_path) == tmp_path  # an existing path wins
+    # A folder counts only when it holds what the caller reads (another package may own the same folder).
+    assert system_data_path(tmp_path, needs=["file.txt"]) == tmp_path  # nowhere: the path itself
+    folder = "/nonexistent-learnkit-test/share"
+    assert system_data_path(folder, needs=["file.txt"]) == unpacked.parent
+    assert str(system_data_path(folder, needs=["other.txt"])) == folder
     assert "apt-get install fortunes" in how_to_install("fortunes") and "./run data" in how_to_install("fortunes")
 
 
