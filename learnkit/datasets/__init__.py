@@ -16,5 +16,5 @@ from learnkit.datasets.registry import (Checksum, Dataset, DatasetError, Dataset
                                         register_dataset, sample_path, unregister_dataset)
 
 __all__ = ["Checksum", "Dataset", "DatasetError", "DatasetFile", "dataset_info", "list_datasets", "register_dataset",
-           "unregister_dataset", "sample_path", "get_dataset", "dataset_home", "is_cached", "verify_file", "download_file",
-           "extract_archive", "CONVERTERS", "MANIFEST"]
+           "unregister_dataset", "sample_path", "get_dataset", "dataset_home", "is_cached", "verify_file",
+           "download_file", "extract_archive", "CONVERTERS", "MANIFEST"]

@@ -272,7 +272,8 @@ def _locate(ds: Dataset, dfile: DatasetFile, home: Path, mirror: Path | None, of
         except DatasetError:
             cached.unlink()  # ours and damaged: fetch it again
     candidates = [mirror / ds.name / dfile.name, mirror / dfile.name] if mirror else []
-    candidates += [system_data_path(p) for p in dfile.local_paths]  # a package's file, or its copy unpacked by ./run data
+    # A package's file, or its copy unpacked without root by ./run data (learnkit.core.system_data).
+    candidates += [system_data_path(p) for p in dfile.local_paths]
     for path in candidates:
         looked.append(str(path))
         if path.is_file():  # a mirror's or a package's file is never modified, only checked

@@ -145,7 +145,8 @@ def write_submission(learn: Any, source: str | Path | Sequence[Any], out: str | 
     elif data is not None:
         y_block, classes = data.y_block, data.classes
     else:
-        raise TypeError(f"write_submission: expected a Learner or a Predictor (load_learner), got {type(learn).__name__}")
+        raise TypeError(f"write_submission: expected a Learner or a Predictor (load_learner), got "
+                        f"{type(learn).__name__}")
     if y_block is None or classes is None:
         raise ValueError("write_submission: the model has no class target block; a submission needs classes "
                          "(regression: use learn.get_preds(learn.data.test_dl(items)))")

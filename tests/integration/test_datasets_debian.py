@@ -88,4 +88,5 @@ def test_fortunes_converts_offline_from_the_debian_package(tmp_path):
     with open(folder / "fortunes.csv", encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 4298 and Counter(r["is_valid"] for r in rows) == {"False": 3438, "True": 860}
-    assert (folder / "LICENSE").read_bytes().endswith(system_data_path("/usr/share/doc/fortunes/copyright").read_bytes())
+    copyright = system_data_path("/usr/share/doc/fortunes/copyright")
+    assert (folder / "LICENSE").read_bytes().endswith(copyright.read_bytes())

@@ -72,7 +72,7 @@ def test_cross_validate_refuses_a_factory_that_ignores_the_fold():
     def ignores_fold(fold):
         return tiny_learner("classification", n=150)  # its own random 25% split, not the fold's
 
-    with pytest.raises(ValueError, match=r"fold 0's learner validates on \d+ items, but the fold has 50.*fold.splitter"):
+    with pytest.raises(ValueError, match=r"fold 0's learner validates on \d+ items, but the fold has 50.*splitter"):
         cross_validate(ignores_fold, X, Y, n_splits=3)
 
 
