@@ -25,9 +25,11 @@ try:
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(REPO))
     from learnkit.text.corpora import FORTUNE_CATEGORIES, FORTUNE_ROOT, fortunes_classification, write_fortunes_csv
+from learnkit.core.system_data import system_data_path
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "fortunes-sample"
-COPYRIGHT = Path("/usr/share/doc/fortunes/copyright")  # ships with the package that owns the fortune files
+# Ships with the package that owns the fortune files (or its copy unpacked without root by ./run data).
+COPYRIGHT = system_data_path("/usr/share/doc/fortunes/copyright")
 PER_CLASS = {False: 80, True: 20}  # training / validation entries per category
 LICENSE_HEADER = """\
 Fortunes sample: 600 entries (100 per category) of the fortune cookie files computers, science,
@@ -62,7 +64,8 @@ def build(root: Path = Path(FORTUNE_ROOT), out: Path = DEFAULT_OUT, seed: int = 
           copyright_file: Path = COPYRIGHT) -> dict[str, str]:
     """Write fortunes.csv and LICENSE into `out`; return {file name: sha256}."""
     if not copyright_file.is_file():
-        raise FileNotFoundError(f"{copyright_file} not found; install it with `apt-get install fortunes`")
+        raise FileNotFoundError(f"{copyright_file} not found; install it with `apt-get install fortunes` (or without "
+                                "root: ./run data)")
     rows = sample_rows(fortunes_classification(root, FORTUNE_CATEGORIES, seed=seed), seed)
     out.mkdir(parents=True, exist_ok=True)
     write_fortunes_csv(rows, out / "fortunes.csv")

@@ -22,6 +22,7 @@ from learnkit.learner import (BalancedAccuracy, ClassAccuracy, MatthewsCorrCoef,
                               per_class_accuracy)
 from learnkit.learner.lora import add_lora, merge_lora
 from learnkit.optim import SGD, AdamW
+from learnkit.learner import CrossValidation, cross_validate, write_submission
 
 __all__ = [
     "AdamW", "BottleneckReport", "CSVLogger", "Callback", "CancelBatch", "CancelEpoch", "CancelFit", "CancelStep",
@@ -37,3 +38,4 @@ __all__ = [
     "mae", "mse", "read_idx", "register_model", "save_tensors", "set_seed", "ModelNotCached", "add_lora",
     "merge_lora",
 ]
+__all__ += ["CrossValidation", "cross_validate", "write_submission"]  # the Kaggle loop

@@ -1,48 +1,37 @@
-"""`learnkit demo`: train a small CNN on the bundled Fashion-MNIST sample and write its plots, exported model and
-run record: the shortest check that an install works end to end.
+"""`learnkit demo`: train a small CNN on the Fashion-MNIST PNG sample that ships with learnkit, through the image
+pipeline a user would use (`ImageDataBunch.from_folder`), and write its plots, exported model and run record: the
+shortest check that an install works end to end. The exported model predicts on image files
+(`learnkit predict OUT/model some.png`).
 
 Example:
     $ python -m learnkit demo --out runs/demo --epochs 3
+    $ learnkit predict runs/demo/model shirt.png
 """
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-from learnkit.cli.args import CliError
+from learnkit.cli.args import CliError, one_line
 from learnkit.cli.record import fingerprint, write_run_record
+from learnkit.datasets.registry import SAMPLES
 
 __all__ = ["demo", "SAMPLE_DIR"]
 
-SAMPLE_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
-                "t10k-labels-idx1-ubyte.gz", "classes.txt")
-MEAN, STD = 0.2860, 0.3530  # Fashion-MNIST training-set pixel statistics (after scaling to [0, 1])
-
-# The sample lives in the source checkout next to the package (<repo>/datasets/...), not inside the wheel.
-# This file is learnkit/cli/demo.py, so this is <repo>/datasets/...
-SAMPLE_DIR = Path(__file__).resolve().parents[2] / "datasets" / "fashion-mnist-sample"
-REBUILD = "python datasets/build_fashion_mnist_sample.py  (needs: apt-get install dataset-fashion-mnist)"
+# The sample is package data (learnkit/datasets/samples/), so the demo works from an installed wheel too.
+SAMPLE_DIR = SAMPLES / "fashion-mnist-sample" / "png"
+REBUILD = ("reinstall learnkit, or in a source checkout: python datasets/build_fashion_mnist_sample.py && "
+           "python datasets/build_fashion_mnist_png_sample.py  (needs: apt-get install dataset-fashion-mnist)")
+# The plots, in the order they are written and printed.
+PLOTS = ("show_batch.png", "lr_find.png", "loss.png", "sched.png", "confusion_matrix.png", "top_losses.png")
 
 
-def _read_sample(folder: Path) -> tuple[list[str], tuple, tuple]:
-    """(classes, (train images, labels), (test images, labels)) from the sample's IDX files; CliError if unusable."""
-    from learnkit.data import read_idx
-    missing = [name for name in SAMPLE_FILES if not (folder / name).is_file()]
+def _check_sample(folder: Path) -> None:
+    """CliError (exit 2) when the PNG sample is not a train/ + valid/ folder of class folders."""
+    missing = [name for name in ("train", "valid") if not (folder / name).is_dir()]
     if missing:
-        raise CliError(f"the Fashion-MNIST sample is missing from {folder} (no {', '.join(missing)}); rebuild it "
-                       f"from a source checkout with: {REBUILD}")
-    try:
-        classes = (folder / "classes.txt").read_text(encoding="utf-8").splitlines()
-        train = tuple(read_idx(folder / f"train-{k}-ubyte.gz") for k in ("images-idx3", "labels-idx1"))
-        test = tuple(read_idx(folder / f"t10k-{k}-ubyte.gz") for k in ("images-idx3", "labels-idx1"))
-    except (OSError, ValueError, EOFError) as e:
-        raise CliError(f"cannot read the sample in {folder} ({type(e).__name__}: {e}); rebuild it with: "
-                       f"{REBUILD}") from None
-    if len(classes) != 10 or train[0].shape[1:] != (28, 28) or len(train[0]) != len(train[1]) \
-            or len(test[0]) != len(test[1]):
-        raise CliError(f"the sample in {folder} has unexpected shapes (images {tuple(train[0].shape)}, "
-                       f"{len(classes)} classes); rebuild it with: {REBUILD}")
-    return classes, train, test
+        raise CliError(f"the Fashion-MNIST PNG sample is missing from {folder} (no {', '.join(missing)}/ folder); "
+                       f"{REBUILD}")
 
 
 def _output_folder(out: Path) -> Path:
@@ -57,36 +46,34 @@ def _output_folder(out: Path) -> Path:
 
 
 def demo(out: Path, epochs: int = 3, seed: int = 0, progress: bool = True) -> int:
-    """Train simple_cnn on the Fashion-MNIST sample and write the run's artefacts to `out`. Returns 0; a missing
-    or damaged sample is a CliError (exit 2), an output folder that cannot be created one with status 1."""
+    """Train simple_cnn on the Fashion-MNIST PNG sample and write the run's artefacts to `out`. Returns 0; a
+    missing or damaged sample is a CliError (exit 2), an output folder that cannot be created one with status 1."""
     start = time.perf_counter()
-    classes, (train_x, train_y), (test_x, test_y) = _read_sample(SAMPLE_DIR)
+    _check_sample(SAMPLE_DIR)
     out = _output_folder(out)
 
     import matplotlib
     matplotlib.use("Agg")  # files only: no window, no display needed
     import matplotlib.pyplot as plt
-    import torch
 
     from learnkit.core import create_model, set_seed
-    from learnkit.data import CategoryBlock, DataBlock, IndexSplitter, Normalize, TensorBlock
+    from learnkit.data.bunch import n_items
     from learnkit.learner import Learner, ProgressBar, accuracy
+    from learnkit.vision import ImageDataBunch
     from learnkit.vision.interpret import ClassificationInterpretation
 
     set_seed(seed)
-    # One item list: the training images, then the test images, which are the validation split.
-    images, labels = torch.cat([train_x, test_x]), torch.cat([train_y, test_y])
-    dblock = DataBlock(
-        blocks=(TensorBlock(dtype=None), CategoryBlock(vocab=classes)),  # vocab in label order
-        get_x=lambda i: images[i].unsqueeze(0),  # (1, 28, 28) uint8; Normalize makes floats on the device
-        get_y=lambda i: classes[int(labels[i])],
-        splitter=IndexSplitter(range(len(train_x), len(images))),
-        batch_tfms=[Normalize(MEAN, STD)])
-    data = dblock.databunch(list(range(len(images))), batch_size=32, seed=seed)
-    learn = Learner(data, create_model("simple_cnn", n_in=1, n_out=10), metrics=[accuracy], path=out,
+    # The same path as the README's quick start: class folders → ImageBlock (grayscale) + CategoryBlock, decoded
+    # once, normalized with the training images' statistics; valid/ (the upstream test images) is the split.
+    try:
+        data = ImageDataBunch.from_folder(SAMPLE_DIR, mode="L", batch_size=32, seed=seed, verbose=False)
+    except (ValueError, OSError) as e:
+        raise CliError(f"cannot read the sample in {SAMPLE_DIR} ({one_line(e)}); {REBUILD}") from None
+    n_train, n_valid = n_items(data.train_dl), n_items(data.valid_dl)
+    learn = Learner(data, create_model("simple_cnn", n_in=1, n_out=data.n_classes), metrics=[accuracy], path=out,
                     progress=progress)
-    print(f"learnkit demo: {len(train_x)} training and {len(test_x)} test images from {SAMPLE_DIR}, "
-          f"device {data.device}, seed {seed}")
+    print(f"learnkit demo: {n_train} training and {n_valid} test images from {SAMPLE_DIR}, "
+          f"{data.n_classes} classes, device {data.device}, seed {seed}")
 
     # The sweep gets no progress bar: its bars and table rows would read like training epochs.
     bar = next((cb for cb in learn.callbacks if isinstance(cb, ProgressBar)), None)
@@ -108,20 +95,33 @@ def demo(out: Path, epochs: int = 3, seed: int = 0, progress: bool = True) -> in
     accuracy_now = learn.history.epoch_records[-1]["accuracy"]
     confusion = interp.plot_confusion_matrix(figsize=(7.5, 7.5))
     confusion.axes[0].set_title(f"Fashion-MNIST sample, {int(matrix.sum())} test images, accuracy {accuracy_now:.3f}")
-    for name, fig in (("loss.png", learn.plot_loss()), ("lr_find.png", learn.plot_lr_find()),
-                      ("sched.png", learn.plot_sched()), ("confusion_matrix.png", confusion)):
-        fig.savefig(out / name, dpi=100, bbox_inches="tight")
-        plt.close(fig)
+    figures = {"show_batch.png": data.show_batch(9), "lr_find.png": learn.plot_lr_find(), "loss.png": learn.plot_loss(),
+               "sched.png": learn.plot_sched(), "confusion_matrix.png": confusion,
+               "top_losses.png": interp.plot_top_losses(9)}
+    for name in PLOTS:
+        figures[name].savefig(out / name, dpi=100, bbox_inches="tight")
+        plt.close(figures[name])
     learn.export(out / "model")
 
     record = write_run_record(out, "demo", learn, {
         "seed": seed, "epochs": epochs,
-        "sample": {"folder": str(SAMPLE_DIR), "train_items": len(train_x), "valid_items": len(test_x),
-                   "sha256": {name: fingerprint(SAMPLE_DIR / name) for name in SAMPLE_FILES}},
+        "sample": {"folder": str(SAMPLE_DIR), "train_items": n_train, "valid_items": n_valid,
+                   "classes": list(data.classes), "sha256": fingerprint(SAMPLE_DIR)},
         "lr": lr, "lr_find": suggestions._asdict(),
-        "confusion_matrix": {"classes": classes, "rows_actual_cols_predicted": matrix.tolist()},
-    }, {"fit_one_cycle": fit_seconds}, start, ["loss.png", "lr_find.png", "sched.png", "confusion_matrix.png",
-                                              "model/"])
-    print(f"accuracy {accuracy_now:.4f} on {len(test_x)} test images (chance 0.10); "
-          f"{record['seconds']['total']:.1f} s; wrote {out}")
+        "confusion_matrix": {"classes": list(data.classes), "rows_actual_cols_predicted": matrix.tolist()},
+    }, {"fit_one_cycle": fit_seconds}, start, list(PLOTS) + ["model/"])
+    print(f"accuracy {accuracy_now:.4f} on {n_valid} test images (chance {1 / data.n_classes:.2f}); "
+          f"{record['seconds']['total']:.1f} s; wrote:")
+    what = {"show_batch.png": "nine training images with their labels",
+            "lr_find.png": "the learning-rate sweep", "loss.png": "training and validation loss",
+            "sched.png": "the one-cycle learning rate and momentum",
+            "confusion_matrix.png": "actual vs predicted on the test images",
+            "top_losses.png": "the 9 test images the model is most wrong about",
+            "model/": "the exported model (weights.safetensors, recipe.json, model card)",
+            "run.json": "seed, versions, data digest, metrics, history, seconds"}
+    for name in record["files"]:
+        print(f"  {out / name}  {what[name]}")
+    example = next(iter(sorted((SAMPLE_DIR / "valid" / data.classes[0]).glob("*.png"))), None)
+    if example is not None:
+        print(f"next: learnkit predict {out / 'model'} {example}")
     return 0

@@ -28,9 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     demo = commands.add_parser(
         "demo", help="train a small CNN on the bundled Fashion-MNIST sample and write plots, model and run.json",
-        description="Train simple_cnn on the Fashion-MNIST sample (2000 train / 500 test images): lr_find, "
-                    "then fit_one_cycle; write loss.png, lr_find.png, sched.png, confusion_matrix.png, the "
-                    "exported model (model/) and run.json to --out.")
+        description="Train simple_cnn on the Fashion-MNIST PNG sample that ships with learnkit (2000 train / 500 "
+                    "test images, ImageDataBunch.from_folder): lr_find, then fit_one_cycle; write show_batch.png, "
+                    "lr_find.png, loss.png, sched.png, confusion_matrix.png, top_losses.png, the exported model "
+                    "(model/, predicts image files: 'learnkit predict OUT/model some.png') and run.json to --out.")
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default: runs/demo)")
     demo.add_argument("--epochs", type=positive_int, default=3, help="epochs of fit_one_cycle (default: 3)")
     demo.add_argument("--seed", type=seed, default=0, help="random seed (default: 0)")

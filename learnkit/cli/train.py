@@ -197,18 +197,24 @@ def predict(args: argparse.Namespace) -> int:
     predictor = _load(args.model)
     kind = type(predictor.blocks[0]).__name__
     if kind == "ImageBlock":
-        from learnkit.cli.vision import image_inputs
-        for name, file in image_inputs(list(args.files), list(args.text)):
+        from learnkit.cli.vision import image_inputs, image_kind
+        mode = getattr(predictor.blocks[0], "mode", None)
+        takes = f"image files (read as {'grayscale' if mode == 'L' else mode or 'RGB'})"
+        for name, file in image_inputs(list(args.files), list(args.text), args.model):
+            if image_kind(file) is None and file.suffix.lower() in (".txt", ".csv", ".json", ".md", ""):
+                raise CliError(f"{file} is not an image, but {args.model} is an image model: it takes {takes}; "
+                               "pass image files (or a text model for text)")
             try:
                 label, _, probs = predictor.predict(file)
             except (ValueError, OSError) as e:
-                raise CliError(one_line(e) if str(file) in str(e) else f"cannot classify {file}: {one_line(e)}") \
-                    from None
+                text = one_line(e) if str(file) in str(e) else f"cannot classify {file}: {one_line(e)}"
+                raise CliError(f"{text} ({args.model} takes {takes})") from None
             print(f"{name}\t{label}\t{float(probs.max()):.4f}")
         return 0
     if kind not in ("TextBlock", "SubwordTextBlock"):
-        raise CliError(f"{args.model} is not a text or image model (its input is a {kind}); predict takes text "
-                       "or images")
+        raise CliError(f"{args.model} takes tensors (its input is a {kind}), and `learnkit predict` takes image files "
+                       f"or text; in Python: load_learner('{args.model}').predict(tensor), or retrain it on image "
+                       "files (e.g. `learnkit demo` or ImageDataBunch.from_folder) to predict from the command line")
     items = [(str(file), _read_text(file, args.model)) for file in args.files]
     items += [(f"text-{i}", text) for i, text in enumerate(args.text, 1)]
     for name, text in items:

@@ -67,10 +67,11 @@ def image_kind(path: Path) -> str | None:
     return None
 
 
-def image_inputs(files: list[Path], texts: list[str]) -> list[tuple[str, Path]]:
+def image_inputs(files: list[Path], texts: list[str], model: Path | None = None) -> list[tuple[str, Path]]:
     """(name, file) pairs for `learnkit predict` on an image model."""
     if texts:
-        raise CliError("--text given, but this model classifies images; pass image files")
+        raise CliError(f"--text given, but {'this model' if model is None else model} classifies images; pass image "
+                       "files (or a text model for --text)")
     missing = [str(f) for f in files if not Path(f).exists()]
     if missing:
         raise CliError(f"no such file: {', '.join(missing[:5])}")

@@ -13,8 +13,8 @@ Example:
 from learnkit.datasets.convert import CONVERTERS, extract_archive
 from learnkit.datasets.download import MANIFEST, dataset_home, download_file, get_dataset, is_cached, verify_file
 from learnkit.datasets.registry import (Checksum, Dataset, DatasetError, DatasetFile, dataset_info, list_datasets,
-                                        register_dataset, unregister_dataset)
+                                        register_dataset, sample_path, unregister_dataset)
 
 __all__ = ["Checksum", "Dataset", "DatasetError", "DatasetFile", "dataset_info", "list_datasets", "register_dataset",
-           "unregister_dataset", "get_dataset", "dataset_home", "is_cached", "verify_file", "download_file",
-           "extract_archive", "CONVERTERS", "MANIFEST"]
+           "unregister_dataset", "sample_path", "get_dataset", "dataset_home", "is_cached", "verify_file",
+           "download_file", "extract_archive", "CONVERTERS", "MANIFEST"]

@@ -29,6 +29,7 @@ import urllib.request
 from pathlib import Path
 
 from learnkit.core.serialization import atomic_write
+from learnkit.core.system_data import system_data_path
 from learnkit.datasets.convert import CONVERTERS, unpack
 from learnkit.datasets.registry import Checksum, Dataset, DatasetError, DatasetFile, dataset_info
 
@@ -271,7 +272,8 @@ def _locate(ds: Dataset, dfile: DatasetFile, home: Path, mirror: Path | None, of
         except DatasetError:
             cached.unlink()  # ours and damaged: fetch it again
     candidates = [mirror / ds.name / dfile.name, mirror / dfile.name] if mirror else []
-    candidates += [Path(p) for p in dfile.local_paths]
+    # A package's file, or its copy unpacked without root by ./run data (learnkit.core.system_data).
+    candidates += [system_data_path(p) for p in dfile.local_paths]
     for path in candidates:
         looked.append(str(path))
         if path.is_file():  # a mirror's or a package's file is never modified, only checked

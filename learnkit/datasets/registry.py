@@ -15,10 +15,27 @@ from pathlib import Path
 from typing import Callable, Union
 
 __all__ = ["Checksum", "DatasetFile", "Dataset", "DatasetError", "register_dataset", "unregister_dataset",
-           "list_datasets", "dataset_info", "REPO_DATASETS"]
+           "list_datasets", "dataset_info", "SAMPLES", "sample_path"]
 
-# The committed samples live in the source checkout next to the package (<repo>/datasets/...), not in a wheel.
-REPO_DATASETS = Path(__file__).resolve().parents[2] / "datasets"
+# The small committed samples are package data (in the wheel too); <repo>/datasets/<name> links here, so the
+# builder scripts in datasets/ and a checkout's readers keep their paths. One copy in git.
+SAMPLES = Path(__file__).resolve().parent / "samples"
+
+
+def sample_path(name: str) -> Path:
+    """The folder of a sample that ships with learnkit: 'fashion-mnist-sample' (IDX files, classes.txt, png/
+    with train/ and valid/ class folders) or 'fortunes-sample' (fortunes.csv).
+
+    Example:
+        >>> sample_path("fashion-mnist-sample") / "png"                                  # doctest: +SKIP
+        PosixPath('.../site-packages/learnkit/datasets/samples/fashion-mnist-sample/png')
+    """
+    folder = SAMPLES / name
+    if not folder.is_dir():
+        known = sorted(p.name for p in SAMPLES.iterdir() if p.is_dir()) if SAMPLES.is_dir() else []
+        raise FileNotFoundError(f"no sample named {name!r} in {SAMPLES} (known: {', '.join(known) or 'none'}); "
+                                "reinstall learnkit (the samples are package data of its wheel)")
+    return folder
 
 
 class DatasetError(RuntimeError):
@@ -196,7 +213,7 @@ register_dataset(Dataset(
     licence="MIT (Expat), Copyright 2017 Zalando SE",
     description="Zalando article images, 28x28 grayscale, 10 classes: 60000 train + 10000 test",
     layout=_FMNIST_LAYOUT, converter="fashion_mnist_png",
-    how_to_get="`apt-get install dataset-fashion-mnist`",
+    how_to_get="`apt-get install dataset-fashion-mnist` (or without root, in a learnkit checkout: `./run data`)",
     homepage="https://github.com/zalandoresearch/fashion-mnist"))
 
 # Fortunes: six category files of Debian's `fortunes` package (source fortune-mod), version 1:1.99.1-7.3, and the
@@ -223,11 +240,12 @@ register_dataset(Dataset(
     description="fortune cookies of six fortune files, labelled by file: 4298 texts (3438 train / 860 valid)",
     layout="fortunes.csv (text,label,is_valid; learnkit.text.corpora.fortunes_classification, seed 42), LICENSE",
     converter="fortunes_csv",
-    how_to_get="`apt-get install fortunes` (no download URL: the files come from the Debian package)",
+    how_to_get="`apt-get install fortunes` (or without root, in a learnkit checkout: `./run data`; no download URL: "
+               "the files come from the Debian package)",
     homepage="https://packages.debian.org/fortunes"))
 
-# The samples committed in <repo>/datasets (see datasets/README.md for their provenance and checksums).
-_SAMPLE_HOW = "a source checkout of learnkit (the samples live in <repo>/datasets/, not in the wheel)"
+# The samples shipped in learnkit/datasets/samples/ (see datasets/README.md for their provenance and checksums).
+_SAMPLE_HOW = "reinstall learnkit (the samples ship inside the package: learnkit/datasets/samples/)"
 _FMNIST_SAMPLE = {
     "train-images-idx3-ubyte.gz": (871176, "793abe570761e974920cb28dc9e0a181120a1107241b28ddfcd9a76c1614138f"),
     "train-labels-idx1-ubyte.gz": (1033, "19be1dcecbb35f4d7171211883e54ee4d27eb6f1ef747a13c4fafce50dfe1064"),
@@ -244,7 +262,7 @@ _FORTUNES_SAMPLE = {
 
 def _sample_files(folder: str, table: dict) -> tuple[DatasetFile, ...]:
     return tuple(DatasetFile(name, (Checksum(size, sha256=digest, origin="learnkit datasets/" + folder),),
-                             local_paths=(str(REPO_DATASETS / folder / name),))
+                             local_paths=(str(SAMPLES / folder / name),))
                  for name, (size, digest) in table.items())
 
 

@@ -2,7 +2,8 @@
 `bible-kjv` (the King James Bible, a language-model corpus).
 
 Only the standard library is used. Nothing is downloaded: a missing package is reported with the
-`apt-get install` line that fixes it.
+`apt-get install` line that fixes it (or `./run data`, which unpacks the packages without root; the system path
+is tried first, then that unpacked copy: `learnkit.core.system_data.system_data_path`).
 
 Example:
     >>> rows = fortunes_classification()                       # doctest: +SKIP
@@ -22,12 +23,14 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from learnkit.core.system_data import FETCH_COMMAND, system_data_path
+
 __all__ = ["FortuneFile", "parse_fortune_file", "read_fortune_file", "fortunes_classification",
            "write_fortunes_csv", "bible_kjv_text", "bible_kjv_verses", "FORTUNE_ROOT", "FORTUNE_CATEGORIES"]
 
 FORTUNE_ROOT = "/usr/share/games/fortunes"
 FORTUNE_CATEGORIES = ("computers", "science", "politics", "songs-poems", "work", "men-women")
-_INSTALL_FORTUNES = "install it with `apt-get install fortunes`"
+_INSTALL_FORTUNES = f"install it with `apt-get install fortunes` (or without root: `{FETCH_COMMAND}`)"
 # One character followed by a backspace: old-style overstrike (bold "a\ba", underline "_\bx", accents
 # "'\bi"). The terminal would show what follows the backspace, so that is what is kept.
 _OVERSTRIKE = re.compile("[^\x08]\x08", re.DOTALL)
@@ -119,7 +122,7 @@ def fortunes_classification(root: str | Path = FORTUNE_ROOT, categories: tuple[s
     split. Rows come in `categories` order, file order inside a category.
 
     Args:
-        root: folder holding one fortune file per category.
+        root: folder holding one fortune file per category (found by `system_data_path`).
         categories: file names, which are also the labels.
         seed: seed of the split.
         valid_pct: fraction of each category put in the validation set.
@@ -138,7 +141,7 @@ def fortunes_classification(root: str | Path = FORTUNE_ROOT, categories: tuple[s
         >>> sum(r["is_valid"] for r in rows) / len(rows)                                 # doctest: +SKIP
         0.2...
     """
-    root = Path(root)
+    root = system_data_path(root, needs=categories)
     if not root.is_dir():
         raise _missing_fortunes(root, "folder")
     if not 0 <= valid_pct < 1:
@@ -205,9 +208,13 @@ def bible_kjv_text(command: str = "bible", data_dir: str = "/usr/lib", timeout: 
         'Genesis 1'
     """
     exe = shutil.which(command)
+    if exe is None and command == "bible" and system_data_path("/usr/bin/bible").is_file():
+        exe = str(system_data_path("/usr/bin/bible"))  # unpacked without root (./run data)
     if exe is None:
         raise FileNotFoundError(f"the `{command}` program was not found on PATH; install it with "
-                                "`apt-get install bible-kjv` (Debian package bible-kjv, with bible-kjv-text)")
+                                "`apt-get install bible-kjv` (Debian package bible-kjv, with bible-kjv-text), or "
+                                f"without root: `{FETCH_COMMAND}`")
+    data_dir = system_data_path(Path(data_dir) / "bible.data").parent
     args = [exe, "-p", str(data_dir), "-l100000", "gen1:1-rev22:21"]
     result = subprocess.run(args, capture_output=True, timeout=timeout, check=False)
     text = result.stdout.decode("utf-8", errors="replace")

@@ -140,20 +140,24 @@ class ImageDataBunch(DataBunch):
     @classmethod
     @checked_keywords
     def from_lists(cls, path: str | Path, fnames: Sequence[str | Path], labels: Sequence[Any], *,
-                   valid_pct: float = 0.2, seed: int | None = None, multi_label: bool = False,
+                   valid_idx: Sequence[int] | None = None, valid_pct: float = 0.2, seed: int | None = None,
+                   multi_label: bool = False,
                    label_delim: str | None = None, item_tfms: Any = (), batch_tfms: Any = (), batch_size: int = 64,
                    mode: str | None = "RGB", normalize: Any = "auto", resident: Any = "auto",
                    memory_budget: int | None = None, num_workers: int | None = None,
                    device: torch.device | str | None = None, on_bad: str = "error",
                    max_pixels: int | None = DEFAULT_MAX_PIXELS, verify: bool = True, drop_last: bool | None = None,
                    verbose: bool = True) -> "ImageDataBunch":
-        """Files (relative to `path`, or absolute) with their labels; a seeded random split."""
+        """Files (relative to `path`, or absolute) with their labels; validation = the positions `valid_idx` (as
+        `TextDataBunch.from_lists`; e.g. a cross-validation fold's), else a seeded random `valid_pct` split."""
         files = [Path(path) / f for f in fnames]
         labels = list(labels)
         if len(files) != len(labels):
             raise ValueError(f"ImageDataBunch.from_lists: {len(files)} files but {len(labels)} labels; give one "
                              "label per file")
-        return cls._images(files, labels, RandomSplitter(valid_pct, seed=seed if seed is not None else 0),
+        splitter = (RandomSplitter(valid_pct, seed=seed if seed is not None else 0) if valid_idx is None
+                    else IndexSplitter(valid_idx))
+        return cls._images(files, labels, splitter,
                            multi_label, label_delim, item_tfms=item_tfms, batch_tfms=batch_tfms,
                            batch_size=batch_size, mode=mode, normalize=normalize, resident=resident,
                            memory_budget=memory_budget, num_workers=num_workers, device=device, on_bad=on_bad,

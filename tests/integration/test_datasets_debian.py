@@ -20,12 +20,14 @@ from PIL import Image
 
 from learnkit import read_idx
 from learnkit.datasets import MANIFEST, dataset_info, get_dataset
-from ci_rules import skip_or_fail
+from learnkit.text.corpora import FORTUNE_CATEGORIES
+from ci_rules import how_to_install, skip_or_fail, system_data_path
 
 pytestmark = pytest.mark.integration
 
-FMNIST = Path("/usr/share/datasets/fashion-mnist")
-FORTUNES = Path("/usr/share/games/fortunes")
+FMNIST = system_data_path("/usr/share/datasets/fashion-mnist",
+                          needs=[f.name for f in dataset_info("fashion-mnist").files])
+FORTUNES = system_data_path("/usr/share/games/fortunes", needs=FORTUNE_CATEGORIES)
 # The gzip header of the upstream files: a stored file name and these time stamps (2017-08-31 UTC). Debian's
 # package holds the same compressed bytes under a header without the name (see learnkit/datasets/registry.py).
 UPSTREAM_MTIME = {"train-images-idx3-ubyte.gz": 1504176606, "train-labels-idx1-ubyte.gz": 1504176606,
@@ -33,9 +35,9 @@ UPSTREAM_MTIME = {"train-images-idx3-ubyte.gz": 1504176606, "train-labels-idx1-u
 
 
 def require(name: str, package: str) -> None:
-    missing = [p for f in dataset_info(name).files for p in f.local_paths if not Path(p).is_file()]
+    missing = [p for f in dataset_info(name).files for p in f.local_paths if not system_data_path(p).is_file()]
     if missing:
-        message = f"{name}: {', '.join(missing)} not found. Install it with `apt-get install {package}`."
+        message = f"{name}: {', '.join(missing)} not found. {how_to_install(package)}."
         skip_or_fail(message)
 
 
@@ -86,4 +88,5 @@ def test_fortunes_converts_offline_from_the_debian_package(tmp_path):
     with open(folder / "fortunes.csv", encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 4298 and Counter(r["is_valid"] for r in rows) == {"False": 3438, "True": 860}
-    assert (folder / "LICENSE").read_bytes().endswith(Path("/usr/share/doc/fortunes/copyright").read_bytes())
+    copyright = system_data_path("/usr/share/doc/fortunes/copyright")
+    assert (folder / "LICENSE").read_bytes().endswith(copyright.read_bytes())

@@ -14,13 +14,14 @@ import torch
 import learnkit
 from learnkit import (CategoryBlock, DataBlock, IndexSplitter, Learner, Normalize, TensorBlock, accuracy,
                       create_model, read_idx, set_seed)
-from ci_rules import skip_or_fail
+from ci_rules import how_to_install, skip_or_fail, system_data_path
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "datasets" / "fashion-mnist-sample"
-DEBIAN = Path("/usr/share/datasets/fashion-mnist")
+DEBIAN = system_data_path("/usr/share/datasets/fashion-mnist", needs=[f"{s}-{k}-ubyte.gz" for s in ("train", "t10k")
+                                                                       for k in ("images-idx3", "labels-idx1")])
 CLASSES = (SAMPLE / "classes.txt").read_text(encoding="utf-8").splitlines()
 MEAN, STD = 0.2860, 0.3530  # Fashion-MNIST training-set pixel statistics (after scaling to [0, 1])
 
@@ -31,7 +32,7 @@ def require_debian_data() -> Path:
     missing = [f for f in files if not (DEBIAN / f).exists()]
     if missing:
         message = (f"Fashion-MNIST not found: {DEBIAN} lacks {', '.join(missing)}. "
-                   "Install it with `apt-get install dataset-fashion-mnist`.")
+                   f"{how_to_install('dataset-fashion-mnist')}.")
         skip_or_fail(message)
     return DEBIAN
 

@@ -15,27 +15,27 @@ import pytest
 
 from learnkit.text.corpora import (FORTUNE_CATEGORIES, bible_kjv_verses, fortunes_classification,
                                    parse_fortune_file)
-from ci_rules import skip_or_fail
+from ci_rules import how_to_install, skip_or_fail, system_data_path
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "datasets" / "fortunes-sample"
-FORTUNES = Path("/usr/share/games/fortunes")
+FORTUNES = system_data_path("/usr/share/games/fortunes", needs=FORTUNE_CATEGORIES)
+BIBLE, BIBLE_DATA = system_data_path("/usr/bin/bible"), system_data_path("/usr/lib/bible.data")
+COPYRIGHT = system_data_path("/usr/share/doc/fortunes/copyright")
 
 
 def require_fortunes() -> Path:
     missing = [c for c in FORTUNE_CATEGORIES if not (FORTUNES / c).is_file()]
     if missing:
-        skip_or_fail(f"fortune files not found: {FORTUNES} lacks {', '.join(missing)}. "
-                     "Install them with `apt-get install fortunes`.")
+        skip_or_fail(f"fortune files not found: {FORTUNES} lacks {', '.join(missing)}. {how_to_install('fortunes')}.")
     return FORTUNES
 
 
 def require_bible() -> None:
-    if shutil.which("bible") is None or not Path("/usr/lib/bible.data").is_file():
-        skip_or_fail("the `bible` program or /usr/lib/bible.data is missing. "
-                     "Install them with `apt-get install bible-kjv`.")
+    if (shutil.which("bible") is None and not BIBLE.is_file()) or not BIBLE_DATA.is_file():
+        skip_or_fail(f"the `bible` program or {BIBLE_DATA} is missing. {how_to_install('bible-kjv')}.")
 
 
 def read_sample() -> list[dict]:
@@ -85,8 +85,8 @@ def test_committed_sample_keeps_the_full_split():
 
 def test_build_script_reproduces_the_committed_sample(tmp_path):
     root = require_fortunes()
-    if not Path("/usr/share/doc/fortunes/copyright").is_file():
-        skip_or_fail("/usr/share/doc/fortunes/copyright is missing. Install it with `apt-get install fortunes`.")
+    if not COPYRIGHT.is_file():
+        skip_or_fail(f"{COPYRIGHT} is missing. {how_to_install('fortunes')}.")
     build = runpy.run_path(str(REPO / "datasets" / "build_fortunes_sample.py"))["build"]
     build(root, tmp_path, seed=42)
     for name in ("fortunes.csv", "LICENSE"):
@@ -105,6 +105,7 @@ def test_bible_has_every_verse_in_order():
 
 def test_missing_packages_skip_locally_but_fail_in_ci(monkeypatch, tmp_path):
     monkeypatch.setitem(globals(), "FORTUNES", tmp_path / "absent")
+    monkeypatch.setitem(globals(), "BIBLE", tmp_path / "absent")
     monkeypatch.setenv("PATH", str(tmp_path))  # no `bible` on it
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="apt-get install fortunes"):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ci_rules import skip_or_fail
+from ci_rules import how_to_install, skip_or_fail, system_data_path
 from learnkit import Learner, accuracy, create_model, read_idx, set_seed
 from learnkit.vision import BatchResize, ImageDataBunch, vision_learner
 
@@ -17,7 +17,8 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 PNG = REPO / "datasets" / "fashion-mnist-sample" / "png"
-DEBIAN = Path("/usr/share/datasets/fashion-mnist")
+DEBIAN = system_data_path("/usr/share/datasets/fashion-mnist", needs=[f"{s}-{k}-ubyte.gz" for s in ("train", "t10k")
+                                                                       for k in ("images-idx3", "labels-idx1")])
 SMALL = [16, 32, 64, 128]  # resnet9 widths small enough for a 2-core CPU
 
 
@@ -99,7 +100,7 @@ def test_efficientnet_lite0_imagenet_weights_transfer_to_fashion_mnist(tmp_path)
 
 def test_full_fashion_mnist_subsample_as_png_folder(tmp_path):
     if not (DEBIAN / "train-images-idx3-ubyte.gz").exists():
-        skip_or_fail(f"Fashion-MNIST not found in {DEBIAN}; install it with `apt-get install dataset-fashion-mnist`")
+        skip_or_fail(f"Fashion-MNIST not found in {DEBIAN}. {how_to_install('dataset-fashion-mnist')}")
     classes = [c.replace("/", "_") for c in (REPO / "datasets/fashion-mnist-sample/classes.txt").read_text().split("\n") if c]
     for split, prefix, n in (("train", "train", 6000), ("valid", "t10k", 1000)):
         images, labels = read_idx(DEBIAN / f"{prefix}-images-idx3-ubyte.gz"), read_idx(DEBIAN / f"{prefix}-labels-idx1-ubyte.gz")
