@@ -186,13 +186,13 @@ class Learner(CallbackHost, Recipes):
             self.check()
         added = [self.add_callback(cb) for cb in callbacks]
         decay_before = self._set_weight_decay(weight_decay)
-        from learnkit.learner.graphs import graphs_for_fit
-        self.graphs = graphs_for_fit(self)  # None: eager (why: learn.cuda_graph_report)
         # Training forwards go through DDP under torchrun (a wrapper per fit); else the model itself.
         self._train_module = self.dist.train_model(self.model) if self.dist is not None else self.model
         start_epoch = 0
         with self._cudnn_scope():
             try:
+                from learnkit.learner.graphs import graphs_for_fit
+                self.graphs = graphs_for_fit(self)  # None: eager (why: learn.cuda_graph_report)
                 if resume_from is not None:
                     from learnkit.learner.checkpoint import restore_checkpoint
                     start_epoch = restore_checkpoint(self, resume_from)

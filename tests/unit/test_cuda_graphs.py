@@ -101,3 +101,13 @@ def test_the_recorded_adam_step_is_torchs(opt_class, weight_decay):
         adam_step(mine, hypers)
         for p, q in zip(params + [late], mine_params):
             torch.testing.assert_close(q, p, rtol=1e-6, atol=1e-7)
+
+
+def test_a_refused_cuda_graphs_true_leaves_the_learner_as_it_was():
+    learn = _learner(cuda_graphs=True)
+    with pytest.raises(ValueError, match="cuda_graphs=True"):
+        learn.fit(1, lr=1e-2, callbacks=[GradientClipping(1.0)])
+    assert not any(isinstance(cb, GradientClipping) for cb in learn.callbacks)  # this fit's callbacks removed
+    learn.cuda_graphs = "auto"
+    learn.fit(1, lr=1e-2)
+    assert len(learn.history.losses) == 3
