@@ -125,7 +125,8 @@ def vision_learner(data: DataBunch | None = None, arch: str | Callable[..., nn.M
                    path: str | Path = ".", model_dir: str = "models", mixed_precision: Any = "auto",
                    progress: bool = True, train_bn: bool = True, preflight: bool = True,
                    compile: bool | str | dict = False, sync_bn: bool = False, weight_decay: float | None = None,
-                   cudnn_benchmark: bool | None = None, **fastai_names: Any) -> Learner:
+                   cudnn_benchmark: bool | None = None, cuda_graphs: bool | str = "auto",
+                   **fastai_names: Any) -> Learner:
     # long: the spelled-out keyword options (no **kwargs) and their docstring; the body is short
     """A Learner for images, ready for `fine_tune` (pretrained) or `fit_one_cycle` (from scratch).
 
@@ -158,6 +159,8 @@ def vision_learner(data: DataBunch | None = None, arch: str | Callable[..., nn.M
             restored after each); None leaves it alone. Off by default: measured on an H200
             (benchmarks/cudnn_benchmark.py), autotuning added 1-3 s to the first epoch and gave no steady-state gain
             for resnet18 at 28 px or resnet34 at 128 px, and it makes results vary from run to run.
+        cuda_graphs: as `Learner`'s: 'auto' records each training step as one CUDA graph on CUDA when nothing
+            prevents it (`learn.cuda_graph_report` says), True insists, False trains eagerly.
         opt_fn, callbacks, path, model_dir, mixed_precision, progress, train_bn, preflight, compile, sync_bn,
             weight_decay: as `Learner`'s. An unknown keyword is a TypeError naming the nearest valid one.
 
@@ -219,7 +222,7 @@ def vision_learner(data: DataBunch | None = None, arch: str | Callable[..., nn.M
     learn = Learner(view, model, loss_fn=loss_fn, opt_fn=opt_fn, metrics=metrics, callbacks=callbacks, path=path,
                     model_dir=model_dir, splitter=splitter, mixed_precision=mixed_precision, progress=progress,
                     train_bn=train_bn, preflight=preflight, compile=compile, sync_bn=sync_bn,
-                    weight_decay=weight_decay, cudnn_benchmark=benchmark)
+                    weight_decay=weight_decay, cudnn_benchmark=benchmark, cuda_graphs=cuda_graphs)
     learn.pretrained_source = source
     if source is not None:
         learn.freeze()
@@ -234,7 +237,8 @@ def unet_learner(data: DataBunch | None = None, arch: str | Callable[..., nn.Mod
                  path: str | Path = ".", model_dir: str = "models", mixed_precision: Any = "auto",
                  progress: bool = True, train_bn: bool = True, preflight: bool = True,
                  compile: bool | str | dict = False, sync_bn: bool = False, weight_decay: float | None = None,
-                 cudnn_benchmark: bool | None = None, **fastai_names: Any) -> Learner:
+                 cudnn_benchmark: bool | None = None, cuda_graphs: bool | str = "auto",
+                 **fastai_names: Any) -> Learner:
     # long: the spelled-out keyword options (no **kwargs) and their docstring; the body is short
     """A Learner for semantic segmentation: a U-Net (`unet_model`) over the body of `arch`, ready for `fine_tune`.
 
@@ -253,7 +257,7 @@ def unet_learner(data: DataBunch | None = None, arch: str | Callable[..., nn.Mod
             benchmarks/results/segmentation_unet_loss_cpu.json): Dice weighs the rare classes up.
         metrics: default the target's `default_metrics()` (pixel_accuracy, mean_iou), else those two.
         opt_fn, callbacks, path, model_dir, mixed_precision, progress, train_bn, preflight, compile, sync_bn,
-            weight_decay, cudnn_benchmark: as `Learner`'s.
+            weight_decay, cudnn_benchmark, cuda_graphs: as `Learner`'s.
 
     Example:
         >>> learn = unet_learner(data, "resnet34")
@@ -290,7 +294,7 @@ def unet_learner(data: DataBunch | None = None, arch: str | Callable[..., nn.Mod
                     opt_fn=opt_fn, metrics=metrics, callbacks=callbacks, path=path, model_dir=model_dir,
                     splitter=unet_splitter, mixed_precision=mixed_precision, progress=progress, train_bn=train_bn,
                     preflight=preflight, compile=compile, sync_bn=sync_bn, weight_decay=weight_decay,
-                    cudnn_benchmark=cudnn_benchmark)
+                    cudnn_benchmark=cudnn_benchmark, cuda_graphs=cuda_graphs)
     learn.pretrained_source = source
     if source is not None:
         learn.freeze()

@@ -111,3 +111,13 @@ def test_a_refused_cuda_graphs_true_leaves_the_learner_as_it_was():
     learn.cuda_graphs = "auto"
     learn.fit(1, lr=1e-2)
     assert len(learn.history.losses) == 3
+
+
+def test_the_image_factories_pass_the_switch_on():
+    from learnkit.testing import quadrant_images
+    from learnkit.vision import unet_learner, vision_learner
+    data = quadrant_images(n=32, channels=3, batch_size=8)
+    learn = vision_learner(data, "resnet18", pretrained=False, progress=False, cuda_graphs=False)
+    assert learn.cuda_graphs is False
+    with pytest.raises(ValueError, match="cuda_graphs='yes'"):
+        unet_learner(data, "resnet18", pretrained=False, progress=False, cuda_graphs="yes")
