@@ -85,8 +85,9 @@ def amp_dtype(mixed_precision: Any, device: torch.device, trained: str | None = 
     return torch.bfloat16 if choice == "bf16" else torch.float16
 
 
-def autocast(device_type: str, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+def autocast(device_type: str, dtype: torch.dtype | None, cache_enabled: bool = True) -> contextlib.AbstractContextManager:
     """`torch.autocast(device_type, dtype)`, or a no-op context when `dtype` is None (mixed precision off).
+    `cache_enabled=False` while a CUDA graph is recorded (autocast's cast cache must not outlive the capture).
 
     Example:
         >>> with autocast("cpu", None):
@@ -94,7 +95,7 @@ def autocast(device_type: str, dtype: torch.dtype | None) -> contextlib.Abstract
     """
     if dtype is None:
         return contextlib.nullcontext()
-    return torch.autocast(device_type, dtype=dtype)
+    return torch.autocast(device_type, dtype=dtype, cache_enabled=cache_enabled)
 
 
 def versions(extra: dict[str, str] | None = None) -> dict[str, str]:

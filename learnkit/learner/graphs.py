@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 import torch
 from torch import nn
 
+from learnkit.core.device import autocast
+
 if TYPE_CHECKING:
     from learnkit.learner.learner import Learner
 
@@ -204,7 +206,7 @@ class StepGraphs:
         clean = generator.clone_state()  # a failed capture leaves the generator's state half-captured
         try:
             with torch.cuda.graph(graph, stream=self.stream, capture_error_mode="thread_local"):
-                with _autocast(learn):  # autocast's cast cache must be off while capturing
+                with autocast(learn.device.type, learn.amp_dtype, cache_enabled=False):  # no cast cache in a capture
                     if training:
                         loss = learn.train_step(inputs)
                     else:
@@ -233,15 +235,6 @@ class StepGraphs:
             learn.opt.zero_grad(set_to_none=True)
         if learn.progress:
             print(f"CUDA graphs: off for the rest of this fit, {reason}; training goes on eagerly")
-
-
-@contextlib.contextmanager
-def _autocast(learn: "Learner") -> Iterator[None]:
-    if learn.amp_dtype is None:
-        yield
-        return
-    with torch.autocast(learn.device.type, dtype=learn.amp_dtype, cache_enabled=False):
-        yield
 
 
 def adam_hypers(opt: torch.optim.Optimizer) -> list[tuple[torch.Tensor, dict, str, int | None]]:
