@@ -21,7 +21,7 @@ from torch import nn
 
 from learnkit.core import create_model, load_tensors, register_model
 
-__all__ = ["BertConfig", "BertEncoder", "TransformerClassifier", "WordPieceTokenizer", "check_architecture",
+__all__ = ["pool_hidden", "BertConfig", "BertEncoder", "TransformerClassifier", "WordPieceTokenizer", "check_architecture",
            "hf_bert_state_dict", "layer_groups", "load_bert", "load_hf_weights", "transformer_classifier_from_dir"]
 
 MODEL_FILES = ("config.json", "vocab.txt", "model.safetensors")
@@ -431,6 +431,16 @@ def load_bert(path: str | os.PathLike) -> tuple[BertEncoder, WordPieceTokenizer,
 
 
 # ----------------------------------------------------------------------------------------------- classifier
+def pool_hidden(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """Sentence vectors from an encoder's (B, T, H) states: the first token's ('cls') or the mean over the
+    tokens that `mask` (B, T) keeps ('mean'). Shared by the built-in BERT and the transformers path (text/hf.py),
+    which give the same logits on the same weights."""
+    if pooling == "cls":
+        return hidden[:, 0]
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+
+
 class TransformerClassifier(nn.Module):
     """BertEncoder → pooling ('mean' over real tokens, as sentence-transformers do, or the 'cls' token)
     → dropout → Linear. Input: ids (B, L) right-padded with `pad_id`; output: logits (B, n_out).
@@ -451,11 +461,7 @@ class TransformerClassifier(nn.Module):
     def pool(self, input_ids: torch.Tensor) -> torch.Tensor:
         """The sentence vectors (B, hidden_size) before the head."""
         mask = input_ids != self.pad_id
-        hidden = self.encoder(input_ids, mask)
-        if self.pooling == "cls":
-            return hidden[:, 0]
-        mask = mask.unsqueeze(-1).to(hidden.dtype)
-        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        return pool_hidden(self.encoder(input_ids, mask), mask, self.pooling)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.head(self.pool(input_ids))

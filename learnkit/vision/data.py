@@ -263,11 +263,7 @@ class ImageDataBunch(DataBunch):
             if vi is not None:
                 is_valid.append(is_valid_flag(row[vi]))
         report_bad(bad, on_bad, "rows without a file or a label", f"fill in the label column {header[li]!r} of {csv_path}")
-        if vi is not None:
-            splitter: Any = IndexSplitter([i for i, v in enumerate(is_valid) if v])
-        else:
-            splitter = RandomSplitter(valid_pct, seed=seed if seed is not None else 0)
-        return cls._images(files, labels, splitter, label_delim is not None, label_delim, skipped=bad,
+        return cls._images(files, labels, csv_splitter(is_valid if vi is not None else None, valid_pct, seed), label_delim is not None, label_delim, skipped=bad,
                            item_tfms=item_tfms, batch_tfms=batch_tfms, batch_size=batch_size, mode=mode,
                            normalize=normalize, resident=resident, memory_budget=memory_budget,
                            num_workers=num_workers, device=device, on_bad=on_bad, max_pixels=max_pixels,
@@ -365,6 +361,14 @@ class ImageDataBunch(DataBunch):
 
     def __repr__(self) -> str:
         return super().__repr__()[:-1] + f", path={self.loader_kind!r})"
+
+
+def csv_splitter(is_valid: Sequence[bool] | None, valid_pct: float, seed: int | None) -> Any:
+    """The split of a `from_csv`: the rows flagged by its valid column (`is_valid`, one flag per kept row), or,
+    without one, a seeded random `valid_pct` split."""
+    if is_valid is not None:
+        return IndexSplitter([i for i, v in enumerate(is_valid) if v])
+    return RandomSplitter(valid_pct, seed=seed if seed is not None else 0)
 
 
 def _column(header: list[str], spec: int | str, table: Path) -> int:

@@ -24,9 +24,9 @@ from torch import nn
 from learnkit.core.args import checked_keywords
 from learnkit.data.blocks import TransformBlock, register_block
 from learnkit.data.datablock import check_on_bad, report_bad
-from learnkit.data.splitters import IndexSplitter, RandomSplitter, is_valid_flag
+from learnkit.data.splitters import RandomSplitter, is_valid_flag
 from learnkit.data.tables import read_csv
-from learnkit.vision.data import ImageDataBunch, _column
+from learnkit.vision.data import ImageDataBunch, _column, csv_splitter
 from learnkit.vision.image import DEFAULT_MAX_PIXELS
 from learnkit.vision.targets import FollowPoints, image_size, show_points
 
@@ -249,11 +249,8 @@ class PointsDataBunch(ImageDataBunch):
             if vi is not None:
                 is_valid.append(is_valid_flag(row[vi]))
         report_bad(bad, on_bad, "rows without a file or numeric points", f"fill in the point columns of {csv_path}")
-        if vi is not None:
-            splitter: Any = IndexSplitter([i for i, v in enumerate(is_valid) if v])
-        else:
-            splitter = RandomSplitter(valid_pct, seed=seed if seed is not None else 0)
-        return cls._images(files, points, splitter, False, None, skipped=bad,
+        return cls._images(files, points, csv_splitter(is_valid if vi is not None else None, valid_pct, seed), False,
+                           None, skipped=bad,
                            y_block=PointBlock(n_points, flip_permutation=flip_permutation), item_tfms=item_tfms,
                            batch_tfms=batch_tfms, batch_size=batch_size, mode=mode, normalize=normalize,
                            resident=resident, memory_budget=memory_budget, num_workers=num_workers, device=device,

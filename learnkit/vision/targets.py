@@ -15,6 +15,7 @@ from PIL import Image
 
 from learnkit.data.pipeline import step_name
 from learnkit.vision.image import ImageLoadError
+from learnkit.vision.transforms import pad_index
 
 __all__ = ["image_size", "code_colors", "show_mask", "show_points", "mask_legend"]
 
@@ -63,16 +64,6 @@ def layout_of(tfm: Any, what: str) -> Callable[[int, int], Any]:
     return layout
 
 
-def _pad_index(n: int, before: int, after: int, mode: str) -> torch.Tensor:
-    # the same source indices as vision/transforms.py's padding (mirrored without repeating the edge, or the edge)
-    i = torch.arange(-before, n + after)
-    if mode == "border" or n == 1:
-        return i.clamp(0, n - 1)
-    period = 2 * (n - 1)
-    i = i.remainder(period)
-    return torch.where(i >= n, period - i, i)
-
-
 class FollowMask:
     """An image item transform's geometry applied to a uint8 mask (H,W): the same crop, a nearest resize (labels
     are never blended) and the same padding (reflected or repeated labels where the image reflects or repeats its
@@ -97,7 +88,7 @@ class FollowMask:
             out = m.new_full((h, w), self.ignore_index)
             out[pad_top:pad_top + nh, pad_left:pad_left + nw] = m
             return out
-        rows, cols = _pad_index(nh, pad_top, bottom, mode), _pad_index(nw, pad_left, right, mode)
+        rows, cols = pad_index(nh, pad_top, bottom, mode), pad_index(nw, pad_left, right, mode)  # the image's own
         return m.index_select(0, rows).index_select(1, cols)
 
 

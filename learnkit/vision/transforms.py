@@ -61,7 +61,7 @@ def _resize(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return F.interpolate(x[None], size=(h, w), mode="bilinear", antialias=True, align_corners=False)[0]
 
 
-def _pad_index(n: int, before: int, after: int, mode: str) -> torch.Tensor:
+def pad_index(n: int, before: int, after: int, mode: str) -> torch.Tensor:
     """Source indices for positions -before .. n+after-1: mirrored without repeating the edge ('reflection',
     as numpy's 'reflect'; works for any pad width), or the edge repeated ('border')."""
     i = torch.arange(-before, n + after)
@@ -80,7 +80,7 @@ def _pad(x: torch.Tensor, top: int, bottom: int, left: int, right: int, mode: st
         out = x.new_zeros((c, h + top + bottom, w + left + right))
         out[:, top:top + h, left:left + w] = x
         return out
-    rows, cols = _pad_index(h, top, bottom, mode), _pad_index(w, left, right, mode)
+    rows, cols = pad_index(h, top, bottom, mode), pad_index(w, left, right, mode)
     return x.index_select(1, rows).index_select(2, cols)
 
 
