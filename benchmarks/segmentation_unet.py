@@ -2,16 +2,19 @@
 
 The data: a deterministic generator (below) pastes 1-3 Fashion-MNIST items, scaled 1.5-2.5x and tinted, on noisy
 128 px canvases; the mask labels each item's pixels with its garment class (1-10, background 0). Written as
-images/NNNNN.png and masks/NNNNN.png; the last 20% are the validation split for both libraries.
+images/NNNNN.png and masks/NNNNN.png, with codes.txt. Validation: fastai's split is the last 20% of the files,
+learnkit's its own seeded random 20% (`from_folder(valid_pct=0.2)`); the images are generated i.i.d., so both are
+samples of the same distribution, but not the same 4,000 images.
 
 Same for both: resnet34 body from scratch (pretrained=False: no internet on the device), batch size, epochs,
-one-cycle at lr 1e-3, no augmentation, inputs in [0, 1] (fastai does not normalize when pretrained=False), mixed
-precision (fastai `to_fp16()`, learnkit's default bf16 autocast). Each library's time runs from the file names to
-the evaluated model (decoding, loaders, model build, training, validation predictions); mean IoU is computed by
-the same function over both libraries' validation predictions (confusion matrix over all pixels, classes absent
-from targets and predictions left out). learnkit is also run with cross-entropy alone (its default is
-cross-entropy + Dice) to measure that choice. On this branch the learnkit side reads the folders with
-`decode_images` and a stand-in mask block, since SegmentationDataBunch.from_folder lands with the data side.
+one-cycle at lr 1e-3, no augmentation, mixed precision (fastai `to_fp16()`, learnkit's default bf16 autocast),
+each library's documented one-liner with its defaults otherwise (learnkit: `SegmentationDataBunch.from_folder` +
+`unet_learner`, loss cross-entropy + Dice, CUDA graphs 'auto'; fastai: `DataBlock(ImageBlock, MaskBlock)` +
+`unet_learner`, cross-entropy). Each contender runs in a fresh process; its time runs from the file names to the
+evaluated model (decoding, loaders, model build, training, validation predictions; imports excluded). Mean IoU is
+computed by the same function over both libraries' validation predictions (confusion matrix over all pixels,
+classes absent from targets and predictions left out). `--only learnkit_ce` runs learnkit with cross-entropy
+alone, to measure the loss choice.
 
 Run (device): python benchmarks/segmentation_unet.py --n 20000 --epochs 4 --out benchmarks/results/x.json
 """
@@ -21,6 +24,7 @@ import argparse
 import gzip
 import json
 import os
+import subprocess
 import sys
 import time
 from multiprocessing import Pool
@@ -28,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # learnkit from this checkout
 import torch.nn.functional as F
 
 N_CLASSES = 11
@@ -93,47 +99,28 @@ def mean_iou(probs: torch.Tensor, target: torch.Tensor) -> float:
 
 def run_learnkit(root: Path, n_valid_from: int, epochs: int, batch_size: int, loss: str, arch: str = "resnet34",
                  seed: int = 0) -> dict:
-    from learnkit.data.blocks import TransformBlock
-    from learnkit.data.bunch import DataBunch
-    from learnkit.data.resident import ResidentLoader
-    from learnkit.vision.image import ImageBlock, decode_images
-    from learnkit.vision.learner import unet_learner
+    """learnkit's documented one-liner: `SegmentationDataBunch.from_folder` (images/, masks/, codes.txt) +
+    `unet_learner` + `fit_one_cycle`, then the validation predictions. Its split is its own seeded 20%."""
+    from learnkit.vision import SegmentationDataBunch, unet_learner
     from learnkit.vision.losses import SegmentationCrossEntropy
-    from learnkit.vision.transforms import IntToFloat
-
-    class Masks(TransformBlock):  # stand-in for MaskBlock (vision/segment.py, the data side of issue 17)
-        def __init__(self):
-            self.classes, self.ignore_index = CODES, 255
-
-        def activation(self, output):
-            return F.softmax(output.float(), dim=1)
-
-        def default_metrics(self):
-            return ["pixel_accuracy", "mean_iou"]
 
     torch.manual_seed(seed)
     t = time.perf_counter()
-    files = sorted((root / "images").iterdir())
-    images, _ = decode_images(files, mode="RGB")
-    masks, _ = decode_images([root / "masks" / f.name for f in files], mode="L")
-    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    x, y = images.to(dev), masks[:, 0].long().to(dev)
-    tr, va = slice(0, n_valid_from), slice(n_valid_from, len(files))
-    gen = torch.Generator().manual_seed(seed)
-    data = DataBunch(ResidentLoader((x[tr], y[tr]), batch_size, shuffle=True, drop_last=True, generator=gen),
-                     ResidentLoader((x[va], y[va]), batch_size), blocks=[ImageBlock(), Masks()],
-                     batch_tfms=[IntToFloat()], device=dev)
+    data = SegmentationDataBunch.from_folder(root, codes=CODES, valid_pct=0.2, seed=seed, batch_size=batch_size,
+                                             verbose=False)
+    t_data = time.perf_counter()
     learn = unet_learner(data, arch, pretrained=False, progress=False,
                          loss_fn=SegmentationCrossEntropy() if loss == "ce" else None)
     t_fit = time.perf_counter()
     learn.fit_one_cycle(epochs, 1e-3)
     probs, target = learn.get_preds()
-    if dev.type == "cuda":
+    if torch.cuda.is_available():
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t
-    return {"seconds": round(seconds, 1), "fit_seconds": round(time.perf_counter() - t_fit, 1),
-            "mean_iou": round(mean_iou(probs, target), 4), "val_results": learn.val_results,
-            "loss": type(learn.loss_fn).__name__}
+    return {"seconds": round(seconds, 1), "data_seconds": round(t_data - t, 1),
+            "fit_seconds": round(time.perf_counter() - t_fit, 1), "mean_iou": round(mean_iou(probs, target), 4),
+            "val_results": learn.val_results, "loss": type(learn.loss_fn).__name__,
+            "loader": getattr(data, "loader_report", None), "cuda_graphs": getattr(learn, "cuda_graph_report", None)}
 
 
 def run_fastai(root: Path, n_valid_from: int, epochs: int, batch_size: int) -> dict:
@@ -157,6 +144,15 @@ def run_fastai(root: Path, n_valid_from: int, epochs: int, batch_size: int) -> d
             "mean_iou": round(mean_iou(probs.float(), target), 4), "loss": type(learn.loss_func).__name__}
 
 
+def worker(a: argparse.Namespace) -> dict:
+    root, n_valid_from = Path(a.root), int(a.n * 0.8)
+    if a.worker == "fastai":
+        import fastai
+        return {**run_fastai(root, n_valid_from, a.epochs, a.batch_size), "version": fastai.__version__}
+    return run_learnkit(root, n_valid_from, a.epochs, a.batch_size, "ce" if a.worker == "learnkit_ce" else "default",
+                        a.arch, a.seed)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--n", type=int, default=20000)
@@ -165,30 +161,41 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--root", default="/tmp/fmnist_seg")
     p.add_argument("--fmnist", default="../.whl/fashion-mnist")
-    p.add_argument("--only", default="learnkit,learnkit_ce,fastai")
+    p.add_argument("--only", default="learnkit,fastai")
     p.add_argument("--arch", default="resnet34", help="learnkit-only runs (the loss measurement on a CPU)")
     p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--out", default="benchmarks/results/segmentation_unet_h200.json")
     a = p.parse_args()
+    if a.worker:  # one contender in this fresh process; the parent reads the last line
+        print("RESULT " + json.dumps(worker(a)), flush=True)
+        return
     root = Path(a.root)
     gen_s = generate(root, a.n, a.size, Path(a.fmnist))
+    (root / "codes.txt").write_text("\n".join(CODES) + "\n")
     result = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "torch": torch.__version__,
               "n_images": a.n, "size": a.size, "epochs": a.epochs, "batch_size": a.batch_size, "arch": a.arch,
-              "pretrained": False,
-              "generate_seconds": round(gen_s, 1), "command": " ".join(sys.argv)}
-    n_valid_from = int(a.n * 0.8)
+              "pretrained": False, "generate_seconds": round(gen_s, 1), "command": " ".join(sys.argv),
+              "note": "each contender in a fresh process; seconds from the folder on disk to the evaluated model "
+                      "(imports excluded); the page cache is warm from the generation for both"}
+    base = [sys.executable, __file__, "--n", str(a.n), "--epochs", str(a.epochs), "--batch-size", str(a.batch_size),
+            "--root", a.root, "--arch", a.arch]
     for name in a.only.split(","):
-        if name == "fastai":
-            import fastai
-            result["fastai_version"] = fastai.__version__
-            result["fastai"] = run_fastai(root, n_valid_from, a.epochs, a.batch_size)
-        else:
-            runs = [run_learnkit(root, n_valid_from, a.epochs, a.batch_size, "ce" if name == "learnkit_ce" else "default",
-                                 a.arch, seed) for seed in range(a.seeds)]
-            result[name] = runs[0] if a.seeds == 1 else {"runs": runs, "mean_iou": round(
-                float(np.mean([r["mean_iou"] for r in runs])), 4)}
+        runs = []
+        for seed in range(a.seeds):
+            t = time.perf_counter()
+            out = subprocess.run(base + ["--worker", name, "--seed", str(seed)], capture_output=True, text=True)
+            lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
+            if out.returncode or not lines:
+                print(out.stdout[-3000:], out.stderr[-6000:], flush=True)
+                runs.append({"error": out.stderr[-2000:]})
+                continue
+            runs.append({**json.loads(lines[-1][7:]), "process_seconds": round(time.perf_counter() - t, 1)})
+        result[name] = runs[0] if a.seeds == 1 else {"runs": runs, "mean_iou": round(
+            float(np.mean([r.get("mean_iou", float("nan")) for r in runs])), 4)}
         print(name, result[name], flush=True)
-    if "fastai" in result and "seconds" in result.get("learnkit", {}):
+    if "seconds" in result.get("fastai", {}) and "seconds" in result.get("learnkit", {}):
         result["speedup"] = round(result["fastai"]["seconds"] / result["learnkit"]["seconds"], 2)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=2))
