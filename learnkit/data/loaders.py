@@ -519,4 +519,4 @@ def build_loaders(plan: LoaderPlan) -> tuple[Any, Any, str, str]:
     decoder, why = _want_device_decode(plan)
     if decoder is not None:
         return _device_decode(plan, decoder, reason)
-    return _workers(plan, reason if plan.device.type != "cuda" and plan.device_decode == "auto" else f"{reason}; {why}")
+    return _workers(plan, f"{reason}; {why}")
