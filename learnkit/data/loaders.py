@@ -5,11 +5,10 @@ for every `from_*` constructor), one of five strategies, and says which and why 
   device; `ResidentLoader` slices batches there (no workers, no per-epoch decoding). Chosen by `resident='auto'`
   when the input block can estimate its encoded size (`block.estimate_bytes`), it fits `memory_budget`, and no
   item transform is random.
-- *device-decode*: when the inputs are not made resident, the device is CUDA and the input block offers a batch
-  decoder for these values and item transforms (`block.batch_decoder`: JPEG files with a deterministic Resize),
-  a `DecodeLoader` reads the raw values (file bytes) in background threads and decodes whole batches on the
-  device every epoch (data/decode_loader.py). Memory is bounded by a few batches, so it also streams data larger
-  than host memory. `device_decode=True` insists (also on the CPU), False never; 'auto' as said.
+- *device-decode*: not resident, on CUDA, and the input block offers a batch decoder for these values and item
+  transforms (`block.batch_decoder`: JPEG files, deterministic Resize): a `DecodeLoader` reads raw values (file
+  bytes) in threads and decodes whole batches on the device every epoch, in memory bounded by a few batches (so
+  it streams data larger than host memory). `device_decode=True` insists (on the CPU too), False never.
 - *workers*: `BlockDataset` + a `WorkerLoader` (a DataLoader) whose workers run the per-item pipeline each epoch.
 - *padded*: variable-length inputs (a block whose `batching` is 'pad', e.g. token ids) are encoded once, batched by
   similar length (`BucketBatchSampler`) and padded by the block's own `collate`.
@@ -427,42 +426,34 @@ def _want_device_decode(plan: LoaderPlan) -> tuple[Any, str]:
     """(the input block's batch decoder, its description) for the device-decode path, or (None, why not)."""
     if plan.device_decode not in ("auto", True, False):
         raise ValueError(f"device_decode={plan.device_decode!r}: use 'auto', True or False")
-    if plan.device_decode is False:
-        return None, "device_decode=False"
-    if plan.device_decode == "auto" and plan.device.type != "cuda":
-        return None, f"no device decoding on {plan.device.type}"
-    block = plan.blocks[0]
-    make = getattr(block, "batch_decoder", None)
-    targets = plan.blocks[plan.n_inp:]
-    if make is None or plan.n_inp != 1:
-        why: str | None = f"{type(block).__name__} cannot decode whole batches on the device"
-    elif any(b.follows_input or getattr(b, "collate", None) is not None for b in targets):
+    if plan.device_decode is False or (plan.device_decode == "auto" and plan.device.type != "cuda"):
+        return None, "device_decode=False" if plan.device_decode is False else f"no device decoding on {plan.device}"
+    block, decoder, why = plan.blocks[0], None, "item transforms are random per item"
+    if getattr(block, "batch_decoder", None) is None or plan.n_inp != 1:
+        why = f"{type(block).__name__} cannot decode whole batches on the device"
+    elif any(b.follows_input or getattr(b, "collate", None) is not None for b in plan.blocks[1:]):
         why = "a target follows the input or batches itself (masks, points, padded targets)"
-    elif plan.random_items:
-        why = "item transforms are random per item"
-    else:
-        decoder, why = make([plan.values[0][i] for i in plan.train + plan.valid], plan.eval_tfms, plan.device)
-        if decoder is not None:
-            return decoder, why
-    if plan.device_decode is True:
+    elif not plan.random_items:
+        decoder, why = block.batch_decoder([plan.values[0][i] for i in plan.train + plan.valid], plan.eval_tfms,
+                                           plan.device)
+    if decoder is None and plan.device_decode is True:
         raise ValueError(f"device_decode=True but {why}. Fix: use device_decode='auto' (DataLoader workers then)")
-    return None, f"no device decoding: {why}"
+    return decoder, why if decoder is not None else f"no device decoding: {why}"
 
 
 def _device_decode(plan: LoaderPlan, decoder: Any, reason: str) -> tuple[Any, Any, str, str]:
     """DecodeLoaders over the verified items; the decoder's positions index into plan.train + plan.valid."""
     train, valid = _verified(plan)
     position = {i: k for k, i in enumerate(plan.train + plan.valid)}
-    threads = plan.num_workers if plan.num_workers else None
 
     def loader(order: list[int], pipelines: Sequence[Sequence[Step]], shuffle: bool, drop_last: bool) -> DecodeLoader:
         targets = [torch.stack(_encode_targets(plan.blocks[b], [plan.values[b][i] for i in order]))
                    if order else torch.zeros(0) for b in range(plan.n_inp, len(plan.blocks))]
-        dataset = BlockDataset([plan.items[i] for i in order], pipelines, order)
         return DecodeLoader(decoder, targets, [position[i] for i in order], plan.batch_size, shuffle, drop_last,
-                            plan.generator if shuffle else None, plan.device, num_threads=threads, dataset=dataset)
-    drop_last = len(train) > plan.batch_size if plan.drop_last is None else plan.drop_last
-    train_dl = loader(train, plan.train_pipelines, True, drop_last)
+                            plan.generator if shuffle else None, plan.device, num_threads=plan.num_workers or None,
+                            dataset=BlockDataset([plan.items[i] for i in order], pipelines, order))
+    train_dl = loader(train, plan.train_pipelines, True,
+                      len(train) > plan.batch_size if plan.drop_last is None else plan.drop_last)
     valid_dl = loader(valid, plan.eval_pipelines, False, False)
     report = (f"device-decode path: {len(train) + len(valid)} items read in {train_dl.num_threads} threads and decoded "
               f"in whole batches by {decoder.description}, every epoch (about {train_dl.prefetch} batches in flight; "
