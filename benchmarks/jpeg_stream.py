@@ -82,7 +82,7 @@ def _write(task: tuple[str, int, int, int, int, int]) -> int:
         top, left = (int(v) for v in rng.integers(0, big - size + 1, 2))
         a = np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.float32)
         tint = rng.uniform(0.6, 1.0, 3).astype(np.float32)
-        rgb = a[..., None] * tint + rng.normal(0, 8, (size, size, 3)).astype(np.float32)
+        rgb = a[..., None] * tint + 8 * rng.standard_normal((size, size, 3), dtype=np.float32)
         path = os.path.join(out, f"c{labels[k]}", f"{i}.jpg")
         Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(path, quality=90)
     return stop - start
