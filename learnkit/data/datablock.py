@@ -198,7 +198,8 @@ class DataBlock:
     @checked_keywords
     def databunch(self, source: Any, *, batch_size: int = 64, num_workers: int | None = None,
                   device: torch.device | str | None = None, seed: int | None = None, drop_last: bool | None = None,
-                  resident: bool | str = "auto", memory_budget: int | None = None, on_bad: str = "error",
+                  resident: bool | str = "auto", device_decode: bool | str = "auto", memory_budget: int | None = None,
+                  on_bad: str = "error",
                   verify: bool = True, verbose: bool = False,
                   bunch_type: type[DataBunch] = DataBunch) -> DataBunch:
         """Build the DataBunch: items → split → block setup → loaders (data/loaders.py picks the strategy).
@@ -213,6 +214,11 @@ class DataBlock:
             resident: 'auto' keeps the encoded inputs on the device when the input block can estimate their size,
                 it fits `memory_budget` bytes (default: half the free GPU memory, a quarter of free host memory)
                 and no item transform is random; True insists, False always uses DataLoader workers.
+            device_decode: when the inputs are not made resident: 'auto' decodes whole batches on the GPU when the
+                device is CUDA and the input block can (JPEG files with a deterministic Resize: nvJPEG), reading
+                the files in background threads every epoch (bounded memory: a few batches); True insists (on the
+                CPU too: torchvision's decoder), False always uses DataLoader workers. `data.loader_report` says
+                which path was chosen and why.
             on_bad: 'error' lists every item the input block cannot read (an unreadable file, an empty document)
                 in one error; 'skip' leaves them out with a warning listing them (`data.skipped`).
             verify: on the DataLoader path, let the input block check every item up front (images: decode each
@@ -246,8 +252,8 @@ class DataBlock:
         plan = LoaderPlan(self.blocks, self.n_inp, items, values, train_idx, valid_idx,
                           self._pipelines(tfms=self.item_tfms), eval_pipelines, eval_tfms, batch_size,
                           device, num_workers, torch.Generator().manual_seed(seed) if seed is not None else None,
-                          drop_last, resident, memory_budget, verify,
-                          random_items=any(is_random(t) for t in self.item_tfms))
+                          drop_last, resident=resident, device_decode=device_decode, memory_budget=memory_budget,
+                          verify=verify, random_items=any(is_random(t) for t in self.item_tfms))
         train_dl, valid_dl, kind, report = build_loaders(plan)
         target_bad = [(self._name(items[i], values[0][i]), why) for i, why in plan.target_bad]
         report_bad(target_bad, on_bad, "items whose target cannot be read or does not fit its input",

@@ -1,10 +1,14 @@
 """The one place that chooses and builds loaders. `build_loaders` picks, for every `DataBlock.databunch` (and so
-for every `from_*` constructor), one of four strategies, and says which and why in one line:
+for every `from_*` constructor), one of five strategies, and says which and why in one line:
 
 - *resident*: every input is encoded once (in parallel when the block can) and the batch tensors are kept on the
   device; `ResidentLoader` slices batches there (no workers, no per-epoch decoding). Chosen by `resident='auto'`
   when the input block can estimate its encoded size (`block.estimate_bytes`), it fits `memory_budget`, and no
   item transform is random.
+- *device-decode*: not resident, on CUDA, and the input block offers a batch decoder for these values and item
+  transforms (`block.batch_decoder`: JPEG files, deterministic Resize): a `DecodeLoader` reads raw values (file
+  bytes) in threads and decodes whole batches on the device every epoch, in memory bounded by a few batches (so
+  it streams data larger than host memory). `device_decode=True` insists (on the CPU too), False never.
 - *workers*: `BlockDataset` + a `WorkerLoader` (a DataLoader) whose workers run the per-item pipeline each epoch.
 - *padded*: variable-length inputs (a block whose `batching` is 'pad', e.g. token ids) are encoded once, batched by
   similar length (`BucketBatchSampler`) and padded by the block's own `collate`.
@@ -27,6 +31,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from learnkit.data.blocks import TransformBlock
+from learnkit.data.decode_loader import DecodeLoader
 from learnkit.data.pipeline import BlockDataset, Collate, Step, run_step
 from learnkit.data.resident import ResidentLoader, memory_budget
 
@@ -229,6 +234,7 @@ class LoaderPlan:
     generator: torch.Generator | None = None
     drop_last: bool | None = None
     resident: Any = "auto"
+    device_decode: Any = "auto"
     memory_budget: int | None = None
     verify: bool = True
     random_items: bool = False
@@ -323,6 +329,10 @@ def _apply(tfms: Sequence[Any], x: torch.Tensor) -> torch.Tensor:
 def _want_resident(plan: LoaderPlan) -> tuple[bool, str]:
     if plan.resident not in ("auto", True, False):
         raise ValueError(f"resident={plan.resident!r}: use 'auto', True or False")
+    if plan.device_decode is True:
+        if plan.resident is True:
+            raise ValueError("resident=True and device_decode=True ask for two loader paths; pick one")
+        return False, "device_decode=True"
     if plan.resident is True and plan.random_items:
         raise ValueError("resident=True but some item transforms are random per item; use batch augmentation "
                          "(aug_transforms(min_scale=...)) instead, or resident=False")
@@ -386,7 +396,8 @@ def _resident(plan: LoaderPlan, reason: str) -> tuple[Any, Any, str, str]:
     return train_dl, valid_dl, "resident", report
 
 
-def _workers(plan: LoaderPlan, reason: str) -> tuple[Any, Any, str, str]:
+def _verified(plan: LoaderPlan) -> tuple[list[int], list[int]]:
+    """(train, valid) without the items the input block's `verify_all` (and the following targets) find bad."""
     order = plan.train + plan.valid
     verify = getattr(plan.blocks[0], "verify_all", None)
     if plan.verify and verify is not None:
@@ -395,8 +406,11 @@ def _workers(plan: LoaderPlan, reason: str) -> tuple[Any, Any, str, str]:
     if plan.verify:  # masks and points read once up front (without item transforms), so bad ones fail now
         _follow_targets(plan, order, [], keep=False)
     bad = {i for i, _ in plan.bad} | {i for i, _ in plan.target_bad}
-    train = [i for i in plan.train if i not in bad]
-    valid = [i for i in plan.valid if i not in bad]
+    return [i for i in plan.train if i not in bad], [i for i in plan.valid if i not in bad]
+
+
+def _workers(plan: LoaderPlan, reason: str) -> tuple[Any, Any, str, str]:
+    train, valid = _verified(plan)
     drop_last = len(train) > plan.batch_size if plan.drop_last is None else plan.drop_last
     train_ds = BlockDataset([plan.items[i] for i in train], plan.train_pipelines, train)
     valid_ds = BlockDataset([plan.items[i] for i in valid], plan.eval_pipelines, valid)
@@ -406,6 +420,45 @@ def _workers(plan: LoaderPlan, reason: str) -> tuple[Any, Any, str, str]:
     report = (f"DataLoader path: {len(train) + len(valid)} items through the item pipeline per epoch by "
               f"{train_dl.num_workers} worker process(es) ({reason})")
     return train_dl, valid_dl, "dataloader", report
+
+
+def _want_device_decode(plan: LoaderPlan) -> tuple[Any, str]:
+    """(the input block's batch decoder, its description) for the device-decode path, or (None, why not)."""
+    if plan.device_decode not in ("auto", True, False):
+        raise ValueError(f"device_decode={plan.device_decode!r}: use 'auto', True or False")
+    if plan.device_decode is False or (plan.device_decode == "auto" and plan.device.type != "cuda"):
+        return None, "device_decode=False" if plan.device_decode is False else f"no device decoding on {plan.device}"
+    block, decoder, why = plan.blocks[0], None, "item transforms are random per item"
+    if getattr(block, "batch_decoder", None) is None or plan.n_inp != 1:
+        why = f"{type(block).__name__} cannot decode whole batches on the device"
+    elif any(b.follows_input or getattr(b, "collate", None) is not None for b in plan.blocks[1:]):
+        why = "a target follows the input or batches itself (masks, points, padded targets)"
+    elif not plan.random_items:
+        decoder, why = block.batch_decoder([plan.values[0][i] for i in plan.train + plan.valid], plan.eval_tfms,
+                                           plan.device)
+    if decoder is None and plan.device_decode is True:
+        raise ValueError(f"device_decode=True but {why}. Fix: use device_decode='auto' (DataLoader workers then)")
+    return decoder, why if decoder is not None else f"no device decoding: {why}"
+
+
+def _device_decode(plan: LoaderPlan, decoder: Any, reason: str) -> tuple[Any, Any, str, str]:
+    """DecodeLoaders over the verified items; the decoder's positions index into plan.train + plan.valid."""
+    train, valid = _verified(plan)
+    position = {i: k for k, i in enumerate(plan.train + plan.valid)}
+
+    def loader(order: list[int], pipelines: Sequence[Sequence[Step]], shuffle: bool, drop_last: bool) -> DecodeLoader:
+        targets = [torch.stack(_encode_targets(plan.blocks[b], [plan.values[b][i] for i in order]))
+                   if order else torch.zeros(0) for b in range(plan.n_inp, len(plan.blocks))]
+        return DecodeLoader(decoder, targets, [position[i] for i in order], plan.batch_size, shuffle, drop_last,
+                            plan.generator if shuffle else None, plan.device, num_threads=plan.num_workers or None,
+                            dataset=BlockDataset([plan.items[i] for i in order], pipelines, order))
+    train_dl = loader(train, plan.train_pipelines, True,
+                      len(train) > plan.batch_size if plan.drop_last is None else plan.drop_last)
+    valid_dl = loader(valid, plan.eval_pipelines, False, False)
+    report = (f"device-decode path: {len(train) + len(valid)} items read in {train_dl.num_threads} threads and decoded "
+              f"in whole batches by {decoder.description}, every epoch (about {train_dl.prefetch} batches in flight; "
+              f"{reason})")
+    return train_dl, valid_dl, "device-decode", report
 
 
 def _encoded_columns(plan: LoaderPlan, order: list[int]) -> tuple[list[int], list[list[Any]]]:
@@ -452,4 +505,9 @@ def build_loaders(plan: LoaderPlan) -> tuple[Any, Any, str, str]:
     if getattr(plan.blocks[0], "batching", "stack") == "pad":
         return _padded(plan)
     want, reason = _want_resident(plan)
-    return _resident(plan, reason) if want else _workers(plan, reason)
+    if want:
+        return _resident(plan, reason)
+    decoder, why = _want_device_decode(plan)
+    if decoder is not None:
+        return _device_decode(plan, decoder, reason)
+    return _workers(plan, f"{reason}; {why}")

@@ -8,6 +8,8 @@ processes: a rank and a world size are all it needs.
 - ResidentLoader: training keeps items r, r+W, ... (an equal share per rank, so every rank runs the same number
   of steps) and shuffles them locally; validation keeps the blocks of batches r, r+W, ... Each GPU holds only
   its shard.
+- DecodeLoader (device-decode path): the same shares as a ResidentLoader, as a loader over those items only (each
+  rank reads and decodes only its files).
 
 Training shards are even (every rank gets len // W batches, a few trailing batches are dropped) because a rank
 that stepped once more than the others would wait forever for their gradients.
@@ -19,6 +21,7 @@ from typing import Any, Iterator
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from learnkit.data.decode_loader import DecodeLoader
 from learnkit.data.loaders import WorkerLoader
 from learnkit.data.resident import ResidentLoader
 
@@ -61,30 +64,35 @@ def _shard_dataloader(dl: DataLoader, rank: int, world_size: int, even: bool) ->
                       persistent_workers=dl.persistent_workers, **extra)
 
 
-def _shard_resident(dl: ResidentLoader, rank: int, world_size: int, even: bool) -> ResidentLoader:
-    n, bs = dl.n_items, dl.batch_size
-    if dl.shuffle:
+def _rank_items(n: int, bs: int, n_batches: int, shuffle: bool, rank: int, world_size: int,
+                even: bool) -> torch.Tensor:
+    """A rank's items of a loader over tensors: every W-th item (training), or every W-th block of a batch."""
+    if shuffle:
         per_rank = n // world_size if even else None
-        idx = torch.arange(rank, n, world_size)[:per_rank]
-    else:
-        blocks = [torch.arange(b * bs, min(n, (b + 1) * bs)) for b in range(rank, len(dl), world_size)]
-        idx = torch.cat(blocks) if blocks else torch.zeros(0, dtype=torch.long)
-    idx = idx.to(dl.device)
+        return torch.arange(rank, n, world_size)[:per_rank]
+    blocks = [torch.arange(b * bs, min(n, (b + 1) * bs)) for b in range(rank, n_batches, world_size)]
+    return torch.cat(blocks) if blocks else torch.zeros(0, dtype=torch.long)
+
+
+def _shard_resident(dl: ResidentLoader, rank: int, world_size: int, even: bool) -> ResidentLoader:
+    idx = _rank_items(dl.n_items, dl.batch_size, len(dl), dl.shuffle, rank, world_size, even).to(dl.device)
     # index_select copies: the full tensors can be freed once the unsharded loader is dropped
-    return ResidentLoader(tuple(t.index_select(0, idx) for t in dl.tensors), bs, dl.shuffle, dl.drop_last,
+    return ResidentLoader(tuple(t.index_select(0, idx) for t in dl.tensors), dl.batch_size, dl.shuffle, dl.drop_last,
                           dl.generator)
 
 
 def shard_loader(dl: Any, rank: int, world_size: int, even: bool) -> Any:
-    """This rank's view of `dl` (a DataLoader or a ResidentLoader; an empty list stays empty)."""
+    """This rank's view of `dl` (a DataLoader, ResidentLoader or DecodeLoader; an empty list stays empty)."""
     if not 0 <= rank < world_size:
         raise ValueError(f"shard: rank {rank} is not in [0, {world_size})")
     if isinstance(dl, DataLoader):
         return _shard_dataloader(dl, rank, world_size, even)
     if isinstance(dl, ResidentLoader):
         return _shard_resident(dl, rank, world_size, even)
+    if isinstance(dl, DecodeLoader):
+        return dl.subset(_rank_items(dl.n_items, dl.batch_size, len(dl), dl.shuffle, rank, world_size, even))
     if isinstance(dl, (list, tuple)) and len(dl) == 0:
         return dl
-    raise NotImplementedError(f"shard: cannot split a {type(dl).__name__} between ranks (only DataLoader and "
-                              "ResidentLoader); language-model streams cannot be trained with torchrun yet. Run "
-                              "it in one process, or pass loaders that are DataLoaders.")
+    raise NotImplementedError(f"shard: cannot split a {type(dl).__name__} between ranks (only DataLoader, "
+                              "ResidentLoader and DecodeLoader); language-model streams cannot be trained with torchrun "
+                              "yet. Run it in one process, or pass loaders that are DataLoaders.")

@@ -1,6 +1,7 @@
 """ImageDataBunch: image folders, CSV files and file lists → a DataBunch. Every constructor describes its data as
 a `DataBlock` (ImageBlock + CategoryBlock or MultiCategoryBlock) and goes through the one `DataBlock.databunch`:
-data/loaders.py chooses the GPU-resident path when the decoded images fit a memory budget, else DataLoader workers.
+data/loaders.py chooses the GPU-resident path when the decoded images fit a memory budget, else batches decoded on
+the GPU for JPEG folders (nvJPEG, vision/jpeg.py), else DataLoader workers.
 
 Both paths yield the same batches: (uint8 images (B,C,H,W), targets), with the batch transforms
 (augmentation, then Normalize) applied on the device by `DataBunch.transfer`. Bad files are found before
@@ -75,6 +76,10 @@ class ImageDataBunch(DataBunch):
         normalize: 'auto' (statistics of the training images), 'imagenet', (mean, std), or None.
         resident: 'auto' (when the decoded images fit `memory_budget` bytes and no item transform is random),
             True (insist) or False (always DataLoader workers).
+        device_decode: when not resident, 'auto' decodes JPEG folders in whole batches on the GPU (nvJPEG) with the
+            Resize there, reading the files in background threads (bounded memory: it streams folders larger than
+            host memory); True insists (on the CPU too), False keeps Pillow in DataLoader workers. Other formats,
+            random item transforms and masks/points use the workers; `data.loader_report` says why.
         verify: decode every file up front on the DataLoader path too (default), so bad files are reported
             before training; False skips that pass for very large folders.
         max_pixels: the decompression-bomb guard.
@@ -93,6 +98,7 @@ class ImageDataBunch(DataBunch):
     def from_folder(cls, path: str | Path, *, train: str = "train", valid: str = "valid",
                     valid_pct: float | None = None, seed: int | None = None, item_tfms: Any = (), batch_tfms: Any = (),
                     batch_size: int = 64, mode: str | None = "RGB", normalize: Any = "auto", resident: Any = "auto",
+                    device_decode: Any = "auto",
                     memory_budget: int | None = None, num_workers: int | None = None,
                     device: torch.device | str | None = None, on_bad: str = "error",
                     max_pixels: int | None = DEFAULT_MAX_PIXELS, verify: bool = True, drop_last: bool | None = None,
@@ -133,7 +139,8 @@ class ImageDataBunch(DataBunch):
             splitter = RandomSplitter(0.2 if valid_pct is None else valid_pct, seed=seed if seed is not None else 0)
         return cls._images(files, labels, splitter, False, None, skipped=bad, item_tfms=item_tfms,
                            batch_tfms=batch_tfms, batch_size=batch_size, mode=mode, normalize=normalize,
-                           resident=resident, memory_budget=memory_budget, num_workers=num_workers, device=device,
+                           resident=resident, device_decode=device_decode, memory_budget=memory_budget,
+                           num_workers=num_workers, device=device,
                            on_bad=on_bad, max_pixels=max_pixels, verify=verify, drop_last=drop_last, seed=seed,
                            verbose=verbose)
 
@@ -144,6 +151,7 @@ class ImageDataBunch(DataBunch):
                    multi_label: bool = False,
                    label_delim: str | None = None, item_tfms: Any = (), batch_tfms: Any = (), batch_size: int = 64,
                    mode: str | None = "RGB", normalize: Any = "auto", resident: Any = "auto",
+                   device_decode: Any = "auto",
                    memory_budget: int | None = None, num_workers: int | None = None,
                    device: torch.device | str | None = None, on_bad: str = "error",
                    max_pixels: int | None = DEFAULT_MAX_PIXELS, verify: bool = True, drop_last: bool | None = None,
@@ -160,6 +168,7 @@ class ImageDataBunch(DataBunch):
         return cls._images(files, labels, splitter,
                            multi_label, label_delim, item_tfms=item_tfms, batch_tfms=batch_tfms,
                            batch_size=batch_size, mode=mode, normalize=normalize, resident=resident,
+                           device_decode=device_decode,
                            memory_budget=memory_budget, num_workers=num_workers, device=device, on_bad=on_bad,
                            max_pixels=max_pixels, verify=verify, drop_last=drop_last, seed=seed, verbose=verbose)
 
@@ -168,7 +177,8 @@ class ImageDataBunch(DataBunch):
     def from_name_func(cls, path: str | Path, fnames: Sequence[str | Path], label_func: Callable[[Path], Any], *,
                        valid_pct: float = 0.2, seed: int | None = None, item_tfms: Any = (), batch_tfms: Any = (),
                        batch_size: int = 64, mode: str | None = "RGB", normalize: Any = "auto",
-                       resident: Any = "auto", memory_budget: int | None = None, num_workers: int | None = None,
+                       resident: Any = "auto",
+                       device_decode: Any = "auto", memory_budget: int | None = None, num_workers: int | None = None,
                        device: torch.device | str | None = None, on_bad: str = "error",
                        max_pixels: int | None = DEFAULT_MAX_PIXELS, verify: bool = True,
                        drop_last: bool | None = None, verbose: bool = True) -> "ImageDataBunch":
@@ -188,7 +198,8 @@ class ImageDataBunch(DataBunch):
         report_bad(bad, on_bad, "files without a label", "fix label_func or rename/remove these files")
         return cls._images(keep, labels, RandomSplitter(valid_pct, seed=seed if seed is not None else 0), False,
                            None, skipped=bad, item_tfms=item_tfms, batch_tfms=batch_tfms, batch_size=batch_size,
-                           mode=mode, normalize=normalize, resident=resident, memory_budget=memory_budget,
+                           mode=mode, normalize=normalize, resident=resident,
+                           device_decode=device_decode, memory_budget=memory_budget,
                            num_workers=num_workers, device=device, on_bad=on_bad, max_pixels=max_pixels,
                            verify=verify, drop_last=drop_last, seed=seed, verbose=verbose)
 
@@ -197,6 +208,7 @@ class ImageDataBunch(DataBunch):
     def from_name_re(cls, path: str | Path, fnames: Sequence[str | Path], pattern: str, *, valid_pct: float = 0.2,
                      seed: int | None = None, item_tfms: Any = (), batch_tfms: Any = (), batch_size: int = 64,
                      mode: str | None = "RGB", normalize: Any = "auto", resident: Any = "auto",
+                     device_decode: Any = "auto",
                      memory_budget: int | None = None, num_workers: int | None = None,
                      device: torch.device | str | None = None, on_bad: str = "error",
                      max_pixels: int | None = DEFAULT_MAX_PIXELS, verify: bool = True, drop_last: bool | None = None,
@@ -206,7 +218,8 @@ class ImageDataBunch(DataBunch):
         re.compile(pattern)
         return cls.from_name_func(path, fnames, RegexLabeller(pattern), valid_pct=valid_pct, seed=seed,
                                   item_tfms=item_tfms, batch_tfms=batch_tfms, batch_size=batch_size, mode=mode,
-                                  normalize=normalize, resident=resident, memory_budget=memory_budget,
+                                  normalize=normalize, resident=resident,
+                                  device_decode=device_decode, memory_budget=memory_budget,
                                   num_workers=num_workers, device=device, on_bad=on_bad, max_pixels=max_pixels,
                                   verify=verify, drop_last=drop_last, verbose=verbose)
 
@@ -216,7 +229,7 @@ class ImageDataBunch(DataBunch):
                  label_col: int | str = 1, label_delim: str | None = None, valid_col: int | str | None = None,
                  valid_pct: float = 0.2, suffix: str = "", encoding: str | None = None, seed: int | None = None,
                  csv_file: str | None = None, item_tfms: Any = (), batch_tfms: Any = (), batch_size: int = 64,
-                 mode: str | None = "RGB", normalize: Any = "auto", resident: Any = "auto",
+                 mode: str | None = "RGB", normalize: Any = "auto", resident: Any = "auto", device_decode: Any = "auto",
                  memory_budget: int | None = None, num_workers: int | None = None,
                  device: torch.device | str | None = None, on_bad: str = "error",
                  max_pixels: int | None = DEFAULT_MAX_PIXELS, verify: bool = True, drop_last: bool | None = None,
@@ -265,7 +278,8 @@ class ImageDataBunch(DataBunch):
         report_bad(bad, on_bad, "rows without a file or a label", f"fill in the label column {header[li]!r} of {csv_path}")
         return cls._images(files, labels, csv_splitter(is_valid if vi is not None else None, valid_pct, seed), label_delim is not None, label_delim, skipped=bad,
                            item_tfms=item_tfms, batch_tfms=batch_tfms, batch_size=batch_size, mode=mode,
-                           normalize=normalize, resident=resident, memory_budget=memory_budget,
+                           normalize=normalize, resident=resident,
+                           device_decode=device_decode, memory_budget=memory_budget,
                            num_workers=num_workers, device=device, on_bad=on_bad, max_pixels=max_pixels,
                            verify=verify, drop_last=drop_last, seed=seed, verbose=verbose)
 
@@ -275,6 +289,7 @@ class ImageDataBunch(DataBunch):
                 label_delim: str | None, *, skipped: Sequence[tuple[Any, str]] = (),
                 y_block: TransformBlock | None = None, item_tfms: Any, batch_tfms: Any,
                 batch_size: int, mode: str | None, normalize: Any, resident: Any, memory_budget: int | None,
+                device_decode: Any = "auto",
                 num_workers: int | None, device: Any, on_bad: str, max_pixels: int | None, verify: bool,
                 drop_last: bool | None, seed: int | None, verbose: bool) -> "ImageDataBunch":
         """(file, label) items described as a DataBlock and built by its `databunch()`, then normalized. `y_block`:
@@ -286,6 +301,7 @@ class ImageDataBunch(DataBunch):
                            item_tfms=item_tfms, batch_tfms=batch_tfms)
         data = dblock.databunch(list(zip(files, labels)), batch_size=batch_size, num_workers=num_workers,
                                 device=device, seed=seed, drop_last=drop_last, resident=resident,
+                                device_decode=device_decode,
                                 memory_budget=memory_budget, on_bad=on_bad, verify=verify, verbose=verbose,
                                 bunch_type=cls)
         data.skipped = list(skipped) + data.skipped

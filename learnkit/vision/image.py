@@ -108,7 +108,7 @@ def _open(source: Any) -> tuple[Path | str, bytes | None, Image.Image]:
         data = bytes(source)
     elif isinstance(source, (str, os.PathLike)):
         name = Path(source)
-        data = _read_regular_file(name)
+        data = read_file_bytes(name)
     else:
         raise TypeError(f"load_image: cannot load a {type(source).__name__}; pass a path, bytes, a PIL image, a "
                         "NumPy array (H,W[,C]) or a tensor (C,H,W)")
@@ -127,7 +127,7 @@ def _open(source: Any) -> tuple[Path | str, bytes | None, Image.Image]:
         raise ImageLoadError(name, f"its header is corrupt ({type(e).__name__}: {e})") from None
 
 
-def _read_regular_file(name: Path) -> bytes:
+def read_file_bytes(name: Path) -> bytes:
     """The bytes of `name`, which must be a regular file once links are resolved. The file is opened without
     blocking and checked on the open descriptor, so a FIFO, a socket or a device (/dev/zero) named like an image
     is refused at once instead of hanging or filling memory."""
@@ -331,6 +331,12 @@ class ImageBlock(TransformBlock):
         bad = verify_images([values[i] for i in positions], self.mode, self.max_pixels, num_workers)
         where = {Path(values[i]): i for i in positions}
         return [(where[Path(f)], why) for f, why in bad]
+
+    def batch_decoder(self, values: Sequence[Any], item_tfms: Sequence[Any], device: torch.device) -> tuple[Any, str]:
+        """(a decoder of whole batches on `device`, its description) for the device-decode loader path when every
+        value is a JPEG file and the item transforms are deterministic Resizes; else (None, why not). vision/jpeg.py."""
+        from learnkit.vision.jpeg import jpeg_batch_decoder  # jpeg.py builds on this module
+        return jpeg_batch_decoder(self, values, item_tfms, device)
 
     def estimate_bytes(self, values: Sequence[Any], item_tfms: Sequence[Any]) -> int | None:
         """Decoded bytes of all values after the (eval) item transforms, from a few files' headers; None when

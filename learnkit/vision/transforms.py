@@ -32,7 +32,7 @@ from torch import nn
 
 from learnkit.data.transforms import register_transform
 
-__all__ = ["ItemTransform", "Resize", "RandomResizedCrop", "IntToFloat"]
+__all__ = ["ItemTransform", "Resize", "RandomResizedCrop", "IntToFloat", "resize_images"]
 
 _METHODS = ("crop", "squish", "pad")
 _PAD_MODES = ("zeros", "reflection", "border")
@@ -55,10 +55,18 @@ def _check_image(x: Any, where: str) -> None:
                          "ImageBlock.encode on single items (put transforms of whole batches in batch_tfms)")
 
 
-def _resize(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+def resize_images(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Bilinear resize with antialiasing of one image (C,H,W) or a batch (N,C,H,W) to (h, w), keeping the dtype.
+    uint8 is interpolated directly on the CPU; elsewhere (CUDA has no uint8 kernel) through float32, rounded."""
     if tuple(x.shape[-2:]) == (h, w):
         return x
-    return F.interpolate(x[None], size=(h, w), mode="bilinear", antialias=True, align_corners=False)[0]
+    batch = x if x.ndim == 4 else x[None]
+    if batch.dtype == torch.uint8 and batch.device.type != "cpu":
+        out = F.interpolate(batch.float(), size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+        out = out.round_().clamp_(0, 255).to(torch.uint8)
+    else:
+        out = F.interpolate(batch, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+    return out if x.ndim == 4 else out[0]
 
 
 def pad_index(n: int, before: int, after: int, mode: str) -> torch.Tensor:
@@ -160,7 +168,7 @@ class Resize(ItemTransform):
         (top, left, ch, cw), (nh, nw), (pad_top, pad_left) = self.layout(*x.shape[-2:])
         if (ch, cw) != tuple(x.shape[-2:]):
             x = x[:, top:top + ch, left:left + cw]
-        x = _resize(x, nh, nw)
+        x = resize_images(x, nh, nw)
         h, w = self.size
         return _pad(x, pad_top, h - nh - pad_top, pad_left, w - nw - pad_left, self.pad_mode)
 
@@ -213,13 +221,13 @@ class RandomResizedCrop(ItemTransform):
             if 0 < cw <= width and 0 < ch <= height:
                 top = int(torch.randint(0, height - ch + 1, ()))
                 left = int(torch.randint(0, width - cw + 1, ()))
-                return _resize(x[:, top:top + ch, left:left + cw], *self.size)
+                return resize_images(x[:, top:top + ch, left:left + cw], *self.size)
         aspect = min(max(width / height, self.ratio[0]), self.ratio[1])
         cw, ch = (width, max(1, round(width / aspect))) if width / height < aspect else \
             (max(1, round(height * aspect)), height)
         cw, ch = min(cw, width), min(ch, height)
         top, left = (height - ch) // 2, (width - cw) // 2
-        return _resize(x[:, top:top + ch, left:left + cw], *self.size)
+        return resize_images(x[:, top:top + ch, left:left + cw], *self.size)
 
     def eval_transform(self) -> Resize:
         return Resize(self.size, "crop")

@@ -1,0 +1,265 @@
+"""DecodeLoader: batches read from storage and decoded whole on the device, every epoch (the *device-decode* path).
+
+The input block supplies a decoder with two methods: `read(position)`, run in a pool of background threads (file
+I/O, which releases the GIL), and `decode(raws, positions)`, run in one background thread on its own CUDA stream
+(e.g. nvJPEG decoding plus resizing a whole batch on the GPU). Nothing here knows what the items are.
+
+Memory is bounded: the raw values (file bytes) of at most `prefetch` batches are held in host memory and at most
+`prefetch` decoded batches wait on the device, whatever the size of the data set; nothing is kept between epochs.
+So this is also the streaming path for data larger than host memory: every epoch reads from storage again.
+"""
+from __future__ import annotations
+
+import math
+import os
+import queue
+import threading
+import weakref
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Iterator, Protocol, Sequence
+
+import torch
+
+from learnkit.data.pipeline import BlockDataset
+
+__all__ = ["BatchDecoder", "DecodeLoader"]
+
+_DONE = object()
+
+
+class BatchDecoder(Protocol):
+    """What an input block's `batch_decoder` returns: `read` one item's raw value (threads), `decode` a batch of
+    them into one tensor (N, ...) on the device, and a one-line `description` for the loader report."""
+    description: str
+
+    def read(self, position: int) -> Any: ...
+
+    def decode(self, raws: Sequence[Any], positions: Sequence[int]) -> torch.Tensor: ...
+
+
+class DecodeLoader:
+    """Iterate over items whose inputs a `BatchDecoder` reads and decodes per batch, with their targets.
+
+    The DataLoader contract the Learner relies on: `len()` is the number of batches, iterating yields tuples of
+    tensors on `device` (inputs first), `batch_size`, `drop_last`, `shuffle`, `generator`, `n_items`, and `dataset`
+    (the per-item pipeline over the same items, for code that reads single items: statistics, fingerprints).
+
+    Args:
+        decoder: the block's batch decoder; positions index into its items.
+        targets: one tensor per target block, (len(positions), ...), in `positions`' order.
+        positions: the decoder's items this loader serves, in order.
+        batch_size, shuffle, drop_last: as for a DataLoader.
+        generator: the CPU generator of the per-epoch order (None: the global torch RNG).
+        device: where batches are made.
+        prefetch: batches read and decoded ahead of the consumer (raw values of this many batches in memory).
+        num_threads: reader threads (None: min(16, cores)).
+        dataset: the per-item view of the same items (a BlockDataset), or None.
+
+    A read or decode error stops the epoch and is raised in the consumer (its message names the item); breaking
+    out of the loop, or `close()`, stops the background threads.
+
+    Example:
+        >>> for xb, yb in loader:   # xb on the device, already decoded and resized
+        ...     break
+    """
+
+    def __init__(self, decoder: BatchDecoder, targets: Sequence[torch.Tensor], positions: Sequence[int],
+                 batch_size: int, shuffle: bool = False, drop_last: bool = False,
+                 generator: torch.Generator | None = None, device: torch.device | str = "cpu", prefetch: int = 4,
+                 num_threads: int | None = None, dataset: Any = None):
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"DecodeLoader(batch_size={batch_size!r}): must be a positive int")
+        if any(len(t) != len(positions) for t in targets):
+            raise ValueError(f"DecodeLoader: targets have lengths {[len(t) for t in targets]} but there are "
+                             f"{len(positions)} items; give one target per item")
+        self.decoder, self.positions = decoder, list(positions)
+        self.device = torch.device(device)
+        self.targets = tuple(t.to(self.device) for t in targets)
+        self.batch_size, self.shuffle, self.drop_last, self.generator = batch_size, shuffle, drop_last, generator
+        self.prefetch = max(1, int(prefetch))
+        self.num_threads = min(16, os.cpu_count() or 1) if num_threads is None else max(1, int(num_threads))
+        self.dataset = dataset
+        self._epochs: "weakref.WeakSet[_Epoch]" = weakref.WeakSet()
+
+    @property
+    def n_items(self) -> int:
+        return len(self.positions)
+
+    def __len__(self) -> int:
+        n = self.n_items
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def batches(self) -> list[list[int]]:
+        """This epoch's batches as lists of indices into `positions` (draws the order from `generator`)."""
+        n, bs = self.n_items, self.batch_size
+        order = torch.randperm(n, generator=self.generator).tolist() if self.shuffle else list(range(n))
+        return [order[s:s + bs] for s in range(0, len(self) * bs, bs)]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        epoch = _Epoch(self, self.batches())
+        self._epochs.add(epoch)
+        return epoch
+
+    def close(self) -> None:
+        """Stop the background threads of every epoch still running (a later iteration starts new ones)."""
+        for epoch in list(self._epochs):
+            epoch.close()
+
+    def subset(self, indices: Sequence[int], shuffle: bool | None = None) -> "DecodeLoader":
+        """A loader over some of this one's items (indices into `positions`), e.g. one rank's share."""
+        idx = torch.as_tensor(list(indices), dtype=torch.long)
+        dataset = self.dataset
+        if isinstance(dataset, BlockDataset):
+            rows = idx.tolist()
+            source = dataset.indices or list(range(len(dataset)))
+            dataset = BlockDataset([dataset.items[i] for i in rows], dataset.pipelines, [source[i] for i in rows])
+        return DecodeLoader(self.decoder, [t.index_select(0, idx.to(t.device)) for t in self.targets],
+                            [self.positions[i] for i in idx.tolist()], self.batch_size,
+                            self.shuffle if shuffle is None else shuffle, self.drop_last, self.generator, self.device,
+                            self.prefetch, self.num_threads, dataset)
+
+    def __repr__(self) -> str:
+        return (f"DecodeLoader({self.n_items} items, {self.decoder.description}, batch_size={self.batch_size}, "
+                f"shuffle={self.shuffle}, drop_last={self.drop_last})")
+
+
+class _Epoch:
+    """One pass: a producer thread (reads through a thread pool, decodes on a side stream) feeding a bounded
+    queue; iterating takes from the queue. Stopped by exhaustion, an error, `close()` or when the iterator is
+    dropped (a `break`): the thread holds only `_Pipe`, never this object, so dropping it ends the thread."""
+
+    def __init__(self, loader: DecodeLoader, batches: list[list[int]]):
+        self.device = loader.device
+        self.pipe = _Pipe(loader.prefetch)
+        stream = torch.cuda.Stream(loader.device) if loader.device.type == "cuda" else None
+        self.pipe.thread = threading.Thread(target=_produce, args=(self.pipe, loader, batches, stream),
+                                            name="learnkit-decode", daemon=True)
+        self.pipe.thread.start()
+
+    def __iter__(self) -> "_Epoch":
+        return self
+
+    def __next__(self) -> tuple[torch.Tensor, ...]:
+        pipe = self.pipe
+        if pipe.finished:
+            raise StopIteration
+        while True:
+            try:
+                item = pipe.out.get(timeout=1.0)
+                break
+            except queue.Empty:
+                if not pipe.thread.is_alive() and pipe.out.empty():  # only if the thread was killed
+                    pipe.close()
+                    raise RuntimeError("DecodeLoader: the decoding thread ended without a result") from None
+        if item is _DONE:
+            pipe.close()
+            raise StopIteration
+        kind, value, event = item
+        if kind == "error":
+            pipe.close()
+            raise value
+        if event is not None:
+            current = torch.cuda.current_stream(self.device)
+            current.wait_event(event)
+            for t in value:  # made on the side stream, used on this one: keep the allocator from reusing them early
+                t.record_stream(current)
+        return value
+
+    @property
+    def running(self) -> bool:
+        return self.pipe.thread.is_alive()
+
+    def close(self) -> None:
+        self.pipe.close()
+
+    def __del__(self) -> None:
+        try:
+            self.pipe.close()
+        except Exception:
+            pass
+
+
+class _Pipe:
+    """What the producer thread and the consumer share: the bounded queue, the stop flag, the thread."""
+
+    def __init__(self, size: int):
+        self.out: queue.Queue = queue.Queue(maxsize=size)
+        self.stop = threading.Event()
+        self.finished = False
+        self.thread: threading.Thread
+
+    def put(self, item: Any) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.out.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def close(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        self.stop.set()
+        while True:  # unblock a producer waiting on a full queue
+            try:
+                self.out.get_nowait()
+            except queue.Empty:
+                break
+        if threading.current_thread() is not self.thread:
+            self.thread.join(timeout=30)
+
+
+def _produce(pipe: _Pipe, loader: DecodeLoader, batches: list[list[int]], stream: Any) -> None:
+    """The producer thread: read `prefetch` batches ahead in the pool, decode each in order, queue it."""
+    try:
+        if stream is not None:
+            torch.cuda.set_device(loader.device)
+        with ThreadPoolExecutor(loader.num_threads, thread_name_prefix="learnkit-read") as pool:
+            try:
+                _run(pipe, loader, batches, stream, pool)
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
+    except BaseException as e:  # raised in the consumer; the decoder's messages name the item
+        pipe.put(("error", e, None))
+        return
+    pipe.put(_DONE)
+
+
+def _run(pipe: _Pipe, loader: DecodeLoader, batches: list[list[int]], stream: Any, pool: ThreadPoolExecutor) -> None:
+    window: deque = deque()
+    pending = iter(batches)
+
+    def submit() -> None:
+        batch = next(pending, None)
+        if batch is not None:
+            positions = [loader.positions[i] for i in batch]
+            window.append((batch, positions, [pool.submit(loader.decoder.read, p) for p in positions]))
+
+    for _ in range(loader.prefetch):
+        submit()
+    while window and not pipe.stop.is_set():
+        batch, positions, futures = window.popleft()
+        submit()
+        raws = [f.result() for f in futures]
+        with torch.cuda.stream(stream) if stream is not None else _nothing():
+            x = loader.decoder.decode(raws, positions)
+            idx = torch.as_tensor(batch, dtype=torch.long).to(loader.device, non_blocking=True)
+            ys = tuple(t.index_select(0, idx) for t in loader.targets)
+            event = None
+            if stream is not None:
+                event = torch.cuda.Event()
+                event.record(stream)
+        del raws
+        if not pipe.put(("batch", (x,) + ys, event)):
+            return
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
