@@ -32,7 +32,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from learnkit.data.blocks import TransformBlock
 from learnkit.data.decode_loader import DecodeLoader
-from learnkit.data.pipeline import BlockDataset, Collate, Step, run_step
+from learnkit.data.parallel import parallel_map
+from learnkit.data.pipeline import BlockDataset, Collate, Step
 from learnkit.data.resident import ResidentLoader, memory_budget
 
 __all__ = ["WorkerLoader", "make_loader", "default_workers", "BucketBatchSampler", "LMLoader", "LoaderPlan",
@@ -259,16 +260,6 @@ def _encode_targets(block: TransformBlock, values: Sequence[Any]) -> list[torch.
     return out
 
 
-def _thread_map(fn: Callable[[Any], Any], values: Sequence[Any], num_workers: int | None) -> list[Any]:
-    """fn over values in order, in threads for many values (PNG inflation and NumPy release the GIL)."""
-    n = min(16, os.cpu_count() or 1) if num_workers is None else num_workers
-    if n <= 1 or len(values) < 256:
-        return [fn(v) for v in values]
-    from concurrent.futures import ThreadPoolExecutor
-    with ThreadPoolExecutor(min(n, 8), thread_name_prefix="learnkit-targets") as pool:
-        return list(pool.map(fn, values, chunksize=64))
-
-
 def _follow_targets(plan: LoaderPlan, order: list[int], tfms: Sequence[Any], keep: bool = True,
                     sizes: Sequence[tuple[int, int]] | None = None) -> tuple[list[int], dict[int, list[torch.Tensor]]]:
     """Encode the targets that follow the input (masks, points: `block.follows_input`) of the items in `order`, each
@@ -293,7 +284,7 @@ def _follow_targets(plan: LoaderPlan, order: list[int], tfms: Sequence[Any], kee
             except Exception as e:  # the blocks' messages name the file and the fix
                 return None, str(e)
             return (value if keep else None), None
-        results = _thread_map(run, range(len(order)), plan.num_workers)
+        results = list(parallel_map(run, range(len(order)), plan.num_workers))
         for i, (_, why) in zip(order, results):
             if why is not None:
                 failed.setdefault(i, why)

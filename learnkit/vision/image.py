@@ -19,7 +19,6 @@ import io
 import math
 import os
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -29,6 +28,7 @@ import torch
 from PIL import Image, ImageFile, ImageOps
 
 from learnkit.data.blocks import TransformBlock, register_block
+from learnkit.data.parallel import parallel_map
 from learnkit.vision.files import (IMAGE_EXTENSIONS, RegexLabeller, find_image_files, get_image_files,
                                    non_regular_kind, parent_label)
 from learnkit.vision.transforms import IntToFloat, Resize
@@ -303,7 +303,7 @@ class ImageBlock(TransformBlock):
             return
         paths = [Path(v) for v in values]
         decode = partial(_decode_one, mode=self.mode, max_pixels=self.max_pixels, resize=None)
-        for f, (x, why) in zip(paths, _parallel(decode, paths, num_workers)):
+        for f, (x, why) in zip(paths, parallel_map(decode, paths, num_workers)):
             if x is None:
                 raise ImageLoadError(f, why or "", "fix or remove the file, or predict the others")
             yield x
@@ -387,47 +387,6 @@ class ImageBlock(TransformBlock):
         return f"ImageBlock(mode={self.mode!r})"
 
 
-_PROCESS_MIN_FILES = 2048  # below this, a process pool's start-up costs more than it saves
-
-
-def _parallel(fn: Callable[[Path], Any], files: Sequence[Path], num_workers: int | None) -> Iterator[Any]:
-    """fn over files, results in order (None workers: up to 16; 0 or 1: this thread).
-
-    Many files: a process pool over chunks of files (fork where available). Pillow holds the GIL for most
-    of a small image's decode, so threads do not scale: 70,000 28x28 PNGs took 33 s on 8 threads of a
-    16-core host. Results travel back as NumPy arrays (plain bytes, no shared-memory file handles).
-    Few files: threads (no start-up cost, nothing to pickle)."""
-    n = min(len(files), min(16, os.cpu_count() or 1) if num_workers is None else num_workers)
-    if n <= 1:
-        yield from map(fn, files)
-        return
-    if len(files) >= _PROCESS_MIN_FILES:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-        methods = multiprocessing.get_all_start_methods()
-        context = multiprocessing.get_context("fork" if "fork" in methods else None)
-        size = max(64, min(1024, len(files) // (4 * n)))
-        names = [os.fspath(f) for f in files]  # strings: pickling 70,000 Paths alone took 2 s
-        chunks = [names[i:i + size] for i in range(0, len(names), size)]
-        with ProcessPoolExecutor(n, mp_context=context) as pool:
-            for results in pool.map(partial(_run_chunk, fn), chunks):
-                for x, why in results:
-                    yield (torch.from_numpy(x) if isinstance(x, np.ndarray) else x), why
-        return
-    with ThreadPoolExecutor(min(n, 8), thread_name_prefix="learnkit-decode") as pool:
-        yield from pool.map(fn, files)
-
-
-def _run_chunk(fn: Callable[[Path], Any], files: list[Path]) -> list[tuple[Any, Any]]:
-    """In a worker process: fn over a chunk; tensors as NumPy arrays for the trip back."""
-    torch.set_num_threads(1)
-    out = []
-    for f in files:
-        x, why = fn(f)
-        out.append((x.numpy() if isinstance(x, torch.Tensor) else x, why))
-    return out
-
-
 def _decode_one(file: Path, mode: str | None, max_pixels: int | None,
                 resize: Callable | None) -> tuple[torch.Tensor | None, str | None]:
     try:
@@ -447,7 +406,7 @@ def verify_images(files: Iterable[str | Path], mode: str | None = "RGB", max_pix
     _check_mode(mode, "verify_images")
     paths = [f if isinstance(f, Path) else Path(f) for f in files]
     check = partial(_decode_one, mode=mode, max_pixels=max_pixels, resize=None)
-    return [(f, why) for f, (_, why) in zip(paths, _parallel(check, paths, num_workers)) if why is not None]
+    return [(f, why) for f, (_, why) in zip(paths, parallel_map(check, paths, num_workers)) if why is not None]
 
 
 def decode_images(files: Iterable[str | Path], mode: str | None = "RGB", size: int | tuple[int, int] | None = None,
@@ -473,7 +432,7 @@ def decode_images(files: Iterable[str | Path], mode: str | None = "RGB", size: i
     decode = partial(_decode_one, mode=mode, max_pixels=max_pixels, resize=resize)
     # `out` (N,C,H,W) while all shapes agree, `items` once they differ; k = images written into `out`
     out, items, bad, k = None, None, [], 0
-    for f, (x, why) in zip(paths, _parallel(decode, paths, num_workers)):
+    for f, (x, why) in zip(paths, parallel_map(decode, paths, num_workers)):
         if x is None:
             bad.append((f, why or ""))
         elif items is not None:

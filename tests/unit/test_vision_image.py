@@ -293,8 +293,8 @@ def test_image_block_encodes_exports_and_shows(tmp_path):
 
 @pytest.mark.parametrize("process_min_files", [10_000, 8])  # threads, then the fork process pool
 def test_encode_many_streams_what_encode_gives_in_order(tmp_path, monkeypatch, process_min_files):
-    import learnkit.vision.image as image_module
-    monkeypatch.setattr(image_module, "_PROCESS_MIN_FILES", process_min_files)
+    import learnkit.data.parallel as parallel_module
+    monkeypatch.setattr(parallel_module, "PROCESS_MIN_VALUES", process_min_files)
     rng = np.random.default_rng(0)
     files = []
     for i in range(20):
