@@ -47,7 +47,9 @@ def test_nvjpeg_batches_match_the_cpu_decode_and_train(tmp_path):
     assert torch.equal(yg.cpu(), yc)
     diff = (xg.cpu().float() - xc.float()).abs()
     print(f"nvJPEG vs CPU decode: mean abs diff {diff.mean():.3f}, max {diff.max():.0f}")
-    assert diff.mean() <= 1.5 and diff.max() <= 40  # IDCT/upsampling + float resize rounding: a few levels
+    # measured on the H200 (nvJPEG, torchvision 0.26): mean 1.81, max 24 levels (IDCT and chroma upsampling differ
+    # from libjpeg's, plus float resize rounding); a swapped channel or a misplaced crop is tens of levels on average
+    assert diff.mean() <= 2.5 and diff.max() <= 40
     assert (xc.float() - xp.float()).abs().mean() <= 0.5
     assert gpu.valid_dl.decoder.pillow_files == 2  # the two CMYK files
     set_seed(0)
