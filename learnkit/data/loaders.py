@@ -8,7 +8,8 @@ for every `from_*` constructor), one of five strategies, and says which and why 
 - *device-decode*: not resident, on CUDA, and the input block offers a batch decoder for these values and item
   transforms (`block.batch_decoder`: JPEG files, deterministic Resize): a `DecodeLoader` reads raw values (file
   bytes) in threads and decodes whole batches on the device every epoch, in memory bounded by a few batches (so
-  it streams data larger than host memory). `device_decode=True` insists (on the CPU too), False never.
+  it streams data larger than host memory). Chosen by `device_decode=True` only (on the CPU too): 'auto' keeps
+  Pillow workers, which were faster on the 16-core H200 host (AUTO_DEVICE_DECODE says the numbers); False never.
 - *workers*: `BlockDataset` + a `WorkerLoader` (a DataLoader) whose workers run the per-item pipeline each epoch.
 - *padded*: variable-length inputs (a block whose `batching` is 'pad', e.g. token ids) are encoded once, batched by
   similar length (`BucketBatchSampler`) and padded by the block's own `collate`.
@@ -413,12 +414,24 @@ def _workers(plan: LoaderPlan, reason: str) -> tuple[Any, Any, str, str]:
     return train_dl, valid_dl, "dataloader", report
 
 
+# Why 'auto' keeps Pillow workers on CUDA today: on the lent H200 host (16 cores), 20,000 256 px JPEGs to resnet34 at
+# 224 px, the device-decode path gave 3,259 images/s against 4,579 for 8 Pillow workers (fastai 4,283; a hand-written
+# DataLoader with 16 workers 5,229; benchmarks/jpeg_stream.py, results/jpeg_stream_h200.json). Until it wins there,
+# it is the user's choice (few cores per GPU, or data that must stream with bounded host memory).
+AUTO_DEVICE_DECODE = ("Pillow workers, not GPU decoding: device_decode=True decodes JPEGs on the GPU (slower than "
+                      "8 workers on a 16-core host, measured; it may win with few cores per GPU)")
+
+
 def _want_device_decode(plan: LoaderPlan) -> tuple[Any, str]:
     """(the input block's batch decoder, its description) for the device-decode path, or (None, why not)."""
     if plan.device_decode not in ("auto", True, False):
         raise ValueError(f"device_decode={plan.device_decode!r}: use 'auto', True or False")
-    if plan.device_decode is False or (plan.device_decode == "auto" and plan.device.type != "cuda"):
-        return None, "device_decode=False" if plan.device_decode is False else f"no device decoding on {plan.device}"
+    if plan.device_decode is False:
+        return None, "device_decode=False"
+    if plan.device_decode == "auto" and plan.device.type != "cuda":
+        return None, f"no device decoding on {plan.device}"
+    if plan.device_decode == "auto":  # measured, not assumed: see AUTO_DEVICE_DECODE
+        return None, AUTO_DEVICE_DECODE
     block, decoder, why = plan.blocks[0], None, "item transforms are random per item"
     if getattr(block, "batch_decoder", None) is None or plan.n_inp != 1:
         why = f"{type(block).__name__} cannot decode whole batches on the device"

@@ -36,7 +36,9 @@ def _all(dl):
 def test_nvjpeg_batches_match_the_cpu_decode_and_train(tmp_path):
     root = _folder(tmp_path)
     common = dict(item_tfms=Resize(48), batch_size=16, seed=0, normalize=None, verbose=False)
-    gpu = ImageDataBunch.from_folder(root, resident=False, **common)  # chosen by itself on CUDA
+    auto = ImageDataBunch.from_folder(root, resident=False, **common)  # 'auto': Pillow workers (measured faster)
+    assert auto.loader_kind == "dataloader" and "device_decode=True decodes JPEGs on the GPU" in auto.loader_report
+    gpu = ImageDataBunch.from_folder(root, resident=False, device_decode=True, **common)
     assert gpu.loader_kind == "device-decode" and "nvJPEG on cuda" in gpu.loader_report
     cpu = ImageDataBunch.from_folder(root, device="cpu", device_decode=True, **common)
     pil = ImageDataBunch.from_folder(root, device="cpu", resident=False, **common)
@@ -62,7 +64,7 @@ def test_nvjpeg_batches_match_the_cpu_decode_and_train(tmp_path):
 def test_break_mid_epoch_on_cuda_frees_the_threads(tmp_path):
     import threading
 
-    data = ImageDataBunch.from_folder(_folder(tmp_path, n=64), resident=False, item_tfms=Resize(32), batch_size=8,
+    data = ImageDataBunch.from_folder(_folder(tmp_path, n=64), resident=False, device_decode=True, item_tfms=Resize(32), batch_size=8,
                                       seed=0, normalize=None, verbose=False)
     for i, (xb, _) in enumerate(data.train_dl):
         assert xb.is_cuda
