@@ -89,6 +89,24 @@ def test_export_torch_takes_token_ids_of_any_batch_and_length(folders, tmp_path)
         spec["tokenizer"]["tokenizer_json"]
 
 
+def test_export_onnx_of_a_transformers_model_runs_in_onnxruntime(folders, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    learn = text_classifier_learner(data(), "transformers", weights=folders["bert"], max_len=12, progress=False,
+                                    path=tmp_path)
+    path = learn.export_onnx(tmp_path / "model.onnx")
+    block = learn.data.x_block
+    session = ort.InferenceSession(str(path))
+    learn.model.eval()
+    for texts in (["the cat sat", "hello world big dog dog", "a"], ["the cat sat on the mat !"]):  # batch and length vary
+        ids = block.collate([block.encode(t) for t in texts])
+        with torch.no_grad():
+            expected = torch.softmax(learn.model(ids), -1)
+        got = session.run(None, {"input_ids": ids.numpy()})[0]
+        torch.testing.assert_close(torch.from_numpy(got), expected, atol=1e-4, rtol=0)
+    assert (tmp_path / "model.onnx.tokenizer.json").is_file()
+
+
 def test_hub_id_resolves_from_the_standard_cache_layout(folders, tmp_path):
     snapshot = tmp_path / "hub-cache" / "models--some-org--tiny-bert" / "snapshots" / ("ab" * 20)
     shutil.copytree(folders["electra"], snapshot)
