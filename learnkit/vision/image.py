@@ -440,7 +440,10 @@ def decode_images(files: Iterable[str | Path], mode: str | None = "RGB", size: i
         elif out is None or x.shape == out.shape[1:]:
             if out is None:
                 out = torch.empty((len(paths), *x.shape), dtype=torch.uint8)
-            out[k] = x
+                out_np = out.numpy()
+            # A NumPy copy, single-threaded: torch's copy of each small image opened an intra-op parallel region whose
+            # spinning threads took the cores from the decoding processes (2,000 PNGs: 13.9 s against 1.0 s serial)
+            out_np[k] = x.numpy()
             k += 1
         else:  # shapes differ: a list from now on (the filled part copied out, the big buffer freed)
             items = [out[i].clone() for i in range(k)] + [x]
