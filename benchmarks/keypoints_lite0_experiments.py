@@ -125,6 +125,7 @@ VARIANTS = {
     "ft": _lk("fine_tune:E"),
     "ft_mult1": _lk("fine_tune:E", recipe_kwargs={"lr_mult": 1}),
     "ft_mult10": _lk("fine_tune:E", recipe_kwargs={"lr_mult": 10}),
+    "ft_mult1_freeze1": _lk("fine_tune:E", recipe_kwargs={"lr_mult": 1, "freeze_epochs": 1}),
     "ft_freeze1": _lk("fine_tune:E", recipe_kwargs={"freeze_epochs": 1}),
 }
 

@@ -144,3 +144,16 @@ def test_regression_heads_start_at_the_targets_mean_and_leave_the_body_alone():
     body_grads = [p.grad for p in learn.model.body.parameters() if p.grad is not None]
     assert body_grads and all(g.abs().max() == 0 for g in body_grads)  # the first step moves only the head
     assert learn.model.head[-1].weight.grad.abs().max() > 0
+
+
+def test_regression_learners_fine_tune_the_whole_body_and_classifiers_keep_fastais_rates():
+    x, centre = canvases(64)
+    learn = vision_learner(_data(x, centre, RegressionBlock(), 48), TinyNet, pretrained=False, progress=False)
+    assert learn.fine_tune_defaults == {"lr_mult": 1, "freeze_epochs": 1}
+    learn.fine_tune(1)  # head phase of one epoch, then every group at base_lr / 2
+    assert learn.fine_tune_report["head_epochs"] == 1
+    assert {g["lr"] for g in learn.opt.param_groups} == {learn.opt.param_groups[-1]["lr"]}
+    labels = (centre[:, 0] > 16).long()
+    from learnkit.data.blocks import CategoryBlock
+    classifier = vision_learner(_data(x, labels, CategoryBlock(), 48), TinyNet, pretrained=False, progress=False)
+    assert classifier.fine_tune_defaults == {}
