@@ -74,7 +74,8 @@ class Learner(CallbackHost, Recipes):
     `resume_point` ((batches_done, rng_state) while `resume_from=` resumes an epoch mid-way, else None),
     `fit_error` (during after_fit: the exception, KeyboardInterrupt included, that ended the fit; None after a
     normal end or CancelFit), `max_batches` (this fit's `fit(max_batches=...)`, else None), `live_plot` (the
-    progress bar's live loss plot: True, False, or None = on in a notebook only; set it any time).
+    progress bar's live loss plot: True, False, or None = on in a notebook only; set it any time),
+    `fine_tune_defaults` (what `fine_tune` uses for `lr_mult` / `freeze_epochs` left at None; empty: fastai's).
 
     Example:
         >>> learn = Learner(data, create_model("mlp", n_in=784, n_out=10), metrics=[accuracy])
@@ -138,6 +139,9 @@ class Learner(CallbackHost, Recipes):
         self.budget_plan: dict[str, Any] | None = None  # fit_one_cycle(budget=...) (learner/budget.py)
         self.lr_find_results: dict[str, Any] | None = None  # learn.lr_find() (learner/lr_find.py)
         self.pretrained_source: str | None = None  # where vision_learner's pretrained weights came from
+        # fine_tune's values for the arguments a call leaves at None (`lr_mult`, `freeze_epochs`): the builder
+        # that knows the task sets them (vision_learner, for regression targets)
+        self.fine_tune_defaults: dict[str, Any] = {}
         self.encoder_transfer: dict[str, int] | None = None  # load_encoder: shared/new tokens (text/learner.py)
         self.live_plot: bool | None = None  # ProgressBar's live plot: None = in a notebook only (learner/progress.py)
         self.checked, self.max_batches, self.fit_error = not preflight, None, None  # see the class docstring

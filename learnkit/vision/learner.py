@@ -149,7 +149,9 @@ def vision_learner(data: DataBunch | None = None, arch: str | Callable[..., nn.M
             (a target block with `n_outputs`, in [-1, 1]) default to (-1.1, 1.1) and come out as (N, K, 2); other
             regression targets without it are predicted standardized (the head's output is multiplied by the
             training targets' std and their mean added: see `RegressionOutput` for why). A regression learner
-            also gets `PreciseBatchNorm` (BatchNorm statistics recomputed before each fit's last validation).
+            also gets `PreciseBatchNorm` (BatchNorm statistics recomputed before each fit's last validation) and
+            `fine_tune` defaults for localisation (`learn.fine_tune_defaults`: one head epoch, the same rate for
+            every layer group).
         normalize: normalize with the statistics the body was trained with (pretrained), or the training
             images' own statistics (from scratch) — unless the data was built with an explicit `normalize=`
             ('imagenet', (mean, std) or None), which is kept. A DataBlock bunch of `ImageBlock` inputs without a
@@ -224,6 +226,12 @@ def vision_learner(data: DataBunch | None = None, arch: str | Callable[..., nn.M
                     train_bn=train_bn, preflight=preflight, compile=compile, sync_bn=sync_bn,
                     weight_decay=weight_decay, cudnn_benchmark=benchmark, cuda_graphs=cuda_graphs)
     learn.pretrained_source = source
+    if regression is not None:
+        # Global pooling strips ImageNet features of position, so a localisation target needs the whole body to
+        # learn: a frozen head phase gains little and fastai's body rates (base_lr/2/100) leave it nearly fixed.
+        # Lite0, issue 17's canvases, fine_tune(3): 5.0 px with fastai's, 2.1 px with these; the hand loop 2.9
+        # (benchmarks/results/keypoints_notes.md).
+        learn.fine_tune_defaults = {"lr_mult": 1, "freeze_epochs": 1}
     if source is not None:
         learn.freeze()
     return learn

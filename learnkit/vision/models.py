@@ -136,7 +136,8 @@ class VisionModel(nn.Module):
     """`head(body(x))`, with `num_features` (the body's output channels), `n_in`, and after `load_pretrained`
     `pretrained_source` (where the weights came from) and `input_stats` (their (mean, std)); `head[-1]` is the
     final Linear. A regression model (`output` given) ends in a Linear with a bias and then `output`, a
-    `RegressionOutput` (bounded or de-standardized, reshaped)."""
+    `RegressionOutput` (bounded or de-standardized, reshaped), and its Linear starts at zero (predicting the
+    targets' mean, or the middle of `y_range`)."""
 
     def __init__(self, body: nn.Module, num_features: int, n_out: int, n_in: int = 3, concat_pool: bool = True,
                  head_hidden: int | Sequence[int] | None = 512, dropout: float = 0.5, pooled: bool = False,
@@ -149,6 +150,11 @@ class VisionModel(nn.Module):
         self.output = output if output is not None else nn.Identity()
         if output is not None:  # a bias carries the targets' offset (the classification head does not need one)
             self.reset_head(n_out, bias=True)
+            # and the regressor starts at the targets' mean (y_range: its middle) with zero weights: a Kaiming
+            # Linear after the head's BatchNorm starts at +-1.4 target stds, and the gradients of those random
+            # predictions knock the pretrained body off course (issue 17, Lite0: 3.65 px → 2.0 px in 6 epochs,
+            # benchmarks/results/keypoints_notes.md)
+            nn.init.zeros_(self.head[-1].weight)
         self.pretrained_source, self.input_stats = None, None  # set by load_pretrained
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
