@@ -77,8 +77,9 @@ def _training_targets(data: DataBunch, max_batches: int = 32) -> torch.Tensor:
 
 def _regression_head(data: DataBunch, n_out: int | None, y_range: Sequence[float] | None) -> dict[str, Any] | None:
     """The `vision_model` arguments of a regression target (a PointBlock: `n_outputs`; a float target without
-    classes), or None for a classifier. Points default to y_range (-1.1, 1.1) (their targets are in [-1, 1]);
-    other targets without a y_range are de-standardized by the training targets' mean and std per output."""
+    classes), or None for a classifier. Points default to y_range (-1.1, 1.1) (their targets are in [-1, 1]), a
+    sigmoid centred on the training targets' mean; other targets without a y_range are de-standardized by the
+    training targets' mean and std per output."""
     block = data.y_block
     points = getattr(block, "n_outputs", None)
     if points is None and not isinstance(block, RegressionBlock):
@@ -93,10 +94,10 @@ def _regression_head(data: DataBunch, n_out: int | None, y_range: Sequence[float
         raise ValueError(f"vision_learner: n_out={n_out} but the regression target has {size} values per item "
                          f"(shape {tuple(shape)}); leave n_out=None")
     head: dict[str, Any] = {"n_out": size, "out_shape": shape, "y_range": None if y_range is None else list(y_range)}
-    if y_range is None:
-        y = _training_targets(data).reshape(-1, size)
-        head["target_mean"] = y.mean(0).tolist()
-        head["target_std"] = y.std(0).clamp_min(1e-6).nan_to_num(1.0).tolist() if len(y) > 1 else [1.0] * size
+    # The training targets' statistics: de-standardize, or centre the y_range sigmoid on them (RegressionOutput).
+    y = _training_targets(data).reshape(-1, size)
+    head["target_mean"] = y.mean(0).tolist()
+    head["target_std"] = y.std(0).clamp_min(1e-6).nan_to_num(1.0).tolist() if len(y) > 1 else [1.0] * size
     return head
 
 

@@ -97,11 +97,16 @@ def _units(body: nn.Module) -> list[tuple[str, nn.Module]]:
 class RegressionOutput(nn.Module):
     """The end of a regression head: bounded by `y_range` (fastai's sigmoid range: lo + (hi - lo) sigmoid(x)), or
     else `x * std + mean` with the training targets' statistics, so that the Linear before it predicts
-    standardized values; then reshaped to `shape` per item (e.g. (K, 2) keypoints).
+    standardized values; then reshaped to `shape` per item (e.g. (K, 2) keypoints). With both a `y_range` and the
+    targets' `mean`/`std`, the sigmoid is centred on the mean with slope std there: lo + (hi - lo) sigmoid(b + a x)
+    with sigmoid(b) = the mean's place in the range and a = std / ((hi - lo) sigmoid'(b)), so that x = 0 predicts
+    the training mean and a unit of x moves it by about one std, still inside the range.
 
-    Why: a fastai head ends in BatchNorm → Dropout → Linear without bias, whose outputs start near 0 with unit
+    Why: a fastai head ends in BatchNorm → Dropout → a Linear without bias, whose outputs start near 0 with unit
     scale. Targets in pixels (a centre at 32 ± 10) are then out of reach: Adam moves each weight by about the
     learning rate per step, the BatchNorm has zero-centred the features, and there is no bias to carry the mean.
+    Keypoint corners sit far from the image centre (the top-left corner's mean is near (-0.4, -0.4)), so a sigmoid
+    centred on 0 started 16 px off and trained worse than always predicting the training mean (issue 17).
     """
 
     def __init__(self, shape: Sequence[int], y_range: Sequence[float] | None = None,
@@ -118,18 +123,23 @@ class RegressionOutput(nn.Module):
                              f"{std_t.tolist()}")
         self.register_buffer("mean", mean_t)
         self.register_buffer("std", std_t)
+        # Not state: a model rebuilt from its recipe without target statistics (older bundles) keeps fastai's sigmoid.
+        self.centred = self.y_range is not None and mean is not None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.float()
         if self.y_range is not None:
             low, high = self.y_range
+            if self.centred:
+                p = ((self.mean - low) / (high - low)).clamp(0.02, 0.98)
+                x = torch.logit(p) + x * (self.std / ((high - low) * p * (1 - p)))
             x = low + (high - low) * torch.sigmoid(x)
         else:
             x = x * self.std + self.mean
         return x.reshape(x.shape[0], *self.shape)
 
     def extra_repr(self) -> str:
-        return f"shape={self.shape}, y_range={self.y_range}"
+        return f"shape={self.shape}, y_range={self.y_range}" + (", centred on the targets' mean" if self.centred else "")
 
 
 class VisionModel(nn.Module):

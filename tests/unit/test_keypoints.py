@@ -137,13 +137,25 @@ def test_regression_heads_start_at_the_targets_mean_and_leave_the_body_alone():
     points = torch.stack([centre / 16 - 1, centre / 16 - 1], 1)
     learn = vision_learner(_data(x, points, StandInPoints(2), n_train), TinyNet, pretrained=False, progress=False)
     preds, _ = learn.get_preds()
-    assert preds.abs().max() < 1e-6  # the middle of y_range (-1.1, 1.1): the image centre
+    # the training points' mean too, through the y_range sigmoid centred there (not its middle, the image centre)
+    assert torch.allclose(preds, points[:n_train].mean(0).expand(16, 2, 2), atol=1e-5)
+    assert learn.model.output.centred and preds.abs().max() > 1e-3
     xb, yb = next(iter(learn.data.train_dl))
     learn.model.train()
     learn.loss_fn(learn.model(xb), yb).backward()
     body_grads = [p.grad for p in learn.model.body.parameters() if p.grad is not None]
     assert body_grads and all(g.abs().max() == 0 for g in body_grads)  # the first step moves only the head
     assert learn.model.head[-1].weight.grad.abs().max() > 0
+
+
+def test_a_centred_y_range_starts_at_the_mean_moves_by_the_std_and_stays_in_range():
+    out = RegressionOutput([2], y_range=(-1.1, 1.1), mean=[-0.4, 0.6], std=[0.2, 0.1])
+    assert torch.allclose(out(torch.zeros(1, 2)), torch.tensor([[-0.4, 0.6]]), atol=1e-6)
+    step = out(torch.full((1, 2), 1e-3)) - out(torch.zeros(1, 2))
+    assert torch.allclose(step / 1e-3, torch.tensor([[0.2, 0.1]]), rtol=1e-2)  # slope = std at the mean
+    assert out(torch.full((3, 2), 1e4)).max() <= 1.1 and out(torch.full((3, 2), -1e4)).min() >= -1.1
+    old = RegressionOutput([2], y_range=(-1.1, 1.1))  # no statistics (an older bundle's recipe): fastai's sigmoid
+    assert not old.centred and torch.equal(old(torch.zeros(1, 2)), torch.zeros(1, 2))
 
 
 def test_regression_learners_fine_tune_the_whole_body_and_classifiers_keep_fastais_rates():
