@@ -108,7 +108,8 @@ class Recipes:
             lr_mult: the unfrozen phase's rates fall by this from the head to the first layer group. None:
                 `self.fine_tune_defaults['lr_mult']` when set (vision_learner sets it for regression targets), else
                 100 (fastai's).
-            freeze_epochs: epochs of the head phase (None: `self.fine_tune_defaults['freeze_epochs']` when set). None (default): long enough for `HEAD_PHASE_STEPS` (200)
+            freeze_epochs: epochs of the head phase. None (default): `self.fine_tune_defaults['freeze_epochs']` when
+                set, else long enough for `HEAD_PHASE_STEPS` (200)
                 optimizer steps, between 1 and `epochs` epochs, annealed like `fit_one_cycle` — on a small folder
                 (21 batches an epoch) one epoch left an untrained head whose gradients then disturbed the
                 unfrozen body (benchmarks/transfer_defaults.py). An int: fastai's head phase (that many epochs,
@@ -138,7 +139,7 @@ class Recipes:
         if lora is not None and (strategy != "freeze" or not isinstance(lora, int) or lora < 1):
             raise ValueError(f"fine_tune(lora={lora!r}, strategy={strategy!r}): lora is a rank >= 1 (e.g. 8), with "
                              "strategy='freeze'")
-        defaults = getattr(self, "fine_tune_defaults", None) or {}
+        defaults = self.fine_tune_defaults
         lr_mult = defaults.get("lr_mult", 100) if lr_mult is None else lr_mult
         freeze_epochs = defaults.get("freeze_epochs") if freeze_epochs is None else freeze_epochs
         common = dict(final_div_factor=final_div_factor, moms=moms, weight_decay=weight_decay,
