@@ -105,15 +105,12 @@ class Recipes:
         halved per stage, rates falling by `group_factor` per group), then everything for `epochs`.
 
         Args:
-            lr_mult: the unfrozen phase's rates fall by this from the head to the first layer group. None:
-                `self.fine_tune_defaults['lr_mult']` when set (vision_learner sets it for regression targets), else
-                100 (fastai's).
-            freeze_epochs: epochs of the head phase. None (default): `self.fine_tune_defaults['freeze_epochs']` when
-                set, else long enough for `HEAD_PHASE_STEPS` (200)
-                optimizer steps, between 1 and `epochs` epochs, annealed like `fit_one_cycle` — on a small folder
-                (21 batches an epoch) one epoch left an untrained head whose gradients then disturbed the
-                unfrozen body (benchmarks/transfer_defaults.py). An int: fastai's head phase (that many epochs,
-                the rate rising to base_lr over 99% of it).
+            lr_mult: the unfrozen phase's rates fall by this from the head to the first group. None: `self.
+                fine_tune_defaults['lr_mult']` if set (vision_learner does, for regression), else 100 (fastai's).
+            freeze_epochs: head-phase epochs. None: `self.fine_tune_defaults['freeze_epochs']` if set, else long
+                enough for `HEAD_PHASE_STEPS` (200) optimizer steps (1 to `epochs` epochs, annealed): on a small
+                folder one epoch left an untrained head whose gradients then disturbed the unfrozen body
+                (benchmarks/transfer_defaults.py). An int: fastai's head phase (the rate rising over 99% of it).
             keep_best: when the unfrozen phase ends with a worse validation score than the head phase had (the
                 first metric, else the loss), restore the head phase's weights and say so
                 (`self.fine_tune_report` records both scores either way).

@@ -97,16 +97,13 @@ def _units(body: nn.Module) -> list[tuple[str, nn.Module]]:
 class RegressionOutput(nn.Module):
     """The end of a regression head: bounded by `y_range` (fastai's sigmoid range: lo + (hi - lo) sigmoid(x)), or
     else `x * std + mean` with the training targets' statistics, so that the Linear before it predicts
-    standardized values; then reshaped to `shape` per item (e.g. (K, 2) keypoints). With both a `y_range` and the
-    targets' `mean`/`std`, the sigmoid is centred on the mean with slope std there: lo + (hi - lo) sigmoid(b + a x)
-    with sigmoid(b) = the mean's place in the range and a = std / ((hi - lo) sigmoid'(b)), so that x = 0 predicts
-    the training mean and a unit of x moves it by about one std, still inside the range.
+    standardized values; then reshaped to `shape` per item (e.g. (K, 2) keypoints). With a `y_range` and `mean`/`std`:
+    lo + (hi - lo) sigmoid(b + a x), sigmoid(b) = the mean's place in the range, a = std / ((hi - lo) sigmoid'(b)).
 
     Why: a fastai head ends in BatchNorm → Dropout → a Linear without bias, whose outputs start near 0 with unit
     scale. Targets in pixels (a centre at 32 ± 10) are then out of reach: Adam moves each weight by about the
     learning rate per step, the BatchNorm has zero-centred the features, and there is no bias to carry the mean.
-    Keypoint corners sit far from the image centre (the top-left corner's mean is near (-0.4, -0.4)), so a sigmoid
-    centred on 0 started 16 px off and trained worse than always predicting the training mean (issue 17).
+    Keypoint corners lie far from the image centre, where a sigmoid centred on 0 starts them (16 px off; issue 17).
     """
 
     def __init__(self, shape: Sequence[int], y_range: Sequence[float] | None = None,
