@@ -27,6 +27,7 @@ from learnkit.data.splitters import IndexSplitter, RandomSplitter, is_valid_flag
 from learnkit.data.tables import is_missing, read_csv
 from learnkit.data.transforms import Normalize
 from learnkit.vision.image import DEFAULT_MAX_PIXELS, ImageBlock, RegexLabeller, find_image_files
+from learnkit.vision.files import label_files
 from learnkit.vision.transforms import IntToFloat
 
 __all__ = ["ImageDataBunch", "IMAGENET_STATS"]
@@ -188,13 +189,7 @@ class ImageDataBunch(DataBunch):
         check_on_bad(on_bad)
         files = [Path(path) / f for f in fnames]
         func = _name_or_path(label_func, files)
-        keep, labels, bad = [], [], []
-        for f in files:
-            try:
-                labels.append(func(f))
-                keep.append(f)
-            except Exception as e:  # every failing file is reported, not just the first
-                bad.append((f, f"label_func failed: {type(e).__name__}: {e}"))
+        keep, labels, bad = label_files(files, func, "label_func")
         report_bad(bad, on_bad, "files without a label", "fix label_func or rename/remove these files")
         return cls._images(keep, labels, RandomSplitter(valid_pct, seed=seed if seed is not None else 0), False,
                            None, skipped=bad, item_tfms=item_tfms, batch_tfms=batch_tfms, batch_size=batch_size,

@@ -8,9 +8,10 @@ import re
 import stat
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
-__all__ = ["IMAGE_EXTENSIONS", "get_image_files", "find_image_files", "non_regular_kind", "parent_label", "RegexLabeller"]
+__all__ = ["IMAGE_EXTENSIONS", "get_image_files", "find_image_files", "non_regular_kind", "parent_label", "RegexLabeller",
+           "label_files"]
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".dib", ".gif", ".tif", ".tiff",
                               ".webp", ".ppm", ".pgm", ".pbm", ".pnm", ".ico", ".tga", ".jp2"})
@@ -145,6 +146,20 @@ def _refuse_loop(link: str, target: str, folder: str) -> None:
         raise ValueError(f"get_image_files: the link {link} points to {target}, a folder that contains the link: "
                          f"following it would list the same images again, under other names (a symlink loop). "
                          f"Remove the link, or replace it by the folder it should add.")
+
+
+def label_files(files: Sequence[Path], fn: Callable[[Path], Any], name: str
+                ) -> tuple[list[Path], list[Any], list[tuple[Path, str]]]:
+    """fn(file) for each file: (the files it answered for, its answers, (file, reason) for every file where it
+    raised: all of them, not just the first). `name` is how the reason calls fn ('label_func', 'points_func')."""
+    kept, values, bad = [], [], []
+    for f in files:
+        try:
+            values.append(fn(f))
+            kept.append(f)
+        except Exception as e:  # every failing file is reported, not just the first
+            bad.append((f, f"{name} failed: {type(e).__name__}: {e}"))
+    return kept, values, bad
 
 
 def parent_label(path: str | Path) -> str:

@@ -27,6 +27,7 @@ from learnkit.data.datablock import check_on_bad, report_bad
 from learnkit.data.splitters import RandomSplitter, is_valid_flag
 from learnkit.data.tables import read_csv
 from learnkit.vision.data import ImageDataBunch, _column, csv_splitter
+from learnkit.vision.files import label_files
 from learnkit.vision.image import DEFAULT_MAX_PIXELS
 from learnkit.vision.targets import FollowPoints, image_size, show_points
 
@@ -270,13 +271,7 @@ class PointsDataBunch(ImageDataBunch):
         """Images `path/fname` and their points `points_func(image_path)` ((K,2) pixels, or [x0, y0, ...]), as
         fastai's `get_y` for head pose. Files where points_func fails are listed together (`on_bad`)."""
         check_on_bad(on_bad)
-        files, points, bad = [], [], []
-        for f in (Path(path) / name for name in fnames):
-            try:
-                points.append(points_func(f))
-                files.append(f)
-            except Exception as e:  # every failing file is reported, not just the first
-                bad.append((f, f"points_func failed: {type(e).__name__}: {e}"))
+        files, points, bad = label_files([Path(path) / name for name in fnames], points_func, "points_func")
         report_bad(bad, on_bad, "images without points", "fix points_func or remove these files")
         if not files:
             raise ValueError(f"PointsDataBunch.from_func: no images (of {len(fnames)} names) have points")

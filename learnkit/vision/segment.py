@@ -24,7 +24,7 @@ from learnkit.data.blocks import TransformBlock, register_block
 from learnkit.data.datablock import check_on_bad, report_bad
 from learnkit.data.splitters import RandomSplitter
 from learnkit.vision.data import ImageDataBunch
-from learnkit.vision.files import find_image_files
+from learnkit.vision.files import find_image_files, label_files
 from learnkit.vision.image import DEFAULT_MAX_PIXELS
 from learnkit.vision.targets import FollowMask, image_size, mask_legend, show_mask
 
@@ -320,17 +320,12 @@ class SegmentationDataBunch(ImageDataBunch):
         """Images `path/fname` and their masks `label_func(image_path)` (a mask path, or a 2-D array), as fastai's
         `SegmentationDataLoaders.from_label_func`. Files where label_func fails are listed together (`on_bad`)."""
         check_on_bad(on_bad)
-        pairs, bad = [], []
-        for f in (Path(path) / name for name in fnames):
-            try:
-                pairs.append((f, label_func(f)))
-            except Exception as e:  # every failing file is reported, not just the first
-                bad.append((f, f"label_func failed: {type(e).__name__}: {e}"))
+        files, masks, bad = label_files([Path(path) / name for name in fnames], label_func, "label_func")
         report_bad(bad, on_bad, "images without a mask", "fix label_func or remove these files")
-        if not pairs:
+        if not files:
             raise ValueError(f"SegmentationDataBunch.from_label_func: no images (of {len(fnames)} names) have a mask")
         block = MaskBlock(read_codes(codes), ignore_index=ignore_index)
-        return cls._images([p[0] for p in pairs], [p[1] for p in pairs],
+        return cls._images(files, masks,
                            RandomSplitter(valid_pct, seed=seed if seed is not None else 0), False, None, skipped=bad,
                            y_block=block, item_tfms=item_tfms,
                            batch_tfms=batch_tfms, batch_size=batch_size, mode=mode, normalize=normalize,
