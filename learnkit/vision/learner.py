@@ -285,9 +285,9 @@ def unet_learner(data: DataBunch | None = None, arch: str | Callable[..., nn.Mod
     n_in = n_in if n_in is not None else _input_channels(data)
     ignore_index = getattr(data.y_block, "ignore_index", 255)
     if isinstance(arch, str):
-        model = create_model("unet_model", arch=arch, n_out=n_out, n_in=n_in)
+        model = create_model("unet_model", arch=arch, n_out=n_out, n_in=n_in, channel_multiple=8)
     elif callable(arch):
-        model = unet_model(arch, n_out=n_out, n_in=n_in)
+        model = unet_model(arch, n_out=n_out, n_in=n_in, channel_multiple=8)
     else:
         raise TypeError(f"unet_learner(arch={arch!r}): give an architecture name or a callable")
     source = load_unet_pretrained(model, arch, weights) if pretrained or weights is not None else None

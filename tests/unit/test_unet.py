@@ -91,6 +91,35 @@ def test_icnr_pixel_shuffle_starts_as_nearest_neighbour():
     assert torch.allclose(blocks, blocks[:, :, :, :1, :, :1].expand_as(blocks))  # every 2x2 group equal: no checkerboard
 
 
+def test_channel_multiple_widens_the_cross_with_zero_channels_that_change_nothing():
+    torch.manual_seed(0)
+    plain = unet_model("resnet18", n_out=3).eval()  # fastai's widths: 96 + 3 = 99 channels at full resolution
+    wide = unet_model("resnet18", n_out=3, channel_multiple=8).eval()
+    assert plain.cross_pad == 0 and plain.res.convs[0][0].in_channels == 99
+    assert wide.cross_pad == 5 and wide.res.convs[0][0].in_channels == wide.head.in_channels == 104
+    # the plain model's weights in the wide one, zero weights for the added channels: the same function
+    state = {}
+    for k, v in wide.state_dict().items():
+        old = plain.state_dict()[k]
+        if v.shape == old.shape:
+            state[k] = old
+        else:
+            pad = torch.ones_like(v) if k.endswith(("running_var", "bn.weight", ".1.weight")) and v.ndim == 1 else \
+                torch.zeros_like(v)
+            pad[tuple(slice(0, n) for n in old.shape)] = old
+            state[k] = pad
+    wide.load_state_dict(state)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(wide(x), plain(x), atol=1e-5)
+        channels_last = wide.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
+    assert torch.allclose(channels_last, plain(x), atol=1e-4)
+    data, _, _ = seg_data()
+    learn = unet_learner(data, "resnet18", pretrained=False, progress=False)  # what the learner builds, and records
+    assert learn.model.head.in_channels % 8 == 0
+    assert model_spec(learn.model)["kwargs"]["channel_multiple"] == 8
+
+
 def test_layer_groups_partition_and_pretrained_body_frozen():
     data, _, _ = seg_data()
     learn = unet_learner(data, "efficientnet_lite0", pretrained=True, progress=False)  # weights from the package
