@@ -6,8 +6,12 @@ Why: at small image sizes every step is bound by kernel launches (hundreds of sm
 call); a replay launches them all at once.
 
 How the loop uses it (learner.py, `_one_batch`): for each batch, `StepGraphs.run(learn)` either replays the
-graph of this batch's shapes (True), runs a warm-up step eagerly on the capture stream (True), captures and
-replays (True), or declines (False: another shape, e.g. a last partial batch) and the loop runs its eager step.
+graph of this batch's shapes ('replayed': the loop then counts the step or the validation sums), runs the loop's
+eager step itself as a warm-up on the capture stream ('warm-up': nothing left to do), captures and replays
+('replayed'), or declines (None: more than `MAX_SHAPES` shapes in this mode already) and the loop runs its eager
+step. One graph per batch shape and mode: a last partial batch gets its own, and so do the few lengths of text
+batches padded to a multiple (`SubwordTextBlock.pad_multiple`); each holds its own activations and gradients
+(the parameters' `.grad` are pointed at the replayed graph's).
 Hyper-parameters stay plain floats in `learn.opt.param_groups` (schedules, checkpoints and users see floats);
 the graph reads device copies of each group's lr and momentum, refreshed before every replay, so the one-cycle
 schedule reaches the captured step without a host sync. Weight decay and eps are baked in (a change recaptures).
@@ -41,6 +45,7 @@ __all__ = ["StepGraphs", "adam_hypers", "adam_step", "graph_blockers", "graphs_f
 # Events that fire inside a step: a callback handling one of them must declare `graph_safe = True`.
 STEP_EVENTS = ("after_forward", "after_loss", "after_backward")
 WARMUP = {True: 2, False: 1}  # eager steps on the capture stream before capturing (training, validation)
+MAX_SHAPES = 12  # graphs kept per mode; batches of further shapes run eagerly
 CAPTURABLE = (torch.optim.Adam, torch.optim.AdamW)
 
 
@@ -79,8 +84,10 @@ def graphs_for_fit(learn: "Learner") -> "StepGraphs | None":
         return None
     forced = learn.cuda_graphs is True
     blockers = graph_blockers(learn, forced=forced)
-    if not forced and learn.data.loader_kind in ("padded", "stream"):
-        blockers.append(f"the {learn.data.loader_kind} loader's batches change shape (pass cuda_graphs=True to insist)")
+    kind = getattr(learn.data, "loader_kind", None)
+    few_lengths = getattr(getattr(learn.data, "x_block", None), "pad_multiple", None) is not None
+    if not forced and (kind == "stream" or kind == "padded" and not few_lengths):
+        blockers.append(f"the {kind} loader's batches change shape (pass cuda_graphs=True to insist)")
     if blockers and forced:
         raise ValueError("cuda_graphs=True, but this fit cannot be recorded as CUDA graphs: " + "; ".join(blockers)
                          + ". Fix that, or pass cuda_graphs='auto' to train eagerly when it cannot.")
@@ -114,8 +121,10 @@ class _Graph:
     """One recorded step: the graph, its static inputs and outputs, and the device hyper-parameters it reads."""
 
     def __init__(self, key: tuple, graph: torch.cuda.CUDAGraph, inputs: tuple[torch.Tensor, ...],
-                 pred: Any, loss: torch.Tensor, hypers: list[tuple[torch.Tensor, dict, str, int | None]]):
+                 pred: Any, loss: torch.Tensor, hypers: list[tuple[torch.Tensor, dict, str, int | None]],
+                 grads: list[tuple[torch.Tensor, torch.Tensor | None]]):
         self.key, self.graph, self.inputs, self.pred, self.loss, self.hypers = key, graph, inputs, pred, loss, hypers
+        self.grads = grads  # (parameter, the gradient buffer this graph writes)
 
     def replay(self, batch: tuple[torch.Tensor, ...]) -> None:
         for static, t in zip(self.inputs, batch):
@@ -130,53 +139,60 @@ class StepGraphs:
 
     def __init__(self, learn: "Learner"):
         self.stream = torch.cuda.Stream(learn.device)
-        self.graphs: dict[bool, _Graph | None] = {True: None, False: None}
-        self.warm: dict[bool, int] = {True: 0, False: 0}
+        self.graphs: dict[bool, dict[tuple, _Graph]] = {True: {}, False: {}}  # per mode, by batch shapes
+        self.context: dict[bool, tuple | None] = {True: None, False: None}  # trainable set + baked hypers of those
+        self.warm: dict[tuple, int] = {}  # (mode, shapes) -> warm-up steps run
+        self.bound: _Graph | None = None  # the graph whose gradient buffers the parameters' .grad are
         self.failed: str | None = None
         self.report: dict[str, Any] = {"used": True, "reason": None, "capture_seconds": 0.0, "replays": 0,
-                                       "eager_batches": 0, "shapes": None}
+                                       "eager_batches": 0, "captures": 0, "shapes": None}
 
-    def run(self, learn: "Learner", eager_step: Callable[[], None], event: Callable[[str], None]) -> bool:
-        """Run this batch's step (as set up by the loop: `learn.xb`, `learn.yb`, schedules applied). True when it
-        ran here, on the graph or as a warm-up (`eager_step`, the loop's own); False when the loop must run it
-        eagerly. `event` fires a loop event (the graph_safe handlers of the in-step events are recorded)."""
+    def run(self, learn: "Learner", eager_step: Callable[[], None], event: Callable[[str], None]) -> str | None:
+        """Run this batch's step (as set up by the loop: `learn.xb`, `learn.yb`, schedules applied): 'replayed'
+        (on a graph), 'warm-up' (`eager_step`, the loop's own, ran here in full), or None when the loop must run
+        it eagerly. `event` fires a loop event (the graph_safe handlers of the in-step events are recorded)."""
         training, batch = learn.training, learn.xb + learn.yb
         key = _key(batch, learn) if self.failed is None else None
         if key is None:
             return self._decline(learn, training)
-        graph = self.graphs[training]
-        if graph is not None and graph.key == key:
-            graph.replay(batch)
-            self._outputs(learn, graph)
-            self.report["replays"] += 1
-            return True
-        if graph is not None and graph.key[0] != key[0]:  # another shape (a last partial batch): eager
+        graphs = self.graphs[training]
+        if graphs and self.context[training] != key[1:]:  # other trainable parameters or baked-in hypers
+            graphs.clear()  # record them again
+            self.warm = {k: n for k, n in self.warm.items() if k[0] != training}
+        self.context[training] = key[1:]
+        graph = graphs.get(key[0])
+        if graph is None and len(graphs) >= MAX_SHAPES:
             return self._decline(learn, training)
-        if graph is not None:  # same shapes, other trainable parameters or baked-in hypers: record it again
-            self.graphs[training], self.warm[training] = None, 0
-            if training:
-                learn.opt.zero_grad(set_to_none=True)  # the old graph's gradients
-        if self.warm[training] < WARMUP[training]:
-            self.warm[training] += 1
+        if graph is None and self.warm.get((training, key[0]), 0) < WARMUP[training]:
+            self.warm[training, key[0]] = self.warm.get((training, key[0]), 0) + 1
+            self._unbind(learn, training)
             with self._on_stream():
                 eager_step()
-            return True
-        try:
-            graph = self._capture(learn, key, batch, event)
-        except Exception as e:  # whatever the capture tripped on, training goes on eagerly
-            self._give_up(learn, f"capture failed ({type(e).__name__}: {' '.join(str(e).split())[:200]})")
-            return self._decline(learn, training)
-        self.graphs[training] = graph
+            return "warm-up"
+        if graph is None:
+            try:
+                graph = graphs[key[0]] = self._capture(learn, key, batch, event)
+            except Exception as e:  # whatever the capture tripped on, training goes on eagerly
+                self._give_up(learn, f"capture failed ({type(e).__name__}: {' '.join(str(e).split())[:200]})")
+                return self._decline(learn, training)
+        if training and self.bound is not graph:
+            for p, g in graph.grads:
+                p.grad = g
+            self.bound = graph
         graph.replay(batch)
         self._outputs(learn, graph)
         self.report["replays"] += 1
-        return True
+        return "replayed"
 
-    def _decline(self, learn: "Learner", training: bool) -> bool:
+    def _unbind(self, learn: "Learner", training: bool) -> None:
+        """Before an eager training step: .grad set to None, or backward would add into a graph's buffers."""
         if training and learn.opt is not None:
-            learn.opt.zero_grad(set_to_none=True)  # the graph's gradients would be accumulated into
+            learn.opt.zero_grad(set_to_none=True)
+            self.bound = None
+
+    def _decline(self, learn: "Learner", training: bool) -> None:
+        self._unbind(learn, training)
         self.report["eager_batches"] += 1
-        return False
 
     def _outputs(self, learn: "Learner", graph: _Graph) -> None:
         # The loss is copied (History keeps one tensor per batch); the prediction is the graph's own buffer,
@@ -201,7 +217,7 @@ class StepGraphs:
         graph = torch.cuda.CUDAGraph()
         hypers = adam_hypers(learn.opt) if training else []
         if training:
-            learn.opt.zero_grad(set_to_none=True)  # gradients are then allocated (and written) by the graph
+            self._unbind(learn, training)  # gradients are then allocated (and written) by the graph
         generator = torch.cuda.default_generators[learn.device.index or 0]
         clean = generator.clone_state()  # a failed capture leaves the generator's state half-captured
         try:
@@ -223,13 +239,15 @@ class StepGraphs:
         finally:
             torch.cuda.current_stream().wait_stream(self.stream)
         self.report["capture_seconds"] += time.perf_counter() - start
-        if training:
+        grads = [(p, p.grad) for group in learn.opt.param_groups for p in group["params"]] if training else []
+        self.report["captures"] += 1
+        if training and self.report["shapes"] is None:  # the first training shapes (a full batch)
             self.report["shapes"] = [list(t.shape) for t in batch]
-        return _Graph(key, graph, inputs, learn.pred, loss, hypers)
+        return _Graph(key, graph, inputs, learn.pred, loss, hypers, grads)
 
     def _give_up(self, learn: "Learner", reason: str) -> None:
         self.failed = reason
-        self.graphs = {True: None, False: None}
+        self.graphs, self.bound = {True: {}, False: {}}, None
         self.report.update(used=False, reason=reason)
         if learn.opt is not None:
             learn.opt.zero_grad(set_to_none=True)

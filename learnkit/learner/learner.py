@@ -276,9 +276,10 @@ class Learner(CallbackHost, Recipes):
             if self.training:
                 self._apply_schedules()
             self._event("before_batch")  # callbacks may replace learn.xb / learn.yb (MixUp): the step sees theirs
-            if self.graphs is not None and self.graphs.run(self, self._eager_step, self._event):  # learner/graphs.py
+            ran = self.graphs.run(self, self._eager_step, self._event) if self.graphs is not None else None
+            if ran == "replayed":  # learner/graphs.py; a 'warm-up' ran _eager_step in full
                 self._after_step() if self.training else self._accumulate_validation()
-            else:
+            elif ran is None:
                 self._eager_step()
         except CancelBatch:
             pass
@@ -310,11 +311,10 @@ class Learner(CallbackHost, Recipes):
     def train_step(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """Forward and loss of one training batch; returns the loss the loop backpropagates.
 
-        `batch` is on the device, batch-transformed, as callbacks left it at `before_batch` (inputs first:
-        `batch[:learn.data.n_inp]`). The loop runs this under autocast and grad mode, then does the rest:
-        `after_loss`, backward through the grad scaler, `after_backward` (clipping, accumulation), the step
-        of `learn.opt`, `zero_grad`, counters. The default sets `learn.pred = learn.train_module(*inputs)`, fires
-        `after_forward` and returns `loss_fn(learn.pred, *targets)`. To step a second network, `optimizer_step`.
+        `batch` is on the device, batch-transformed, as callbacks left it at `before_batch` (inputs first). The loop
+        runs this under autocast and grad mode, then the rest: `after_loss`, backward through the grad scaler,
+        `after_backward` (clipping, accumulation), the step of `learn.opt`, `zero_grad`, counters. The default:
+        `learn.pred = learn.train_module(*inputs)`, `after_forward`, `loss_fn(learn.pred, *targets)`.
 
         Example:
             >>> class TwoHeads(Learner):  # a model returning (logits, value): one loss over both outputs
@@ -342,7 +342,7 @@ class Learner(CallbackHost, Recipes):
         return self._train_module if self._train_module is not None else self.model
 
     def optimizer_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
-        """One whole step of another optimizer inside a custom `train_step` (a GAN's critic): zero its
+        """One whole step of a second optimizer inside a custom `train_step` (a GAN's critic): zero its
         gradients, backward `loss` through the grad scaler (outside autocast), `scaler.step(optimizer)`, zero
         its gradients again. The loop's `scaler.update()` after `learn.opt`'s step covers both; `opt_steps`
         counts only the loop's steps. The loss the step then returns goes to `learn.opt` as usual."""

@@ -139,6 +139,16 @@ class SubwordTextBlock(TextBlock):
     def setup(self, values: Sequence[str]) -> None:
         pass
 
+    @property
+    def pad_multiple(self) -> int | None:
+        """Batches are padded to a multiple of this, so their lengths take at most 8 values up to `max_len` (16 for
+        max_len=128): on CUDA, one graph per length then covers every batch (learner/graphs.py), at the cost of
+        up to pad_multiple - 1 padding tokens. Positions past the text are masked, so outputs do not change."""
+        return max(8, -(-self.max_len // 64) * 8) if self.max_len else None
+
+    def collate(self, tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+        return pad_batch(tensors, self.pad_idx, self.pad_multiple, self.max_len)
+
     def encode(self, value: str) -> torch.Tensor:
         return torch.tensor(self.tokenizer.encode(value, max_len=self.max_len or 10**9), dtype=torch.long)
 
@@ -220,9 +230,14 @@ class LMTargetBlock(TransformBlock):
         return cls(config.get("itos"), bptt=config.get("bptt", 72))
 
 
-def pad_batch(tensors: Sequence[torch.Tensor], pad_idx: int) -> torch.Tensor:
-    """Right-pad 1-D id tensors to the longest: (B, L_max)."""
+def pad_batch(tensors: Sequence[torch.Tensor], pad_idx: int, multiple: int | None = None,
+              max_len: int | None = None) -> torch.Tensor:
+    """Right-pad 1-D id tensors to the longest, rounded up to a `multiple` (never past `max_len` unless the longest
+    is): (B, L)."""
     longest = max(1, max(len(t) for t in tensors))
+    if multiple:
+        rounded = -(-longest // multiple) * multiple
+        longest = min(rounded, max(longest, max_len)) if max_len else rounded
     out = torch.full((len(tensors), longest), pad_idx, dtype=torch.long)
     for i, t in enumerate(tensors):
         out[i, :len(t)] = t

@@ -19,7 +19,7 @@ from torch import nn
 
 from learnkit.core.hub import HF_EXTRA
 from learnkit.core.registry import create_model, register_model
-from learnkit.text.transformer import pool_hidden
+from learnkit.text.transformer import attention_kernels, pool_hidden
 
 __all__ = ["HFClassifier", "HFTokenizer", "hf_classifier", "hf_classifier_from_dir", "hf_layer_groups",
            "require_transformers"]
@@ -138,8 +138,9 @@ class HFClassifier(nn.Module):
     def pool(self, input_ids: torch.Tensor) -> torch.Tensor:
         """The sentence vectors (B, hidden_size) before the head."""
         mask = input_ids != self.pad_id
-        return pool_hidden(self.encoder(input_ids=input_ids, attention_mask=mask.long()).last_hidden_state, mask,
-                           self.pooling)
+        with attention_kernels(input_ids):
+            hidden = self.encoder(input_ids=input_ids, attention_mask=mask.long()).last_hidden_state
+        return pool_hidden(hidden, mask, self.pooling)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.head(self.pool(input_ids))

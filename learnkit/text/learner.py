@@ -107,6 +107,7 @@ def language_model_learner(data: TextDataBunch | None = None, arch: str = "awd_l
                            mixed_precision: Any = AWD_LSTM_PRECISION, progress: bool = True, train_bn: bool = True,
                            preflight: bool = True, compile: bool | str | dict = False, sync_bn: bool = False,
                            weight_decay: float | None = None, cudnn_benchmark: bool | None = None,
+                           cuda_graphs: bool | str = "auto",
                            **fastai_names: Any) -> LanguageModelLearner:
     """An AWD-LSTM language model on `data` (built with is_lm=True); `learn.predict(text, n_words)` continues a text.
 
@@ -120,7 +121,7 @@ def language_model_learner(data: TextDataBunch | None = None, arch: str = "awd_l
         config: emb_size / hidden_size / n_layers (default AWD_LSTM_CONFIG).
         clip: gradient-norm clipping (AWD-LSTM trains with 0.25); None turns it off.
         loss_fn, opt_fn, callbacks, path, model_dir, mixed_precision (default float32), progress, train_bn,
-            preflight, compile, sync_bn, weight_decay, cudnn_benchmark: as `Learner`'s.
+            preflight, compile, sync_bn, weight_decay, cudnn_benchmark, cuda_graphs: as `Learner`'s.
 
     Example:
         >>> lm = language_model_learner(lm_data, weights="models/wiki_lm", drop_mult=0.3)
@@ -148,7 +149,7 @@ def language_model_learner(data: TextDataBunch | None = None, arch: str = "awd_l
                     metrics=[accuracy, Perplexity()] if metrics is None else metrics, callbacks=callbacks,
                     path=path, model_dir=model_dir, mixed_precision=mixed_precision, progress=progress,
                     train_bn=train_bn, preflight=preflight, compile=compile, sync_bn=sync_bn,
-                    weight_decay=weight_decay, cudnn_benchmark=cudnn_benchmark)
+                    weight_decay=weight_decay, cudnn_benchmark=cudnn_benchmark, cuda_graphs=cuda_graphs)
     if weights is not None:
         _load_pretrained_lm(learn, Path(weights))
         learn.freeze()
@@ -265,6 +266,7 @@ def text_classifier_learner(data: TextDataBunch | None = None, arch: str | Path 
                             mixed_precision: Any = None, progress: bool = True, train_bn: bool = True,
                             preflight: bool = True, compile: bool | str | dict = False, sync_bn: bool = False,
                             weight_decay: float | None = None, cudnn_benchmark: bool | None = None,
+                           cuda_graphs: bool | str = "auto",
                             **fastai_names: Any) -> Learner:
     # long: the spelled-out keyword options (no **kwargs) and their docstring; the body is short
     """A text classifier on `data`.
@@ -287,8 +289,8 @@ def text_classifier_learner(data: TextDataBunch | None = None, arch: str | Path 
         encoder: name of an encoder saved with `save_encoder` (AWD-LSTM only).
         clip: gradient-norm clipping for the AWD-LSTM (0.25, as the AWD-LSTM paper); None turns it off.
         loss_fn, opt_fn, callbacks, path, model_dir, mixed_precision, progress, train_bn, preflight, compile,
-            sync_bn, weight_decay, cudnn_benchmark: as `Learner`'s. Defaults: AWD-LSTM in float32 with AdamW
-            (weight decay 0.01); transformers with the Learner's ('auto' precision, AdamW).
+            sync_bn, weight_decay, cudnn_benchmark, cuda_graphs: as `Learner`'s. Defaults: AWD-LSTM in float32
+            with AdamW (weight decay 0.01); transformers with the Learner's ('auto' precision, AdamW).
 
     Example:
         >>> learn = text_classifier_learner(data, "microsoft/deberta-v3-small")
@@ -309,7 +311,7 @@ def text_classifier_learner(data: TextDataBunch | None = None, arch: str | Path 
     n_out = len(data.classes)
     options = dict(loss_fn=loss_fn, metrics=metrics, path=path, model_dir=model_dir, progress=progress,
                    train_bn=train_bn, preflight=preflight, compile=compile, sync_bn=sync_bn, weight_decay=weight_decay,
-                   cudnn_benchmark=cudnn_benchmark)
+                   cudnn_benchmark=cudnn_benchmark, cuda_graphs=cuda_graphs)
     if arch in ("bert", "transformers", "auto"):
         if weights is None:
             raise ValueError(f"text_classifier_learner(arch={arch!r}): give the model: a folder or hub id, e.g. "

@@ -42,8 +42,9 @@ def train_tokenizer(kind: str):
     return tok
 
 
-def write_hf_model(folder: Path, model_type: str, seed: int = 0) -> Path:
-    """`folder` holding config.json, model.safetensors and the tokenizer files of a tiny random `model_type`."""
+def write_hf_model(folder: Path, model_type: str, seed: int = 0, **config) -> Path:
+    """`folder` holding config.json, model.safetensors and the tokenizer files of a tiny random `model_type`
+    (`config`: fields over the tiny sizes, e.g. dropout probabilities)."""
     import torch
     from transformers import AutoConfig, AutoModel, PreTrainedTokenizerFast
     tok = train_tokenizer(_MODEL[model_type])
@@ -60,6 +61,6 @@ def write_hf_model(folder: Path, model_type: str, seed: int = 0) -> Path:
         sizes.update(bos_token_id=ids["cls"], eos_token_id=ids["sep"], cls_token_id=ids["cls"],
                      sep_token_id=ids["sep"], global_attn_every_n_layers=1, local_attention=16)
     torch.manual_seed(seed)
-    AutoModel.from_config(AutoConfig.for_model(model_type, **sizes)).save_pretrained(folder)
+    AutoModel.from_config(AutoConfig.for_model(model_type, **sizes, **config)).save_pretrained(folder)
     fast.save_pretrained(folder)
     return Path(folder)
