@@ -278,8 +278,9 @@ class SegmentationDataBunch(ImageDataBunch):
             codes = path / "codes.txt"
         files, odd = find_image_files(image_dir)
         mask_files, odd_masks = find_image_files(mask_dir)
-        def stem(file: Path, root: Path) -> str:  # 'a/001' for root/a/001.png; strings: Path hashing was slow
-            return os.path.splitext(os.path.relpath(file, root))[0]
+        def stem(file: Path, root: Path) -> str:  # 'a/001' for root/a/001.png; strings: Path hashing was slow,
+            name, prefix = str(file), os.path.join(str(root), "")  # and relpath took 1.1 s for 40,000 files
+            return os.path.splitext(name[len(prefix):] if name.startswith(prefix) else os.path.relpath(name, root))[0]
         by_stem: dict[str, Path] = {}
         bad = list(odd) + list(odd_masks)
         for m in mask_files:
