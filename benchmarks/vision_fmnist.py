@@ -366,8 +366,6 @@ def run_fastai(regime: str, folder: Path, cfg: Setup) -> Result:
     with learn.no_bar():  # the bar's per-batch comment calls .item() on the loss: a sync every batch
         learn.fit_one_cycle(cfg.epochs, cfg.max_lr)
     res.fit_s = clock(device) - t_fit
-    graphs = learn.cuda_graph_report or {}
-    res.notes.append(f"cuda graphs: {'on, captured in %.2f s, %d replays, %d eager batches' % (graphs['capture_seconds'], graphs['replays'], graphs['eager_batches']) if graphs.get('used') else 'off (' + str(graphs.get('reason')) + ')'}")
     # Read before validate(): its before_fit event resets the recorder and the timer.
     res.train_s, res.train_images = timer.train_seconds, timer.train_batches * cfg.batch_size
     for epoch, values in enumerate(learn.recorder.values):  # [train_loss, valid_loss, accuracy]

@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from learnkit.data.blocks import TransformBlock
 from learnkit.data.decode_loader import DecodeLoader
-from learnkit.data.parallel import parallel_map
+from learnkit.data.parallel import parallel_map, shared_tensor, uses_processes
 from learnkit.data.pipeline import BlockDataset, Collate, Step
 from learnkit.data.resident import ResidentLoader, memory_budget
 
@@ -285,7 +285,10 @@ def _follow_targets(plan: LoaderPlan, order: list[int], tfms: Sequence[Any], kee
             except Exception as e:  # the blocks' messages name the file and the fix
                 return None, str(e)
             return (value if keep else None), None
-        results = list(parallel_map(run, range(len(order)), plan.num_workers))
+        into = None  # worker processes write same-shaped targets into one shared tensor (data/parallel.py)
+        if order and uses_processes(len(order), plan.num_workers) and isinstance(first := run(0)[0], torch.Tensor):
+            into = shared_tensor((len(order), *first.shape), first.dtype)
+        results = list(parallel_map(run, range(len(order)), plan.num_workers, into=into))
         for i, (_, why) in zip(order, results):
             if why is not None:
                 failed.setdefault(i, why)
