@@ -73,6 +73,10 @@ def graph_blockers(learn: "Learner", forced: bool = False) -> list[str]:
         soft.append("the model carries state across batches (a recurrent layer)")
     if type(learn).train_step is not _learner_class().train_step or type(learn).eval_step is not _learner_class().eval_step:
         soft.append("train_step/eval_step are overridden (pass cuda_graphs=True if they are graph-safe)")
+    earlier = (learn.cuda_graph_report or {}).get("reason") or ""
+    if "capture failed" in earlier:  # e.g. DeBERTa's TorchScript helpers: do not pay the attempt in every fit
+        failure = earlier[earlier.index("capture failed"):].split(" (cuda_graphs=True retries)")[0][:160]
+        soft.append(f"an earlier fit's {failure} (cuda_graphs=True retries)")
     return hard if forced else hard + soft
 
 

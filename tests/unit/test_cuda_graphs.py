@@ -63,6 +63,17 @@ def test_soft_reasons_count_only_in_auto():
     custom = Custom(synthetic_classification(n=64, batch_size=16), tiny_mlp(8, 3), progress=False)
     assert any("overridden" in r for r in graph_blockers(custom))
     assert graph_blockers(custom, forced=True) == ["the device is cpu, not CUDA"]
+    # a capture that failed in one fit (DeBERTa-v2's TorchScript helpers) is not attempted again in the next
+    failed = _learner()
+    failed.cuda_graph_report = {"used": False, "reason": "capture failed (RuntimeError: TorchScript op)"}
+    assert "an earlier fit's capture failed (RuntimeError: TorchScript op) (cuda_graphs=True retries)" in \
+        graph_blockers(failed)
+    assert graph_blockers(failed, forced=True) == ["the device is cpu, not CUDA"]
+    failed.fit(1, lr=1e-2)  # the reason carries over from fit to fit
+    assert "capture failed (RuntimeError: TorchScript op)" in failed.cuda_graph_report["reason"]
+    failed.fit(1, lr=1e-2)
+    assert failed.cuda_graph_report["reason"].endswith(
+        "an earlier fit's capture failed (RuntimeError: TorchScript op) (cuda_graphs=True retries)")
 
 
 @pytest.mark.parametrize("opt_class,weight_decay", [(torch.optim.AdamW, 0.01), (torch.optim.Adam, 0.01),
