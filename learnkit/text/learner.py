@@ -24,7 +24,7 @@ from learnkit.learner.metrics import Metric, accuracy, default_metrics
 from learnkit.learner.names import take_fastai_names
 from learnkit.optim.optimizer import AdamW
 from learnkit.text.awd_lstm import RNNRegularizer, classifier_splitter, lm_splitter
-from learnkit.text.data import SubwordTextBlock, TextBlock, TextDataBunch
+from learnkit.text.data import SubwordTextBlock, TextBlock, TextDataBunch, graph_pad_multiple
 from learnkit.text.generate import LanguageModelLearner
 from learnkit.text.vocab import Vocab
 
@@ -332,7 +332,8 @@ def text_classifier_learner(data: TextDataBunch | None = None, arch: str | Path 
             from learnkit.text.hf import hf_classifier_from_dir, hf_layer_groups
             model, tokenizer = hf_classifier_from_dir(folder, n_out, pooling=pooling, pretrained=pretrained)
             splitter, kind = hf_layer_groups, f"{type(model.encoder).__name__} (transformers)"
-        own = data.with_block(SubwordTextBlock(tokenizer, max_len=max_len))  # a new bunch: `data` is unchanged
+        few_lengths = graph_pad_multiple(max_len) if data.device.type == "cuda" and cuda_graphs is not False else None
+        own = data.with_block(SubwordTextBlock(tokenizer, max_len=max_len, pad_multiple=few_lengths))  # a new bunch
         message = (f"text_classifier_learner: re-encoded the {len(own.texts)} texts with {name}'s {kind} "
                    f"tokenizer (max_len={max_len}); learn.data is that new bunch, your data is unchanged")
         log.info(message)

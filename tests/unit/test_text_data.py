@@ -171,15 +171,15 @@ def test_test_dl_and_block_config_round_trip():
 def test_subword_batches_pad_to_a_multiple_so_their_lengths_take_few_values():
     from types import SimpleNamespace
 
-    from learnkit.text.data import SubwordTextBlock
+    from learnkit.text.data import SubwordTextBlock, graph_pad_multiple
     ids = [torch.arange(2, 2 + n) for n in (3, 17, 9)]
     assert pad_batch(ids, 0, multiple=8).shape == (3, 24)
     assert pad_batch(ids, 0, multiple=8, max_len=20).shape == (3, 20)  # never past max_len...
     assert pad_batch(ids, 0, multiple=8, max_len=12).shape == (3, 17)  # ...nor shorter than the longest
     padded = pad_batch(ids, 0, multiple=8)
     assert padded[0, :3].tolist() == [2, 3, 4] and (padded[0, 3:] == 0).all()
-    assert [SubwordTextBlock(None, max_len=m).pad_multiple for m in (12, 128, 256, 512)] == [8, 16, 32, 64]
-    assert SubwordTextBlock(None, max_len=None).pad_multiple is None
-    block = SubwordTextBlock(SimpleNamespace(pad_id=0), max_len=128)
+    assert [graph_pad_multiple(m) for m in (12, 128, 256, 512)] == [8, 16, 32, 64] and graph_pad_multiple(None) is None
+    assert SubwordTextBlock(SimpleNamespace(pad_id=0)).collate([torch.ones(5, dtype=torch.long)]).shape == (1, 5)
+    block = SubwordTextBlock(SimpleNamespace(pad_id=0), max_len=128, pad_multiple=16)
     lengths = {block.collate([torch.ones(n, dtype=torch.long)]).shape[1] for n in range(1, 129)}
     assert lengths == set(range(16, 129, 16))  # eight shapes: a CUDA graph each
