@@ -10,8 +10,8 @@ graph of this batch's shapes ('replayed': the loop then counts the step or the v
 eager step itself as a warm-up on the capture stream ('warm-up': nothing left to do), captures and replays
 ('replayed'), or declines (None: more than `MAX_SHAPES` shapes in this mode already) and the loop runs its eager
 step. One graph per batch shape and mode: a last partial batch gets its own, and so do the few lengths of text
-batches padded to a multiple on CUDA (`text/data.py`, `graph_pad_multiple`); each holds its own activations and gradients
-(the parameters' `.grad` are pointed at the replayed graph's).
+batches padded to a multiple on CUDA (`text/data.py`, `graph_pad_multiple`); each holds its own activations and
+gradients (the parameters' `.grad` are pointed at the replayed graph's).
 Hyper-parameters stay plain floats in `learn.opt.param_groups` (schedules, checkpoints and users see floats);
 the graph reads device copies of each group's lr and momentum, refreshed before every replay, so the one-cycle
 schedule reaches the captured step without a host sync. Weight decay and eps are baked in (a change recaptures).
