@@ -73,9 +73,8 @@ def graph_blockers(learn: "Learner", forced: bool = False) -> list[str]:
         soft.append("the model carries state across batches (a recurrent layer)")
     if type(learn).train_step is not _learner_class().train_step or type(learn).eval_step is not _learner_class().eval_step:
         soft.append("train_step/eval_step are overridden (pass cuda_graphs=True if they are graph-safe)")
-    earlier = (learn.cuda_graph_report or {}).get("reason") or ""
-    if "capture failed" in earlier:  # e.g. DeBERTa's TorchScript helpers: do not pay the attempt in every fit
-        failure = earlier[earlier.index("capture failed"):].split(" (cuda_graphs=True retries)")[0][:160]
+    failure = (learn.cuda_graph_report or {}).get("capture_failed")
+    if failure:  # e.g. DeBERTa's TorchScript helpers: do not pay the attempt in every fit
         soft.append(f"an earlier fit's {failure} (cuda_graphs=True retries)")
     return hard if forced else hard + soft
 
@@ -95,8 +94,10 @@ def graphs_for_fit(learn: "Learner") -> "StepGraphs | None":
     if blockers and forced:
         raise ValueError("cuda_graphs=True, but this fit cannot be recorded as CUDA graphs: " + "; ".join(blockers)
                          + ". Fix that, or pass cuda_graphs='auto' to train eagerly when it cannot.")
-    if blockers:
-        learn.cuda_graph_report = {"used": False, "reason": "; ".join(blockers)}
+    if blockers:  # a capture failure is remembered from fit to fit ('auto' does not retry it)
+        failure = (learn.cuda_graph_report or {}).get("capture_failed")
+        learn.cuda_graph_report = {"used": False, "reason": "; ".join(blockers),
+                                   **({"capture_failed": failure} if failure else {})}
         if learn.device.type == "cuda" and learn.progress:
             print(f"CUDA graphs: off, {learn.cuda_graph_report['reason']}; training eagerly")
         return None
@@ -145,7 +146,7 @@ class StepGraphs:
         self.stream = torch.cuda.Stream(learn.device)
         self.graphs: dict[bool, dict[tuple, _Graph]] = {True: {}, False: {}}  # per mode, by batch shapes
         self.context: dict[bool, tuple | None] = {True: None, False: None}  # trainable set + baked hypers of those
-        self.warm: dict[tuple, int] = {}  # (mode, shapes) -> warm-up steps run
+        self.warm: dict[bool, dict[tuple, int]] = {True: {}, False: {}}  # per mode, by shapes: warm-up steps run
         self.bound: _Graph | None = None  # the graph whose gradient buffers the parameters' .grad are
         self.failed: str | None = None
         self.report: dict[str, Any] = {"used": True, "reason": None, "capture_seconds": 0.0, "replays": 0,
@@ -162,13 +163,14 @@ class StepGraphs:
         graphs = self.graphs[training]
         if graphs and self.context[training] != key[1:]:  # other trainable parameters or baked-in hypers
             graphs.clear()  # record them again
-            self.warm = {k: n for k, n in self.warm.items() if k[0] != training}
+            self.warm[training].clear()
         self.context[training] = key[1:]
         graph = graphs.get(key[0])
         if graph is None and len(graphs) >= MAX_SHAPES:
             return self._decline(learn, training)
-        if graph is None and self.warm.get((training, key[0]), 0) < WARMUP[training]:
-            self.warm[training, key[0]] = self.warm.get((training, key[0]), 0) + 1
+        warm = self.warm[training]
+        if graph is None and warm.get(key[0], 0) < WARMUP[training]:
+            warm[key[0]] = warm.get(key[0], 0) + 1
             self._unbind(learn, training)
             with self._on_stream():
                 eager_step()
@@ -252,7 +254,7 @@ class StepGraphs:
     def _give_up(self, learn: "Learner", reason: str) -> None:
         self.failed = reason
         self.graphs, self.bound = {True: {}, False: {}}, None
-        self.report.update(used=False, reason=reason)
+        self.report.update(used=False, reason=reason, capture_failed=reason)
         if learn.opt is not None:
             learn.opt.zero_grad(set_to_none=True)
         if learn.progress:

@@ -65,7 +65,8 @@ def test_soft_reasons_count_only_in_auto():
     assert graph_blockers(custom, forced=True) == ["the device is cpu, not CUDA"]
     # a capture that failed in one fit (DeBERTa-v2's TorchScript helpers) is not attempted again in the next
     failed = _learner()
-    failed.cuda_graph_report = {"used": False, "reason": "capture failed (RuntimeError: TorchScript op)"}
+    failed.cuda_graph_report = {"used": False, "reason": "capture failed (RuntimeError: TorchScript op)",
+                                "capture_failed": "capture failed (RuntimeError: TorchScript op)"}
     assert "an earlier fit's capture failed (RuntimeError: TorchScript op) (cuda_graphs=True retries)" in \
         graph_blockers(failed)
     assert graph_blockers(failed, forced=True) == ["the device is cpu, not CUDA"]
