@@ -113,11 +113,13 @@ def run_learnkit(root: Path, n_valid_from: int, epochs: int, batch_size: int, lo
                          loss_fn=SegmentationCrossEntropy() if loss == "ce" else None)
     t_fit = time.perf_counter()
     learn.fit_one_cycle(epochs, 1e-3)
+    t_preds = time.perf_counter()
     probs, target = learn.get_preds()
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t
     return {"seconds": round(seconds, 1), "data_seconds": round(t_data - t, 1),
+            "learner_seconds": round(t_fit - t_data, 1), "preds_seconds": round(time.perf_counter() - t_preds, 1),
             "fit_seconds": round(time.perf_counter() - t_fit, 1), "mean_iou": round(mean_iou(probs, target), 4),
             "val_results": learn.val_results, "loss": type(learn.loss_fn).__name__,
             "loader": getattr(data, "loader_report", None), "cuda_graphs": getattr(learn, "cuda_graph_report", None)}
@@ -138,9 +140,11 @@ def run_fastai(root: Path, n_valid_from: int, epochs: int, batch_size: int) -> d
     t_fit = time.perf_counter()
     with learn.no_bar(), learn.no_logging():
         learn.fit_one_cycle(epochs, 1e-3)
+    t_preds = time.perf_counter()
     probs, target = learn.get_preds()
     seconds = time.perf_counter() - t
     return {"seconds": round(seconds, 1), "fit_seconds": round(time.perf_counter() - t_fit, 1),
+            "preds_seconds": round(time.perf_counter() - t_preds, 1),
             "mean_iou": round(mean_iou(probs.float(), target), 4), "loss": type(learn.loss_func).__name__}
 
 
