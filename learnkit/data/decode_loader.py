@@ -1,8 +1,9 @@
 """DecodeLoader: batches read from storage and decoded whole on the device, every epoch (the *device-decode* path).
 
 The input block supplies a decoder with two methods: `read(position)`, run in a pool of background threads (file
-I/O, which releases the GIL), and `decode(raws, positions)`, run in one background thread on its own CUDA stream
-(e.g. nvJPEG decoding plus resizing a whole batch on the GPU). Nothing here knows what the items are.
+I/O, which releases the GIL; each thread reads a contiguous share of a batch), and `decode(raws, positions)`, run in
+one background thread on its own CUDA stream (e.g. nvJPEG decoding plus resizing a whole batch on the GPU). Nothing
+here knows what the items are.
 
 Memory is bounded: the raw values (file bytes) of at most `prefetch` batches are held in host memory and at most
 `prefetch` decoded batches wait on the device, whatever the size of the data set; nothing is kept between epochs.
@@ -236,14 +237,18 @@ def _run(pipe: _Pipe, loader: DecodeLoader, batches: list[list[int]], stream: An
         batch = next(pending, None)
         if batch is not None:
             positions = [loader.positions[i] for i in batch]
-            window.append((batch, positions, [pool.submit(loader.decoder.read, p) for p in positions]))
+            # one task per reader thread, not per item: a future per item cost more GIL time than the reads
+            # themselves (measured: 16 threads reading 256 px JPEGs went from 3,600 to 9,000 items/s)
+            size = max(1, -(-len(positions) // loader.num_threads))
+            chunks = [positions[s:s + size] for s in range(0, len(positions), size)]
+            window.append((batch, positions, [pool.submit(_read_all, loader.decoder, c) for c in chunks]))
 
     for _ in range(loader.prefetch):
         submit()
     while window and not pipe.stop.is_set():
         batch, positions, futures = window.popleft()
         submit()
-        raws = [f.result() for f in futures]
+        raws = [raw for f in futures for raw in f.result()]
         with torch.cuda.stream(stream) if stream is not None else _nothing():
             x = loader.decoder.decode(raws, positions)
             idx = torch.as_tensor(batch, dtype=torch.long).to(loader.device, non_blocking=True)
@@ -255,6 +260,11 @@ def _run(pipe: _Pipe, loader: DecodeLoader, batches: list[list[int]], stream: An
         del raws
         if not pipe.put(("batch", (x,) + ys, event)):
             return
+
+
+def _read_all(decoder: BatchDecoder, positions: Sequence[int]) -> list[Any]:
+    """A reader thread's share of one batch, in order."""
+    return [decoder.read(p) for p in positions]
 
 
 class _nothing:

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import torch
 
-from learnkit.vision.image import ImageLoadError, load_image, read_file_bytes
+from learnkit.vision.image import ImageLoadError, load_image, read_file_buffer
 from learnkit.vision.transforms import Resize, resize_images
 
 __all__ = ["JPEG_SUFFIXES", "JpegDecoder", "jpeg_problem", "jpeg_batch_decoder"]
@@ -43,12 +43,14 @@ def _exif_orientation(tiff: bytes) -> int:
     return 1
 
 
-def jpeg_problem(data: bytes, max_pixels: int | None = None) -> str | None:
+def jpeg_problem(data: bytes | bytearray, max_pixels: int | None = None) -> str | None:
     """None when `data` is a JPEG the device decoder reads as `load_image` would (8-bit baseline or progressive,
     1 or 3 components, no rotation to apply, complete); else why it must go through Pillow."""
     if data[:3] != b"\xff\xd8\xff":
         return f"not JPEG data (it starts with {data[:8]!r})"
-    if data.find(b"\xff\xd9", max(data.rfind(b"\xff\xda"), 0)) < 0:
+    # 0xFFD9 cannot occur inside entropy-coded data, so a file ending in it is complete; only one that does not
+    # (trailing bytes after the image) needs the two scans for an end marker after the last scan.
+    if not data.endswith(b"\xff\xd9") and data.find(b"\xff\xd9", max(data.rfind(b"\xff\xda"), 0)) < 0:
         return "truncated (the end marker is missing)"
     pos, n = 2, len(data)
     while pos + 4 <= n:
@@ -112,8 +114,10 @@ class JpegDecoder:
 
     def read(self, position: int) -> tuple[torch.Tensor, str | None]:
         """(the file's bytes as a uint8 tensor, why it must go through Pillow or None). In a reader thread."""
-        data = read_file_bytes(self.files[position])
-        return torch.frombuffer(bytearray(data), dtype=torch.uint8), jpeg_problem(data, self.max_pixels)
+        data = read_file_buffer(self.files[position])  # writable: wrapped below without a copy
+        if not data:  # load_image's error, naming the file
+            return torch.empty(0, dtype=torch.uint8), "the file is empty"
+        return torch.frombuffer(data, dtype=torch.uint8), jpeg_problem(data, self.max_pixels)
 
     def decode(self, raws: Sequence[tuple[torch.Tensor, str | None]], positions: Sequence[int]) -> torch.Tensor:
         """One uint8 (N,C,H,W) batch on the device from `read` results, in order."""

@@ -114,6 +114,25 @@ def test_a_corrupt_jpeg_is_an_error_naming_the_file(tmp_path):
     assert skipped.train_dl.n_items == 16 and "broken.jpg" in str(skipped.skipped)
 
 
+def test_the_reader_keeps_every_byte_and_names_an_empty_file(tmp_path):
+    root = _folder(tmp_path, n=8, extra=False)
+    good = root / "train" / "a" / "0.jpg"
+    data = good.read_bytes()
+    (root / "train" / "a" / "tail.jpg").write_bytes(data + b"padding after the image")  # complete: decoded
+    (root / "train" / "a" / "cut.jpg").write_bytes(data[:-2] + b"\x00\x00")  # no end marker at all
+    (root / "train" / "a" / "empty.jpg").write_bytes(b"")
+    files = [good, root / "train" / "a" / "tail.jpg", root / "train" / "a" / "cut.jpg", root / "train" / "a" / "empty.jpg"]
+    dec = JpegDecoder(files, "RGB", [Resize(24, "squish")], CPU)
+    raws = [dec.read(i) for i in range(4)]
+    assert bytes(raws[0][0].numpy()) == data and raws[0][1] is None  # the bytes as on disk, no copy lost a byte
+    assert bytes(raws[1][0].numpy()).endswith(b"after the image") and raws[1][1] is None
+    assert "truncated" in raws[2][1] and raws[3][1] == "the file is empty"
+    x = dec.decode(raws[:2], [0, 1])
+    assert torch.equal(x[0], x[1])  # trailing bytes change nothing
+    with pytest.raises(ImageLoadError, match="empty.jpg.*empty"):
+        dec.decode(raws[3:], [3])
+
+
 def test_the_choice_and_its_reason(tmp_path):
     root = _folder(tmp_path, n=8, extra=False)
     assert _bunch(root).loader_kind == "resident"  # small: resident first, device_decode='auto'
