@@ -81,6 +81,9 @@ class DecodeLoader:
         self.prefetch = max(1, int(prefetch))
         self.num_threads = min(16, os.cpu_count() or 1) if num_threads is None else max(1, int(num_threads))
         self.dataset = dataset
+        # the decode stream's priority (CUDA: lower is sooner; -1 high, 0 the default): its kernels are small and
+        # the training step waits for them, so by default they go ahead of the step's queued kernels
+        self.stream_priority = -1
         self._epochs: "weakref.WeakSet[_Epoch]" = weakref.WeakSet()
 
     @property
@@ -133,7 +136,8 @@ class _Epoch:
     def __init__(self, loader: DecodeLoader, batches: list[list[int]]):
         self.device = loader.device
         self.pipe = _Pipe(loader.prefetch)
-        stream = torch.cuda.Stream(loader.device) if loader.device.type == "cuda" else None
+        stream = torch.cuda.Stream(loader.device, priority=loader.stream_priority) \
+            if loader.device.type == "cuda" else None
         self.pipe.thread = threading.Thread(target=_produce, args=(self.pipe, loader, batches, stream),
                                             name="learnkit-decode", daemon=True)
         self.pipe.thread.start()
