@@ -18,8 +18,9 @@ Contenders, each in a fresh subprocess (its own CUDA context, page cache as the 
   pretrained=False)` (bf16, channels_last), `fit_one_cycle(1)`; the path `data.loader_report` names is recorded.
 - learnkit-cold: the same, with the page cache dropped (`echo 3 > /proc/sys/vm/drop_caches`) after the data is built
   and before the clock starts; whether the drop worked is recorded.
-- learnkit-workers: the same with `device_decode=False` (Pillow in DataLoader workers): what 'auto' chooses, since
-  the first H200 run of this benchmark measured it faster than the GPU path (4,579 vs 3,259 images/s).
+- learnkit-workers: the same with `device_decode=False` (Pillow in DataLoader workers). 'auto' chose these until
+  the reader threads were chunked (the first H200 run measured them faster: 4,579 vs 3,259 images/s); since then
+  'auto' on CUDA is the device-decode path (5,638 vs 3,859, results/jpeg_stream_h200_stop23.json).
 - fastai: 2.8.12 `ImageDataLoaders.from_folder(item_tfms=Resize(224), bs=256, num_workers=cores)`,
   `vision_learner(dls, resnet34, pretrained=False)`, bf16 (`to_bf16`, else `to_fp16`), channels_last when
   fastai has it, `fit_one_cycle(1)` without bars or logging.
@@ -377,8 +378,8 @@ def main() -> None:
     p.add_argument("--image-size", type=int, default=256, help="stored JPEG size")
     p.add_argument("--arch", default="resnet34")
     p.add_argument("--device-decode", default=True, type=lambda v: True if v == "true" else v,
-                   help="device_decode= of the learnkit and learnkit-cold contenders: true (default: the GPU path; "
-                        "'auto' chooses Pillow workers since this benchmark measured them faster) or auto")
+                   help="device_decode= of the learnkit and learnkit-cold contenders: true (default: the GPU path, "
+                        "which 'auto' also chooses on CUDA) or auto")
     p.add_argument("--out", default=None, help="write the results as JSON here")
     p.add_argument("--quick", action="store_true",
                    help="CPU smoke run: 512 images at 64 px, resnet18 at 32 px, batch 16, 6 batches, device_decode=True")

@@ -8,8 +8,9 @@ for every `from_*` constructor), one of five strategies, and says which and why 
 - *device-decode*: not resident, on CUDA, and the input block offers a batch decoder for these values and item
   transforms (`block.batch_decoder`: JPEG files, deterministic Resize): a `DecodeLoader` reads raw values (file
   bytes) in threads and decodes whole batches on the device every epoch, in memory bounded by a few batches (so
-  it streams data larger than host memory). Chosen by `device_decode=True` only (on the CPU too): 'auto' keeps
-  Pillow workers, which were faster on the 16-core H200 host (AUTO_DEVICE_DECODE says the numbers); False never.
+  it streams data larger than host memory). Chosen by 'auto' on CUDA when the data is not made resident (measured
+  faster than Pillow workers on the 16-core H200 host: the comment above `_want_device_decode`), by
+  `device_decode=True` on any device; False never.
 - *workers*: `BlockDataset` + a `WorkerLoader` (a DataLoader) whose workers run the per-item pipeline each epoch.
 - *padded*: variable-length inputs (a block whose `batching` is 'pad', e.g. token ids) are encoded once, batched by
   similar length (`BucketBatchSampler`) and padded by the block's own `collate`.
@@ -417,12 +418,10 @@ def _workers(plan: LoaderPlan, reason: str) -> tuple[Any, Any, str, str]:
     return train_dl, valid_dl, "dataloader", report
 
 
-# Why 'auto' keeps Pillow workers on CUDA today: on the lent H200 host (16 cores), 20,000 256 px JPEGs to resnet34 at
-# 224 px, the device-decode path gave 3,259 images/s against 4,579 for 8 Pillow workers (fastai 4,283; a hand-written
-# DataLoader with 16 workers 5,229; benchmarks/jpeg_stream.py, results/jpeg_stream_h200.json). Until it wins there,
-# it is the user's choice (few cores per GPU, or data that must stream with bounded host memory).
-AUTO_DEVICE_DECODE = ("Pillow workers, not GPU decoding: device_decode=True decodes JPEGs on the GPU (slower than "
-                      "8 workers on a 16-core host, measured; it may win with few cores per GPU)")
+# 'auto' decodes JPEGs on the GPU when it can: on the lent H200 host (16 cores), 40,000 256 px JPEGs to resnet34 at
+# 224 px, the device-decode path gave 5,638 images/s against 3,859 for 8 Pillow workers and 4,533 for fastai's
+# from_folder with 16 (benchmarks/jpeg_stream.py, results/jpeg_stream_h200_stop23.json). Before its readers were
+# chunked per thread (data/decode_loader.py) it had lost to the workers (3,259 vs 4,579), and 'auto' kept them.
 
 
 def _want_device_decode(plan: LoaderPlan) -> tuple[Any, str]:
@@ -433,8 +432,6 @@ def _want_device_decode(plan: LoaderPlan) -> tuple[Any, str]:
         return None, "device_decode=False"
     if plan.device_decode == "auto" and plan.device.type != "cuda":
         return None, f"no device decoding on {plan.device}"
-    if plan.device_decode == "auto":  # measured, not assumed: see AUTO_DEVICE_DECODE
-        return None, AUTO_DEVICE_DECODE
     block, decoder, why = plan.blocks[0], None, "item transforms are random per item"
     if getattr(block, "batch_decoder", None) is None or plan.n_inp != 1:
         why = f"{type(block).__name__} cannot decode whole batches on the device"
