@@ -201,12 +201,17 @@ def hf_classifier_from_dir(folder: str | os.PathLike, n_out: int, pooling: str =
     folder = Path(folder)
     tokenizer = HFTokenizer.from_pretrained(folder)
     config = json.loads(transformers.AutoConfig.from_pretrained(str(folder)).to_json_string(use_diff=False))
-    model = create_model("hf_classifier", config=config, n_out=n_out, pad_id=tokenizer.pad_id, pooling=pooling,
-                         dropout=dropout)
-    if pretrained:
-        loaded = transformers.AutoModel.from_pretrained(str(folder))
-        missing = model.encoder.load_state_dict(loaded.state_dict(), strict=False)
-        if missing.missing_keys:
-            raise ValueError(f"{folder}: its weights lack {missing.missing_keys[:5]} of {type(model.encoder).__name__}"
-                             "; check that config.json belongs to the weights")
+    kwargs = dict(config=config, n_out=n_out, pad_id=tokenizer.pad_id, pooling=pooling, dropout=dropout)
+    if not pretrained:
+        return create_model("hf_classifier", **kwargs), tokenizer
+    with torch.device("meta"):  # the shell only: its random encoder would be replaced at once (no memory, no init)
+        model = create_model("hf_classifier", **kwargs)
+    attention = model.encoder.config._attn_implementation  # what HFClassifier chose (sdpa where the model has it)
+    encoder, info = transformers.AutoModel.from_pretrained(str(folder), attn_implementation=attention,
+                                                           output_loading_info=True)
+    if info.get("missing_keys"):
+        raise ValueError(f"{folder}: its weights lack {sorted(info['missing_keys'])[:5]} of {type(encoder).__name__}; "
+                         "check that config.json belongs to the weights")
+    model.encoder = encoder.float()  # float32 master weights, as HFClassifier's own
+    model.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(encoder.config.hidden_size, n_out))
     return model, tokenizer

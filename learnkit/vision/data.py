@@ -17,11 +17,13 @@ from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
+from torch.utils.data import Subset
 
 from learnkit.core.args import checked_keywords
 from learnkit.data.blocks import CategoryBlock, MultiCategoryBlock, TransformBlock
-from learnkit.data.bunch import DataBunch, make_loader
+from learnkit.data.bunch import DataBunch, make_loader, n_items
 from learnkit.data.datablock import DataBlock, check_on_bad, report_bad
+from learnkit.data.decode_loader import DecodeLoader
 from learnkit.data.resident import ResidentLoader
 from learnkit.data.splitters import IndexSplitter, RandomSplitter, is_valid_flag
 from learnkit.data.tables import is_missing, read_csv
@@ -345,21 +347,21 @@ class ImageDataBunch(DataBunch):
     def image_stats(self, max_items: int = 2048) -> tuple[list[float], list[float]]:
         """Per-channel mean and std of (up to `max_items`, a seeded random sample of) training images scaled to
         [0, 1]. 2,048 images pin the statistics to about 1e-3; the 10,000 used before cost 10 s on a CPU for
-        20,000 128 px images, for nothing the model can tell apart."""
+        20,000 128 px images, for nothing the model can tell apart. The sample is random on every path (files
+        come sorted by class: the first 2,048 could be one class's) and decoded as the loader decodes them."""
         dl = self.train_dl
+        pick = torch.randperm(n_items(dl), generator=torch.Generator().manual_seed(0))[:max_items]
         if isinstance(dl, ResidentLoader):
             x = dl.tensors[0]
-            idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:max_items].to(x.device)
-            sample = x.index_select(0, idx)
-        else:
-            chunks, n = [], 0
-            valid_like = make_loader(dl.dataset, 256, False, torch.device("cpu"), 0, self.blocks)
-            for batch in valid_like:
-                chunks.append(batch[0])
-                n += len(batch[0])
-                if n >= max_items:
-                    break
-            sample = torch.cat(chunks)
+            sample = x.index_select(0, pick.to(x.device))
+        else:  # decoded the loader's own way: whole batches on the device, or Pillow in its worker processes
+            if isinstance(dl, DecodeLoader):
+                view = dl.subset(pick.tolist(), shuffle=False)
+                view.drop_last = False
+            else:
+                view = make_loader(Subset(dl.dataset, pick.tolist()), 256, False, torch.device("cpu"),
+                                   getattr(dl, "num_workers", 0), self.blocks)
+            sample = torch.cat([batch[0] for batch in view])
         total = torch.zeros(sample.shape[1], dtype=torch.float64, device=sample.device)
         squares = torch.zeros_like(total)
         for chunk in sample.split(256):  # float32 within a chunk (relative error about 1e-6), float64 across chunks

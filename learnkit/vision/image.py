@@ -415,6 +415,15 @@ def _decode_one(file: Path, mode: str | None, max_pixels: int | None,
     return (resize(x) if resize is not None else x), None
 
 
+def _problem(file: Path, mode: str | None, max_pixels: int | None) -> str | None:
+    """Why `file` cannot be loaded, or None. Only the reason travels back from a worker, never the pixels."""
+    try:
+        load_image(file, mode, max_pixels)
+    except ImageLoadError as e:
+        return e.reason
+    return None
+
+
 def verify_images(files: Iterable[str | Path], mode: str | None = "RGB", max_pixels: int | None = DEFAULT_MAX_PIXELS,
                   num_workers: int | None = None) -> list[tuple[Path, str]]:
     """Fully decode every file (in parallel) and return (file, reason) for the bad ones, in the files' order.
@@ -424,8 +433,8 @@ def verify_images(files: Iterable[str | Path], mode: str | None = "RGB", max_pix
     """
     _check_mode(mode, "verify_images")
     paths = [f if isinstance(f, Path) else Path(f) for f in files]
-    check = partial(_decode_one, mode=mode, max_pixels=max_pixels, resize=None)
-    return [(f, why) for f, (_, why) in zip(paths, parallel_map(check, paths, num_workers)) if why is not None]
+    check = partial(_problem, mode=mode, max_pixels=max_pixels)
+    return [(f, why) for f, why in zip(paths, parallel_map(check, paths, num_workers)) if why is not None]
 
 
 def decode_images(files: Iterable[str | Path], mode: str | None = "RGB", size: int | tuple[int, int] | None = None,

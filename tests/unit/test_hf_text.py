@@ -60,6 +60,27 @@ def test_any_encoder_trains_predicts_exports_and_reloads(arch, folders, tmp_path
     torch.testing.assert_close(predictor.predict("the cat sat on the mat")[2], probs, atol=1e-5, rtol=0)
 
 
+def test_pretrained_weights_load_bit_exact_once_and_a_mismatched_config_names_the_folder(folders, tmp_path):
+    import json
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from learnkit.text.hf import hf_classifier_from_dir
+    saved = load_file(str(folders["bert"] / "model.safetensors"))
+    model, _ = hf_classifier_from_dir(folders["bert"], n_out=3)
+    state = model.encoder.state_dict()
+    assert all(not t.is_meta for t in model.state_dict().values())
+    assert model.head[1].out_features == 3 and model.head[1].weight.abs().sum() > 0
+    assert saved and all(torch.equal(state[k], v.float()) for k, v in saved.items() if k in state)
+    assert len([k for k in saved if k in state]) == len(saved)  # every saved tensor is in the encoder
+    bad = shutil.copytree(folders["bert"], tmp_path / "bert-4-layers")
+    config = json.loads((bad / "config.json").read_text())
+    (bad / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 4}))  # weights hold 2 layers
+    with pytest.raises(ValueError, match="bert-4-layers: its weights lack.*config.json belongs to the weights"):
+        hf_classifier_from_dir(bad, n_out=3)
+
+
 def test_padding_does_not_change_a_documents_logits(folders):
     learn = text_classifier_learner(data(), "transformers", weights=folders["roberta"], progress=False)
     model, block = learn.model.eval(), learn.data.x_block

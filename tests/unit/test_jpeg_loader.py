@@ -133,6 +133,17 @@ def test_the_reader_keeps_every_byte_and_names_an_empty_file(tmp_path):
         dec.decode(raws[3:], [3])
 
 
+def test_image_stats_on_the_device_decode_path_decode_a_random_sample_there(tmp_path):
+    from test_vision_data import _dark_and_bright
+    _dark_and_bright(tmp_path, ".jpg")
+    resident = ImageDataBunch.from_folder(tmp_path, batch_size=4, verbose=False)
+    device = ImageDataBunch.from_folder(tmp_path, batch_size=4, resident=False, device_decode=True, verbose=False)
+    assert device.loader_kind == "device-decode" and device.train_dl.drop_last
+    (mean_r, std_r), (mean_d, std_d) = resident.image_stats(max_items=10), device.image_stats(max_items=10)
+    assert mean_d == pytest.approx(mean_r, abs=3e-3) and std_d == pytest.approx(std_r, abs=3e-3)  # decoder noise
+    assert all(0.2 < m < 0.8 for m in mean_d)  # both classes in the sample (the first 10 files are all dark)
+
+
 def test_the_choice_and_its_reason(tmp_path):
     root = _folder(tmp_path, n=8, extra=False)
     assert _bunch(root).loader_kind == "resident"  # small: resident first, device_decode='auto'

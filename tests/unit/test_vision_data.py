@@ -59,6 +59,28 @@ def test_resident_and_dataloader_paths_give_the_same_validation_batches(tmp_path
     assert len(contents(fast.train_dl)) == 24 and contents(fast.train_dl) == contents(slow.train_dl)
 
 
+def _dark_and_bright(root, suffix=".png", n=20):
+    """train/a: dark images, train/b: bright ones (files sorted by class: the first half all dark)."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "valid"):
+        for c, (lo, hi) in (("a", (0, 40)), ("b", (200, 255))):
+            (root / split / c).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(lo, hi, (8, 8, 3), dtype=np.uint8)).save(root / split / c / f"{i}{suffix}")
+    return root
+
+
+def test_image_stats_sample_at_random_the_same_items_on_every_path(tmp_path):
+    _dark_and_bright(tmp_path)
+    resident = ImageDataBunch.from_folder(tmp_path, batch_size=4, verbose=False)
+    workers = ImageDataBunch.from_folder(tmp_path, batch_size=4, resident=False, verbose=False)
+    assert resident.loader_kind == "resident" and workers.loader_kind == "dataloader"
+    (mean_r, std_r), (mean_w, std_w) = resident.image_stats(max_items=10), workers.image_stats(max_items=10)
+    assert mean_r == pytest.approx(mean_w, rel=1e-6) and std_r == pytest.approx(std_w, rel=1e-6)
+    # the first 10 files are all dark (mean about 0.08); a random 10 of the 40 hold both classes
+    assert all(0.2 < m < 0.8 for m in mean_w)
+
+
 def test_random_item_transforms_choose_the_dataloader_path_and_say_why(tmp_path):
     make_folder(tmp_path, size=12)
     data = ImageDataBunch.from_folder(tmp_path, batch_size=4, item_tfms=[RandomResizedCrop(8)], verbose=False)
