@@ -74,6 +74,11 @@ def test_pretrained_weights_load_bit_exact_once_and_a_mismatched_config_names_th
     assert model.head[1].out_features == 3 and model.head[1].weight.abs().sum() > 0
     assert saved and all(torch.equal(state[k], v.float()) for k, v in saved.items() if k in state)
     assert len([k for k in saved if k in state]) == len(saved)  # every saved tensor is in the encoder
+    on_disk = (folders["bert"] / "model.safetensors").read_bytes()
+    with torch.no_grad():  # training writes into the loaded weights: never into the (memory-mapped) file
+        for p in model.parameters():
+            p.add_(1.0)
+    assert (folders["bert"] / "model.safetensors").read_bytes() == on_disk
     bad = shutil.copytree(folders["bert"], tmp_path / "bert-4-layers")
     config = json.loads((bad / "config.json").read_text())
     (bad / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 4}))  # weights hold 2 layers
