@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import torch
 
-from learnkit.vision.image import ImageLoadError, load_image, read_file_buffer
+from learnkit.vision.image import load_image, read_file_buffer
 from learnkit.vision.transforms import Resize, resize_images
 
 __all__ = ["JPEG_SUFFIXES", "JpegDecoder", "jpeg_problem", "jpeg_batch_decoder"]
