@@ -143,6 +143,12 @@ class JpegDecoder:
 
         if not data:
             return []
+        if self.device.type == "cuda":
+            # torchvision allocates the outputs on the current stream but nvJPEG writes them from a stream of its
+            # own that is not ordered after this one, so memory freed here while kernels still read it (the
+            # previous batch's resize) could be overwritten early (pytorch/vision#9606). Waiting for this stream
+            # first closes that window; its queue is short (the decode loader's stream runs at high priority).
+            torch.cuda.current_stream(self.device).synchronize()
         try:
             return list(decode_jpeg(data, mode=self.read_mode, device=self.device))
         except RuntimeError:
