@@ -119,10 +119,12 @@ class DecodeLoader:
             rows = idx.tolist()
             source = dataset.indices or list(range(len(dataset)))
             dataset = BlockDataset([dataset.items[i] for i in rows], dataset.pipelines, [source[i] for i in rows])
-        return DecodeLoader(self.decoder, [t.index_select(0, idx.to(t.device)) for t in self.targets],
-                            [self.positions[i] for i in idx.tolist()], self.batch_size,
-                            self.shuffle if shuffle is None else shuffle, self.drop_last, self.generator, self.device,
-                            self.prefetch, self.num_threads, dataset)
+        sub = DecodeLoader(self.decoder, [t.index_select(0, idx.to(t.device)) for t in self.targets],
+                           [self.positions[i] for i in idx.tolist()], self.batch_size,
+                           self.shuffle if shuffle is None else shuffle, self.drop_last, self.generator, self.device,
+                           self.prefetch, self.num_threads, dataset)
+        sub.stream_priority = self.stream_priority
+        return sub
 
     def __repr__(self) -> str:
         return (f"DecodeLoader({self.n_items} items, {self.decoder.description}, batch_size={self.batch_size}, "

@@ -209,9 +209,12 @@ def hf_classifier_from_dir(folder: str | os.PathLike, n_out: int, pooling: str =
     attention = model.encoder.config._attn_implementation  # what HFClassifier chose (sdpa where the model has it)
     encoder, info = transformers.AutoModel.from_pretrained(str(folder), attn_implementation=attention,
                                                            output_loading_info=True)
-    if info.get("missing_keys"):
-        raise ValueError(f"{folder}: its weights lack {sorted(info['missing_keys'])[:5]} of {type(encoder).__name__}; "
-                         "check that config.json belongs to the weights")
-    model.encoder = encoder.float()  # float32 master weights, as HFClassifier's own
+    # the pooler is never used (HFClassifier pools the last hidden states itself), and checkpoints saved from a
+    # masked-LM or sequence-classification model do not hold it
+    missing = sorted(k for k in info.get("missing_keys", ()) if not k.startswith("pooler."))
+    if missing:
+        raise ValueError(f"{folder}: its weights lack {missing[:5]} of {type(encoder).__name__}; check that "
+                         "config.json belongs to the weights")
+    model.encoder = encoder.float().train(model.training)  # float32 master weights; from_pretrained gives eval mode
     model.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(encoder.config.hidden_size, n_out))
     return model, tokenizer

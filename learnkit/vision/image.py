@@ -158,6 +158,9 @@ def read_file_buffer(name: Path) -> bytearray:
                     buf.extend(bytes(len(buf)))
                 with memoryview(buf) as view:
                     got = f.readinto(view[n:])
+                if got is None:  # opened without blocking and no data yet (some network/FUSE file systems)
+                    raise ImageLoadError(name, "the file system gave no data without blocking",
+                                         "copy the files to a local disk")
                 if not got:
                     break
                 n += got

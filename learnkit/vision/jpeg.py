@@ -26,9 +26,9 @@ JPEG_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif"})
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
 
-def _exif_orientation(tiff: bytes) -> int:
+def _exif_orientation(tiff: bytes | bytearray) -> int:
     """The orientation tag (0x0112) of IFD0 of an EXIF block's TIFF data; 1 when absent or unreadable."""
-    order = {b"II": "little", b"MM": "big"}.get(tiff[:2])
+    order = {b"II": "little", b"MM": "big"}.get(bytes(tiff[:2]))  # bytes: the reader's buffers are bytearrays
     if order is None or len(tiff) < 8:
         return 1
     ifd = int.from_bytes(tiff[4:8], order)  # type: ignore[arg-type]

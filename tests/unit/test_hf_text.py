@@ -79,6 +79,16 @@ def test_pretrained_weights_load_bit_exact_once_and_a_mismatched_config_names_th
         for p in model.parameters():
             p.add_(1.0)
     assert (folders["bert"] / "model.safetensors").read_bytes() == on_disk
+    assert model.training and all(m.training for m in model.modules())  # from_pretrained's eval mode undone
+    # a masked-LM checkpoint has no pooler (which the classifier never uses): it loads, the rest bit-exact
+    from transformers import AutoConfig, AutoModelForMaskedLM
+    mlm = shutil.copytree(folders["roberta"], tmp_path / "roberta-mlm")
+    torch.manual_seed(1)
+    AutoModelForMaskedLM.from_config(AutoConfig.from_pretrained(mlm)).save_pretrained(mlm)
+    assert not any(k.startswith(("pooler.", "roberta.pooler.")) for k in load_file(str(mlm / "model.safetensors")))
+    from_mlm, _ = hf_classifier_from_dir(mlm, n_out=2)
+    reference = AutoModelForMaskedLM.from_pretrained(str(mlm)).roberta.state_dict()
+    assert all(torch.equal(v, reference[k]) for k, v in from_mlm.encoder.state_dict().items() if "pooler" not in k)
     bad = shutil.copytree(folders["bert"], tmp_path / "bert-4-layers")
     config = json.loads((bad / "config.json").read_text())
     (bad / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 4}))  # weights hold 2 layers

@@ -133,12 +133,32 @@ def test_the_reader_keeps_every_byte_and_names_an_empty_file(tmp_path):
         dec.decode(raws[3:], [3])
 
 
+def test_jpegs_with_exif_go_through_the_device_reader_and_a_rotation_through_pillow(tmp_path):
+    root = _folder(tmp_path, n=8, extra=False)
+    rng = np.random.default_rng(3)
+    for i, orientation in enumerate((1, 1, 6)):  # a camera's block (upright twice, then rotated)
+        exif = Image.Exif()
+        exif[0x0112], exif[0x010F] = orientation, "Camera"
+        Image.fromarray(_image(rng, "a", 40, 48)).save(root / "train" / "a" / f"exif{i}.jpg", quality=90,
+                                                      exif=exif.tobytes())
+    files = [root / "train" / "a" / f"exif{i}.jpg" for i in range(3)]
+    dec = JpegDecoder(files, "RGB", [Resize(24, "squish")], CPU)
+    raws = [dec.read(i) for i in range(3)]  # the reader's bytearrays through the EXIF parser
+    assert raws[0][1] is None and raws[1][1] is None and "EXIF orientation 6" in raws[2][1]
+    x = dec.decode(raws, [0, 1, 2])
+    assert x.shape == (3, 3, 24, 24) and dec.pillow_files == 1
+    data = _bunch(root, device_decode=True, resident=False, normalize="auto")  # image_stats decodes them too
+    assert data.loader_kind == "device-decode" and sum(len(xb) for xb, _ in data.train_dl) == 16
+
+
 def test_image_stats_on_the_device_decode_path_decode_a_random_sample_there(tmp_path):
     from test_vision_data import _dark_and_bright
     _dark_and_bright(tmp_path, ".jpg")
     resident = ImageDataBunch.from_folder(tmp_path, batch_size=4, verbose=False)
     device = ImageDataBunch.from_folder(tmp_path, batch_size=4, resident=False, device_decode=True, verbose=False)
     assert device.loader_kind == "device-decode" and device.train_dl.drop_last
+    device.train_dl.stream_priority = 0
+    assert device.train_dl.subset([0, 1]).stream_priority == 0  # a rank's share keeps the loader's settings
     (mean_r, std_r), (mean_d, std_d) = resident.image_stats(max_items=10), device.image_stats(max_items=10)
     assert mean_d == pytest.approx(mean_r, abs=3e-3) and std_d == pytest.approx(std_r, abs=3e-3)  # decoder noise
     assert all(0.2 < m < 0.8 for m in mean_d)  # both classes in the sample (the first 10 files are all dark)
