@@ -121,7 +121,7 @@ def test_the_reader_keeps_every_byte_and_names_an_empty_file(tmp_path):
     (root / "train" / "a" / "tail.jpg").write_bytes(data + b"padding after the image")  # complete: decoded
     (root / "train" / "a" / "cut.jpg").write_bytes(data[:-2] + b"\x00\x00")  # no end marker at all
     (root / "train" / "a" / "empty.jpg").write_bytes(b"")
-    files = [good, root / "train" / "a" / "tail.jpg", root / "train" / "a" / "cut.jpg", root / "train" / "a" / "empty.jpg"]
+    files = [good] + [root / "train" / "a" / name for name in ("tail.jpg", "cut.jpg", "empty.jpg")]
     dec = JpegDecoder(files, "RGB", [Resize(24, "squish")], CPU)
     raws = [dec.read(i) for i in range(4)]
     assert bytes(raws[0][0].numpy()) == data and raws[0][1] is None  # the bytes as on disk, no copy lost a byte
