@@ -57,6 +57,8 @@ class DecodeLoader:
         num_threads: reader threads (None: min(4, cores); more threads were slower while a model trains, measured:
             jpeg_stream_variants.py, 16 threads 5,270 images/s, 4 threads 6,264, 2 threads 6,453).
         dataset: the per-item view of the same items (a BlockDataset), or None.
+        stream_priority: the decode stream's CUDA priority (lower is sooner; -1 high, 0 the default). Its kernels
+            are small and the training step waits for them, so by default they go ahead of the step's queued ones.
 
     A read or decode error stops the epoch and is raised in the consumer (its message names the item); breaking
     out of the loop, or `close()`, stops the background threads.
@@ -69,7 +71,7 @@ class DecodeLoader:
     def __init__(self, decoder: BatchDecoder, targets: Sequence[torch.Tensor], positions: Sequence[int],
                  batch_size: int, shuffle: bool = False, drop_last: bool = False,
                  generator: torch.Generator | None = None, device: torch.device | str = "cpu", prefetch: int = 4,
-                 num_threads: int | None = None, dataset: Any = None):
+                 num_threads: int | None = None, dataset: Any = None, stream_priority: int = -1):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"DecodeLoader(batch_size={batch_size!r}): must be a positive int")
         if any(len(t) != len(positions) for t in targets):
@@ -81,10 +83,7 @@ class DecodeLoader:
         self.batch_size, self.shuffle, self.drop_last, self.generator = batch_size, shuffle, drop_last, generator
         self.prefetch = max(1, int(prefetch))
         self.num_threads = min(4, os.cpu_count() or 1) if num_threads is None else max(1, int(num_threads))
-        self.dataset = dataset
-        # the decode stream's priority (CUDA: lower is sooner; -1 high, 0 the default): its kernels are small and
-        # the training step waits for them, so by default they go ahead of the step's queued kernels
-        self.stream_priority = -1
+        self.dataset, self.stream_priority = dataset, int(stream_priority)
         self._epochs: "weakref.WeakSet[_Epoch]" = weakref.WeakSet()
 
     @property
@@ -111,20 +110,21 @@ class DecodeLoader:
         for epoch in list(self._epochs):
             epoch.close()
 
-    def subset(self, indices: Sequence[int], shuffle: bool | None = None) -> "DecodeLoader":
-        """A loader over some of this one's items (indices into `positions`), e.g. one rank's share."""
+    def subset(self, indices: Sequence[int], shuffle: bool | None = None,
+               drop_last: bool | None = None) -> "DecodeLoader":
+        """A loader over some of this one's items (indices into `positions`), e.g. one rank's share; `shuffle` and
+        `drop_last` as this one's unless given."""
         idx = torch.as_tensor(list(indices), dtype=torch.long)
         dataset = self.dataset
         if isinstance(dataset, BlockDataset):
             rows = idx.tolist()
             source = dataset.indices or list(range(len(dataset)))
             dataset = BlockDataset([dataset.items[i] for i in rows], dataset.pipelines, [source[i] for i in rows])
-        sub = DecodeLoader(self.decoder, [t.index_select(0, idx.to(t.device)) for t in self.targets],
-                           [self.positions[i] for i in idx.tolist()], self.batch_size,
-                           self.shuffle if shuffle is None else shuffle, self.drop_last, self.generator, self.device,
-                           self.prefetch, self.num_threads, dataset)
-        sub.stream_priority = self.stream_priority
-        return sub
+        return DecodeLoader(self.decoder, [t.index_select(0, idx.to(t.device)) for t in self.targets],
+                            [self.positions[i] for i in idx.tolist()], self.batch_size,
+                            self.shuffle if shuffle is None else shuffle,
+                            self.drop_last if drop_last is None else drop_last, self.generator, self.device,
+                            self.prefetch, self.num_threads, dataset, self.stream_priority)
 
     def __repr__(self) -> str:
         return (f"DecodeLoader({self.n_items} items, {self.decoder.description}, batch_size={self.batch_size}, "

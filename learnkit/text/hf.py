@@ -113,6 +113,11 @@ def _config(transformers: ModuleType, config: dict[str, Any]) -> Any:
     return transformers.AutoConfig.for_model(model_type, **fields)
 
 
+def classifier_head(hidden_size: int, n_out: int, dropout: float) -> nn.Sequential:
+    """HFClassifier's head: dropout, then Linear(hidden_size, n_out)."""
+    return nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden_size, n_out))
+
+
 class HFClassifier(nn.Module):
     """`AutoModel` encoder → pooling ('mean' over real tokens, or the first ('cls') token) → dropout → Linear.
     Input: ids (B, L) right-padded with `pad_id` (the mask is `ids != pad_id`); output: logits (B, n_out).
@@ -133,7 +138,7 @@ class HFClassifier(nn.Module):
             self.encoder = transformers.AutoModel.from_config(_config(transformers, config), attn_implementation="eager")
         self.encoder.float()  # float32 master weights (a config may say float16); autocast chooses the compute type
         self.pad_id, self.pooling = int(pad_id), pooling
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.encoder.config.hidden_size, n_out))
+        self.head = classifier_head(self.encoder.config.hidden_size, n_out, dropout)
 
     def pool(self, input_ids: torch.Tensor) -> torch.Tensor:
         """The sentence vectors (B, hidden_size) before the head."""
@@ -216,5 +221,5 @@ def hf_classifier_from_dir(folder: str | os.PathLike, n_out: int, pooling: str =
         raise ValueError(f"{folder}: its weights lack {missing[:5]} of {type(encoder).__name__}; check that "
                          "config.json belongs to the weights")
     model.encoder = encoder.float().train(model.training)  # float32 master weights; from_pretrained gives eval mode
-    model.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(encoder.config.hidden_size, n_out))
+    model.head = classifier_head(encoder.config.hidden_size, n_out, dropout)  # the shell's is on the meta device
     return model, tokenizer

@@ -355,12 +355,9 @@ class ImageDataBunch(DataBunch):
             x = dl.tensors[0]
             sample = x.index_select(0, pick.to(x.device))
         else:  # decoded the loader's own way: whole batches on the device, or Pillow in its worker processes
-            if isinstance(dl, DecodeLoader):
-                view = dl.subset(pick.tolist(), shuffle=False)
-                view.drop_last = False
-            else:
-                view = make_loader(Subset(dl.dataset, pick.tolist()), 256, False, torch.device("cpu"),
-                                   getattr(dl, "num_workers", 0), self.blocks)
+            view = dl.subset(pick.tolist(), shuffle=False, drop_last=False) if isinstance(dl, DecodeLoader) else \
+                make_loader(Subset(dl.dataset, pick.tolist()), 256, False, torch.device("cpu"),
+                            getattr(dl, "num_workers", 0), self.blocks)
             sample = torch.cat([batch[0] for batch in view])
         total = torch.zeros(sample.shape[1], dtype=torch.float64, device=sample.device)
         squares = torch.zeros_like(total)

@@ -420,11 +420,7 @@ def _decode_one(file: Path, mode: str | None, max_pixels: int | None,
 
 def _problem(file: Path, mode: str | None, max_pixels: int | None) -> str | None:
     """Why `file` cannot be loaded, or None. Only the reason travels back from a worker, never the pixels."""
-    try:
-        load_image(file, mode, max_pixels)
-    except ImageLoadError as e:
-        return e.reason
-    return None
+    return _decode_one(file, mode, max_pixels, None)[1]
 
 
 def verify_images(files: Iterable[str | Path], mode: str | None = "RGB", max_pixels: int | None = DEFAULT_MAX_PIXELS,
