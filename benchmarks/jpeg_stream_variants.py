@@ -1,8 +1,10 @@
-"""The device-decode path while a resnet34 trains (issue #18): the same learner, images/s for reader-thread counts
-and the decode stream's priority, in one process (the folder of jpeg_stream.py; fit_one_cycle(1) cut after
-`--limit` batches, timed after `--warmup`).
+"""The device-decode path while a resnet34 trains (issue #18): the same learner, images/s for reader-thread counts,
+the share of each batch the reader threads decode themselves (torchvision's CPU decoder, the rest nvJPEG) and where
+those are resized (h: in the reader thread, d: on the GPU with the rest), in one process (the folder of
+jpeg_stream.py; fit_one_cycle(1) cut after `--limit` batches, timed after `--warmup`). A variant is
+`threads:host_share:h|d`.
 
-    python benchmarks/jpeg_stream_variants.py --n 20000 [--out results.json]
+    python benchmarks/jpeg_stream_variants.py --n 20000 [--variants 4:0:h,12:1:h] [--out results.json]
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ def main() -> None:
     p.add_argument("--source", default=None)
     p.add_argument("--limit", type=int, default=70)
     p.add_argument("--warmup", type=int, default=15)
-    p.add_argument("--variants", default="16:-1,16:0,8:-1,4:-1,2:-1")
+    p.add_argument("--variants", default="4:0:h,8:0.5:h,12:0.5:h,8:1:h,12:1:h,15:1:h,12:1:d")
     p.add_argument("--out", default=None)
     a = p.parse_args()
     import torch
@@ -37,8 +39,9 @@ def main() -> None:
     learn = vision_learner(data, "resnet34", pretrained=False, progress=False, metrics=[])
     rows = []
     for variant in a.variants.split(","):
-        threads, priority = (int(v) for v in variant.split(":"))
-        data.train_dl.num_threads, data.train_dl.stream_priority = threads, priority
+        threads, share, where = variant.split(":")
+        data.train_dl.num_threads = int(threads)
+        data.train_dl.decoder.host_share, data.train_dl.decoder.host_resize = float(share), where == "h"
         clock = Clock(a.warmup, a.limit, torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None))
 
         class Timer(Callback):
@@ -50,7 +53,7 @@ def main() -> None:
                 raise CancelValidate
 
         learn.fit_one_cycle(1, 1e-3, callbacks=[Timer()])
-        row = {"threads": threads, "priority": priority, **clock.result(),
+        row = {"threads": int(threads), "host_share": float(share), "host_resize": where == "h", **clock.result(),
                "graphs": {k: learn.cuda_graph_report.get(k) for k in ("used", "reason", "replays", "eager_batches")}}
         rows.append(row)
         print(json.dumps(row), flush=True)

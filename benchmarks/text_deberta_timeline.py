@@ -1,7 +1,8 @@
-"""Where a fresh process's seconds go in hf_vs_trainer.py's DeBERTa-v3-style learnkit run (issue #16): a timeline of
-imports, data, learner construction and each fit phase (CUDA synchronized), optionally under cProfile.
+"""Where a fresh process's seconds go in hf_vs_trainer.py's DeBERTa-v3-style runs (issue #16): a timeline of
+imports, data, model construction and each training phase (CUDA synchronized), for learnkit (`--graphs auto|off`)
+and for the Hugging Face `Trainer` script (`--graphs trainer`), optionally under cProfile.
 
-    python benchmarks/text_deberta_timeline.py fortunes.csv [--profile] [--graphs auto|off] [--epochs 3]
+    python benchmarks/text_deberta_timeline.py fortunes.csv [--profile] [--graphs auto,off,trainer] [--epochs 3]
 """
 from __future__ import annotations
 
@@ -21,15 +22,76 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 
+MARKS = [("start", T0)]
+
+
+def mark(name: str) -> None:
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+    MARKS.append((name, time.perf_counter()))
+
+
+def report(**extra) -> None:
+    steps = [(name, round(t - prev, 3)) for (name, t), (_, prev) in zip(MARKS[1:], MARKS)]
+    print("RESULT " + json.dumps({**extra, "total_s": round(MARKS[-1][1] - T0, 2), "steps": steps}), flush=True)
+
+
+def trainer_child(a: argparse.Namespace) -> None:
+    """hf_vs_trainer.trainer_worker's script, step by step."""
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE.parent]  # datasets/ would shadow HF's
+    import torch
+    mark("import torch")
+    import numpy as np
+    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
+                              TrainerCallback, TrainingArguments, set_seed)
+    mark("import transformers (Trainer, Auto*)")
+    from hf_vs_trainer import read_fortunes
+    set_seed(0)
+    texts, labels, valid = read_fortunes(a.csv)
+    classes = sorted(set(labels))
+    tok = AutoTokenizer.from_pretrained(a.folder)
+    enc = tok(texts, truncation=True, max_length=128)
+    rows = [{"input_ids": enc["input_ids"][i], "attention_mask": enc["attention_mask"][i],
+             "labels": classes.index(labels[i])} for i in range(len(texts))]
+    valid_set = set(valid)
+    train_rows = [r for i, r in enumerate(rows) if i not in valid_set]
+    valid_rows = [rows[i] for i in valid]
+    mark("tokenizer + encode")
+    model = AutoModelForSequenceClassification.from_pretrained(a.folder, num_labels=len(classes),
+                                                               dtype=torch.float32)
+    mark("from_pretrained")
+
+    class Marks(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kw):
+            mark("train: on_train_begin")
+
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step in (1, 2, 10):
+                mark(f"train: step {state.global_step}")
+
+        def on_epoch_end(self, args, state, control, **kw):
+            mark(f"train: epoch {round(state.epoch)}")
+
+    with tempfile.TemporaryDirectory() as out:
+        args = TrainingArguments(output_dir=out, per_device_train_batch_size=32, per_device_eval_batch_size=128,
+                                 num_train_epochs=a.epochs, learning_rate=5e-4, weight_decay=0.01,
+                                 warmup_steps=int(0.1 * a.epochs * -(-len(train_rows) // 32)),
+                                 bf16=torch.cuda.is_available(), logging_strategy="no", save_strategy="no",
+                                 eval_strategy="no", report_to=[], seed=0, dataloader_num_workers=0)
+        trainer = Trainer(model=model, args=args, train_dataset=train_rows, data_collator=DataCollatorWithPadding(tok),
+                          callbacks=[Marks()])
+        mark("TrainingArguments + Trainer()")
+        trainer.train()
+        mark("train returned")
+        predictions = trainer.predict(valid_rows)
+        mark("predict")
+    report(accuracy=round(float((np.argmax(predictions.predictions, -1) == predictions.label_ids).mean()), 4))
+
+
 def child(a: argparse.Namespace) -> None:
-    marks = [("start", T0)]
-
-    def mark(name: str) -> None:
-        torch = sys.modules.get("torch")
-        if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
-            torch.cuda.synchronize()
-        marks.append((name, time.perf_counter()))
-
+    if a.graphs == "trainer":
+        return trainer_child(a)
     import torch  # noqa: F401  (timed: the first import)
     mark("import torch")
     import transformers  # noqa: F401
@@ -65,10 +127,8 @@ def child(a: argparse.Namespace) -> None:
     mark("fit_one_cycle returned")
     acc = learn.validate()["accuracy"]
     mark("validate")
-    steps = [(name, round(t - prev, 3)) for (name, t), (_, prev) in zip(marks[1:], marks)]
-    print("RESULT " + json.dumps({"accuracy": round(acc, 4), "total_s": round(marks[-1][1] - T0, 2), "steps": steps,
-                                  "graphs": learn.cuda_graph_report,
-                                  "pad_multiple": getattr(learn.data.x_block, "pad_multiple", None)}), flush=True)
+    report(accuracy=round(acc, 4), graphs=learn.cuda_graph_report,
+           pad_multiple=getattr(learn.data.x_block, "pad_multiple", None))
 
 
 def main() -> None:

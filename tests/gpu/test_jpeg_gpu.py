@@ -73,3 +73,21 @@ def test_break_mid_epoch_on_cuda_frees_the_threads(tmp_path):
     torch.cuda.synchronize()
     alive = [t for t in threading.enumerate() if t.name.startswith(("learnkit-decode", "learnkit-read"))]
     assert not alive
+
+
+@pytest.mark.gpu
+def test_reader_thread_decoding_on_cuda_gives_the_cpu_pixels(tmp_path):
+    from learnkit.vision.jpeg import JpegDecoder
+
+    files = sorted((_folder(tmp_path, n=8) / "valid").rglob("*.jpg"))
+    positions = list(range(len(files)))
+    cpu = JpegDecoder(files, "RGB", [Resize(48)], torch.device("cpu"))
+    want = cpu.decode([cpu.read(i) for i in positions], positions)
+    host = JpegDecoder(files, "RGB", [Resize(48)], torch.device("cuda"), host_share=1.0)
+    got = host.decode([host.read(i) for i in positions], positions)
+    assert got.is_cuda and torch.equal(got.cpu(), want)  # libjpeg and the CPU resize in the reader thread: exact
+    mixed = JpegDecoder(files, "RGB", [Resize(48)], torch.device("cuda"), host_share=0.5)
+    raws = [mixed.read(i) for i in positions]
+    assert 0 < sum(r.ndim == 3 for r, _ in raws) < len(files)
+    diff = (mixed.decode(raws, positions).cpu().float() - want.float()).abs()
+    assert diff.mean() <= 2.5 and diff.max() <= 40  # the nvJPEG share within its usual distance
