@@ -7,8 +7,8 @@ Rows (images per second, one process, page cache warm):
 - read: learnkit's `JpegDecoder.read` (file bytes + the header check) in 16 threads;
 - nvjpeg: `torchvision.io.decode_jpeg(list of 256, device='cuda')` alone, then with learnkit's batched Resize(224);
 - pillow/core: Pillow decode + Resize(224) + to uint8 tensor in this one process (a worker's rate);
-- host decode: `JpegDecoder.read` with host_share=1 (torchvision's CPU decoder + Resize(224) in the reader thread)
-  in 1, 8 and 14 threads, then `decode` (one pinned copy to the GPU per batch);
+- host decode in threads: `JpegDecoder.host_decoder()` reading, decoding (torchvision's CPU decoder) and resizing one
+  image at a time in 1, 8 and 14 threads (the GIL's limit; `DecodeLoader(num_workers=n)` uses processes instead);
 - gpu ceiling: resnet34 at 224 px, batch 256, bf16 autocast, channels_last, fused AdamW, on one batch already on the
   GPU (no data path at all): what the training step allows.
 """
@@ -82,19 +82,13 @@ def main() -> None:
     sync()
     out["nvjpeg_one_by_one"] = rate(512, time.perf_counter() - t)
 
-    host = JpegDecoder(files, "RGB", [Resize(224)], device, host_share=1.0)
+    host = dec.host_decoder()
     for threads in (1, 8, 14):
         count = 512 if threads == 1 else len(files)
         with ThreadPoolExecutor(threads) as pool:
             t = time.perf_counter()
-            decoded = list(pool.map(host.read, range(count)))
+            list(pool.map(lambda i: host.decode([host.read(i)], [i]), range(count)))
             out[f"host_decode_resize_{threads}_threads"] = rate(count, time.perf_counter() - t)
-    t = time.perf_counter()
-    for s in range(0, len(decoded) - 255, 256):
-        host.decode(decoded[s:s + 256], list(range(s, s + 256)))
-    sync()
-    out["host_decoded_batch_to_device"] = rate(256 * (len(decoded) // 256), time.perf_counter() - t)
-    del decoded
 
     import numpy as np
     from PIL import Image

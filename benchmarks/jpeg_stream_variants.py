@@ -1,10 +1,9 @@
-"""The device-decode path while a resnet34 trains (issue #18): the same learner, images/s for reader-thread counts,
-the share of each batch the reader threads decode themselves (torchvision's CPU decoder, the rest nvJPEG) and where
-those are resized (h: in the reader thread, d: on the GPU with the rest), in one process (the folder of
-jpeg_stream.py; fit_one_cycle(1) cut after `--limit` batches, timed after `--warmup`). A variant is
-`threads:host_share:h|d`.
+"""The device-decode path while a resnet34 trains (issue #18): the same learner, images/s for each way of reading
+and decoding, in one process (the folder of jpeg_stream.py; fit_one_cycle(1) cut after `--limit` batches, timed
+after `--warmup`). A variant is `tN` (N reader threads, nvJPEG on the GPU) or `wN` (N worker processes decoding on
+the host, `DecodeLoader(num_workers=N)`).
 
-    python benchmarks/jpeg_stream_variants.py --n 20000 [--variants 4:0:h,12:1:h] [--out results.json]
+    python benchmarks/jpeg_stream_variants.py --n 20000 [--variants t4,w15] [--out results.json]
 """
 from __future__ import annotations
 
@@ -25,7 +24,7 @@ def main() -> None:
     p.add_argument("--source", default=None)
     p.add_argument("--limit", type=int, default=70)
     p.add_argument("--warmup", type=int, default=15)
-    p.add_argument("--variants", default="4:0:h,8:0.5:h,12:0.5:h,8:1:h,12:1:h,15:1:h,12:1:d")
+    p.add_argument("--variants", default="t4,w15,w12,w8,t4")
     p.add_argument("--out", default=None)
     a = p.parse_args()
     import torch
@@ -39,9 +38,8 @@ def main() -> None:
     learn = vision_learner(data, "resnet34", pretrained=False, progress=False, metrics=[])
     rows = []
     for variant in a.variants.split(","):
-        threads, share, where = variant.split(":")
-        data.train_dl.num_threads = int(threads)
-        data.train_dl.decoder.host_share, data.train_dl.decoder.host_resize = float(share), where == "h"
+        kind, n = variant[0], int(variant[1:])
+        data.train_dl.num_threads, data.train_dl.num_workers = (n, 0) if kind == "t" else (4, n)
         clock = Clock(a.warmup, a.limit, torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None))
 
         class Timer(Callback):
@@ -53,7 +51,7 @@ def main() -> None:
                 raise CancelValidate
 
         learn.fit_one_cycle(1, 1e-3, callbacks=[Timer()])
-        row = {"threads": int(threads), "host_share": float(share), "host_resize": where == "h", **clock.result(),
+        row = {"variant": variant, **clock.result(),
                "graphs": {k: learn.cuda_graph_report.get(k) for k in ("used", "reason", "replays", "eager_batches")}}
         rows.append(row)
         print(json.dumps(row), flush=True)

@@ -23,7 +23,6 @@ from learnkit.vision.transforms import Resize, resize_images
 __all__ = ["JPEG_SUFFIXES", "JpegDecoder", "jpeg_problem", "jpeg_batch_decoder"]
 
 JPEG_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif"})
-_HOST = "decoded in the reader thread"  # read()'s marker for an image it decoded itself (compared by identity)
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
 
@@ -102,14 +101,11 @@ class JpegDecoder:
     """
 
     def __init__(self, files: Sequence[Path], mode: str, item_tfms: Sequence[Resize], device: torch.device,
-                 max_pixels: int | None = None, host_share: float = 0.0, host_resize: bool = True):
+                 max_pixels: int | None = None):
         from torchvision.io import ImageReadMode
 
-        if not 0.0 <= host_share <= 1.0:
-            raise ValueError(f"JpegDecoder(host_share={host_share!r}): a fraction from 0 to 1")
         self.files, self.mode, self.item_tfms = [Path(f) for f in files], mode, list(item_tfms)
         self.device, self.max_pixels = torch.device(device), max_pixels
-        self.host_share, self.host_resize = float(host_share), host_resize
         self.read_mode = ImageReadMode.RGB if mode == "RGB" else ImageReadMode.GRAY
         self.pillow_files = 0
         where = "nvJPEG" if self.device.type == "cuda" else "torchvision's JPEG decoder"
@@ -121,30 +117,18 @@ class JpegDecoder:
         data = read_file_buffer(self.files[position])  # writable: wrapped below without a copy
         if not data:  # load_image's error, naming the file
             return torch.empty(0, dtype=torch.uint8), "the file is empty"
-        raw, why = torch.frombuffer(data, dtype=torch.uint8), jpeg_problem(data, self.max_pixels)
-        if why is None and self._on_host(position):
-            from torchvision.io import decode_jpeg
-            try:
-                image = decode_jpeg(raw, mode=self.read_mode)
-            except RuntimeError:
-                return raw, None  # the device decoder tries, then Pillow
-            if self.host_resize:
-                image = apply_resizes([image], self.item_tfms)[0]
-            return image, _HOST
-        return raw, why
+        return torch.frombuffer(data, dtype=torch.uint8), jpeg_problem(data, self.max_pixels)
 
-    def _on_host(self, position: int) -> bool:
-        """Whether this item is decoded in the reader thread (a fixed hash of its position, `host_share` of them)."""
-        return self.host_share >= 1.0 or (position * 2654435761) % 4096 < self.host_share * 4096
+    def host_decoder(self) -> "JpegDecoder":
+        """The same decoding on the CPU (torchvision's libjpeg decoder, then Pillow's rules), for the worker processes
+        of `DecodeLoader(num_workers=n)`: no GPU time taken from the training step."""
+        return JpegDecoder(self.files, self.mode, self.item_tfms, torch.device("cpu"), self.max_pixels)
 
     def decode(self, raws: Sequence[tuple[torch.Tensor, str | None]], positions: Sequence[int]) -> torch.Tensor:
         """One uint8 (N,C,H,W) batch on the device from `read` results, in order."""
         images: list[torch.Tensor | None] = [None] * len(raws)
         direct = [k for k, (_, why) in enumerate(raws) if why is None]
         for k, x in zip(direct, self._decode_many([raws[k][0] for k in direct])):
-            images[k] = x
-        host = [k for k, (_, why) in enumerate(raws) if why is _HOST]
-        for k, x in zip(host, self._to_device([raws[k][0] for k in host])):
             images[k] = x
         for k, x in enumerate(images):
             if x is None:  # Pillow's rules (and its error, naming the file) for the files the device cannot do
@@ -157,21 +141,6 @@ class JpegDecoder:
             raise ValueError(f"cannot batch images of different sizes {sorted(shapes)[:4]} (e.g. {sample}); add an "
                              "item transform that gives every image the same size, e.g. item_tfms=Resize(224)")
         return torch.stack(batch)
-
-    def _to_device(self, images: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Images decoded in the reader threads, moved in one copy per size (through pinned memory on CUDA)."""
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for k, x in enumerate(images):
-            groups.setdefault(tuple(x.shape), []).append(k)
-        out: list[torch.Tensor] = list(images)
-        pin = self.device.type == "cuda"
-        for shape, ks in groups.items():
-            stacked = torch.empty((len(ks),) + shape, dtype=torch.uint8, pin_memory=pin)
-            torch.stack([images[k] for k in ks], out=stacked)
-            moved = stacked.to(self.device, non_blocking=pin)
-            for j, k in enumerate(ks):
-                out[k] = moved[j]
-        return out
 
     def _decode_many(self, data: list[torch.Tensor]) -> list[torch.Tensor | None]:
         """decode_jpeg on the whole list; when that fails, file by file (None where it fails)."""

@@ -76,18 +76,17 @@ def test_break_mid_epoch_on_cuda_frees_the_threads(tmp_path):
 
 
 @pytest.mark.gpu
-def test_reader_thread_decoding_on_cuda_gives_the_cpu_pixels(tmp_path):
+def test_worker_processes_decode_on_the_host_and_deliver_cuda_batches(tmp_path):
+    from learnkit.data.decode_loader import DecodeLoader
     from learnkit.vision.jpeg import JpegDecoder
 
-    files = sorted((_folder(tmp_path, n=8) / "valid").rglob("*.jpg"))
-    positions = list(range(len(files)))
+    files = sorted(_folder(tmp_path, n=16).rglob("*.jpg"))
     cpu = JpegDecoder(files, "RGB", [Resize(48)], torch.device("cpu"))
-    want = cpu.decode([cpu.read(i) for i in positions], positions)
-    host = JpegDecoder(files, "RGB", [Resize(48)], torch.device("cuda"), host_share=1.0)
-    got = host.decode([host.read(i) for i in positions], positions)
-    assert got.is_cuda and torch.equal(got.cpu(), want)  # libjpeg and the CPU resize in the reader thread: exact
-    mixed = JpegDecoder(files, "RGB", [Resize(48)], torch.device("cuda"), host_share=0.5)
-    raws = [mixed.read(i) for i in positions]
-    assert 0 < sum(r.ndim == 3 for r, _ in raws) < len(files)
-    diff = (mixed.decode(raws, positions).cpu().float() - want.float()).abs()
-    assert diff.mean() <= 2.5 and diff.max() <= 40  # the nvJPEG share within its usual distance
+    want = cpu.decode([cpu.read(i) for i in range(len(files))], list(range(len(files))))
+    gpu = JpegDecoder(files, "RGB", [Resize(48)], torch.device("cuda"))
+    dl = DecodeLoader(gpu, [torch.arange(len(files))], list(range(len(files))), 10, device="cuda", num_workers=2)
+    for _ in range(2):  # the second epoch reuses the processes
+        x, y = _all(dl)
+        assert x.is_cuda and torch.equal(y.cpu(), torch.arange(len(files)))
+        assert torch.equal(x.cpu(), want)  # the host decoder's pixels, exactly (no nvJPEG involved)
+    assert gpu.pillow_files == 2 * 4  # the four CMYK files, each epoch

@@ -133,25 +133,6 @@ def test_the_reader_keeps_every_byte_and_names_an_empty_file(tmp_path):
         dec.decode(raws[3:], [3])
 
 
-def test_reader_threads_decode_their_share_of_a_batch_to_the_same_pixels(tmp_path):
-    files = sorted((_folder(tmp_path, n=8) / "valid").rglob("*.jpg"))  # 10 files, one of them CMYK
-    base = JpegDecoder(files, "RGB", [Resize(32)], CPU)
-    want = base.decode([base.read(i) for i in range(len(files))], list(range(len(files))))
-    for share, resize in ((1.0, True), (0.5, True), (1.0, False)):
-        dec = JpegDecoder(files, "RGB", [Resize(32)], CPU, host_share=share, host_resize=resize)
-        raws = [dec.read(i) for i in range(len(files))]
-        decoded = [r for r, _ in raws if r.ndim == 3]  # images (C,H,W), not file bytes
-        if share == 1.0:
-            assert len(decoded) == len(files) - 1  # all but the CMYK file, which only Pillow reads
-            assert {tuple(r.shape[1:]) for r in decoded} == ({(32, 32)} if resize else {(40, 48), (44, 36)})
-        else:
-            assert 0 < len(decoded) < len(files) - 1
-        assert torch.equal(dec.decode(raws, list(range(len(files)))), want)
-        assert dec.pillow_files == 1
-    with pytest.raises(ValueError, match="host_share=1.5"):
-        JpegDecoder(files, "RGB", [Resize(32)], CPU, host_share=1.5)
-
-
 def test_jpegs_with_exif_go_through_the_device_reader_and_a_rotation_through_pillow(tmp_path):
     root = _folder(tmp_path, n=8, extra=False)
     rng = np.random.default_rng(3)
