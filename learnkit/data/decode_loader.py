@@ -322,7 +322,9 @@ def _run_workers(pipe: _Pipe, loader: DecodeLoader, batches: list[list[int]], st
             batch, slot, futures = window.popleft()
             submit()
             try:
-                loader.decoder.pillow_files += sum(f.result() for f in futures)  # a child's error is raised here
+                fallbacks = sum(f.result() for f in futures)  # a child's error is raised here
+                if fallbacks:  # the decoder's count of items it passed to its fallback, kept in the parent
+                    loader.decoder.pillow_files += fallbacks
             except BrokenProcessPool:
                 workers.broken = True
                 raise RuntimeError("DecodeLoader: a worker process died (killed, e.g. out of memory); the next "

@@ -202,6 +202,9 @@ class _Numbers:
         assert list(raws) == list(positions)
         return torch.tensor(raws)
 
+    def host_decoder(self):  # for num_workers > 0: the same decoding, in the worker processes
+        return self
+
 
 def _threads():
     return [t for t in threading.enumerate() if t.name.startswith(("learnkit-decode", "learnkit-read"))]
@@ -249,6 +252,33 @@ def test_decode_loader_errors_reach_the_consumer_and_threads_end():
     assert not _threads()
     with pytest.raises(StopIteration):
         next(it)
+
+
+def test_worker_processes_give_the_threads_batches_and_keep_running_between_epochs():
+    from learnkit.data.decode_loader import _Workers
+
+    def loader(dec, **kw):
+        return DecodeLoader(dec, [torch.arange(50) * 10], range(50), 8, shuffle=True,
+                            generator=torch.Generator().manual_seed(0), **kw)
+    dec = _Numbers()
+    threads, workers = loader(_Numbers(), num_threads=2), loader(dec, num_workers=2)
+    for _ in range(2):
+        assert [(x.tolist(), y.tolist()) for x, y in workers] == [(x.tolist(), y.tolist()) for x, y in threads]
+    assert len(_Workers._sets[dec]) == 1  # one set of processes, started once, reused by the second epoch
+    for _ in workers:
+        break  # dropped mid-epoch: its slots are freed, so the next epoch does not wait for them
+    assert sorted(sum((x.tolist() for x, _ in workers), [])) == list(range(50))
+    pairs = list(zip(workers, workers))  # two epochs at the same time: the second gets processes of its own
+    assert len(pairs) == 7 and len(_Workers._sets[dec]) == 2
+    with pytest.raises(ImageLoadError, match="item13.jpg"):  # a worker's error, raised here, naming the item
+        list(DecodeLoader(_Numbers(fail_at=13), [torch.arange(40)], range(40), 4, num_workers=2))
+    with pytest.raises(ValueError, match="num_workers=-1"):
+        DecodeLoader(dec, [torch.arange(4)], range(4), 2, num_workers=-1)
+
+    class NoHost:
+        description = "bytes only"
+    with pytest.raises(ValueError, match="NoHost has no host_decoder"):
+        DecodeLoader(NoHost(), [torch.arange(4)], range(4), 2, num_workers=2)
 
 
 def test_a_learner_trains_on_the_device_decode_path(tmp_path):
