@@ -12,7 +12,8 @@ from torch.utils.data import DataLoader
 
 from learnkit.core.device import default_device, to_device
 from learnkit.data.blocks import CategoryBlock, RegressionBlock, TensorBlock, TransformBlock, _short
-from learnkit.data.loaders import WorkerLoader, make_loader, n_items
+from learnkit.data.loaders import n_items
+from learnkit.data.worker_loader import WorkerLoader, make_loader
 from learnkit.data.pipeline import BlockDataset, ItemGetter, Step
 from learnkit.data.sharding import shard_loader
 

@@ -128,9 +128,11 @@ class DecodeLoader:
         return epoch
 
     def close(self) -> None:
-        """Stop the background threads of every epoch still running (a later iteration starts new ones)."""
+        """Stop the background threads of every epoch still running, and the decoder's worker processes (a later
+        iteration starts new ones)."""
         for epoch in list(self._epochs):
             epoch.close()
+        _Workers.stop(self.decoder)
 
     def subset(self, indices: Sequence[int], shuffle: bool | None = None,
                drop_last: bool | None = None) -> "DecodeLoader":
@@ -388,6 +390,14 @@ class _Workers:
             sets.append(w)
         weakref.finalize(loader.decoder, w.pool.shutdown, wait=False, cancel_futures=True)
         return w
+
+    @classmethod
+    def stop(cls, decoder: Any) -> None:
+        """End the worker processes of `decoder`'s sets (after their epochs ended)."""
+        with cls._lock:
+            sets = cls._sets.pop(decoder, []) if decoder in cls._sets else []
+        for w in sets:
+            w.pool.shutdown(wait=True, cancel_futures=True)
 
     def release(self) -> None:
         with self._lock:

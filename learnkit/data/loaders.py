@@ -22,10 +22,9 @@ an image or a token is: blocks say how their values batch and how to encode many
 """
 from __future__ import annotations
 
-import atexit
 import math
+import multiprocessing
 import os
-import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
@@ -35,67 +34,11 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from learnkit.data.blocks import TransformBlock
 from learnkit.data.decode_loader import DecodeLoader
 from learnkit.data.parallel import parallel_map, shared_tensor, uses_processes
-from learnkit.data.pipeline import BlockDataset, Collate, Step
+from learnkit.data.pipeline import BlockDataset, Step
 from learnkit.data.resident import ResidentLoader, memory_budget
+from learnkit.data.worker_loader import WorkerLoader, default_workers, make_loader
 
-__all__ = ["WorkerLoader", "make_loader", "default_workers", "BucketBatchSampler", "LMLoader", "LoaderPlan",
-           "build_loaders", "n_items", "is_random", "eval_version"]
-
-
-def default_workers(device: torch.device) -> int:
-    # On the CPU the model already uses every core for compute, so worker processes mostly add start-up
-    # cost; on CUDA, workers overlap decoding with GPU work.
-    if device.type != "cuda":
-        return 0
-    return min(8, os.cpu_count() or 1)
-
-
-_OPEN_LOADERS: "weakref.WeakSet[DataLoader]" = weakref.WeakSet()
-
-
-def _close_open_loaders() -> None:
-    for dl in list(_OPEN_LOADERS):
-        dl.close()
-
-
-class WorkerLoader(DataLoader):
-    """A `DataLoader` whose persistent worker processes stop promptly when Python exits (and on `close()`).
-
-    Why: torch registers one exit hook per persistent worker that waits up to 5 s for it to end, and with pinned
-    memory nothing asks the worker to end first (pytorch/pytorch#81794): a script on a GPU finished 80 s late
-    (2 loaders x 8 workers x 5 s, measured on an H100). Each time a loader starts its workers, a hook that
-    closes the open loaders is registered again, last, so that it runs before torch's.
-    """
-
-    def __iter__(self) -> Any:
-        iterator = super().__iter__()
-        if self.persistent_workers and self not in _OPEN_LOADERS:
-            _OPEN_LOADERS.add(self)
-            atexit.unregister(_close_open_loaders)
-            atexit.register(_close_open_loaders)  # atexit runs last-registered first
-        return iterator
-
-    def close(self) -> None:
-        """Stop the worker processes now; the next iteration starts new ones."""
-        # _iterator / _shutdown_workers are DataLoader internals: the only way to end persistent workers early.
-        iterator, self._iterator = self._iterator, None
-        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
-            iterator._shutdown_workers()
-        _OPEN_LOADERS.discard(self)
-
-
-def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, device: torch.device, num_workers: int | None,
-                blocks: Sequence[TransformBlock], drop_last: bool = False,
-                generator: torch.Generator | None = None, batch_sampler: Sampler | None = None) -> DataLoader:
-    """A plain DataLoader with learnkit's defaults: workers on CUDA only, persistent when used, pinned memory on
-    CUDA, and the blocks' collate (padding for variable-length blocks)."""
-    workers = default_workers(device) if num_workers is None else num_workers
-    common = dict(num_workers=workers, persistent_workers=workers > 0, pin_memory=device.type == "cuda",
-                  collate_fn=Collate(blocks))
-    if batch_sampler is not None:
-        return WorkerLoader(dataset, batch_sampler=batch_sampler, **common)
-    return WorkerLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, generator=generator,
-                        **common)
+__all__ = ["BucketBatchSampler", "LMLoader", "LoaderPlan", "build_loaders", "n_items", "is_random", "eval_version"]
 
 
 def n_items(dl: Any) -> int:
@@ -445,6 +388,18 @@ def _want_device_decode(plan: LoaderPlan) -> tuple[Any, str]:
     return decoder, why if decoder is not None else f"no device decoding: {why}"
 
 
+def _decode_processes(plan: LoaderPlan, decoder: Any) -> int:
+    """Worker processes of the device-decode path (0: reader threads, decoding on the device). `num_workers` when
+    given; else, on CUDA with `fork` and at least 8 cores, all cores but one: the GPU decoder's kernels take time
+    from the training step, the host's cores are otherwise idle (measured in jpeg_stream_variants.py)."""
+    if not hasattr(decoder, "host_decoder") or "fork" not in multiprocessing.get_all_start_methods():
+        return 0
+    if plan.num_workers is not None:
+        return plan.num_workers
+    cores = os.cpu_count() or 1
+    return cores - 1 if plan.device.type == "cuda" and cores >= 8 else 0
+
+
 def _device_decode(plan: LoaderPlan, decoder: Any, reason: str) -> tuple[Any, Any, str, str]:
     """DecodeLoaders over the verified items; the decoder's positions index into plan.train + plan.valid."""
     train, valid = _verified(plan)
@@ -454,14 +409,20 @@ def _device_decode(plan: LoaderPlan, decoder: Any, reason: str) -> tuple[Any, An
         targets = [torch.stack(_encode_targets(plan.blocks[b], [plan.values[b][i] for i in order]))
                    if order else torch.zeros(0) for b in range(plan.n_inp, len(plan.blocks))]
         return DecodeLoader(decoder, targets, [position[i] for i in order], plan.batch_size, shuffle, drop_last,
-                            plan.generator if shuffle else None, plan.device, num_threads=plan.num_workers or None,
-                            dataset=BlockDataset([plan.items[i] for i in order], pipelines, order))
+                            plan.generator if shuffle else None, plan.device, num_threads=threads,
+                            dataset=BlockDataset([plan.items[i] for i in order], pipelines, order),
+                            num_workers=processes)
+    processes, threads = _decode_processes(plan, decoder), None
+    if not hasattr(decoder, "host_decoder"):
+        threads = plan.num_workers or None
     train_dl = loader(train, plan.train_pipelines, True,
                       len(train) > plan.batch_size if plan.drop_last is None else plan.drop_last)
     valid_dl = loader(valid, plan.eval_pipelines, False, False)
-    report = (f"device-decode path: {len(train) + len(valid)} items read in {train_dl.num_threads} threads and decoded "
-              f"in whole batches by {decoder.description}, every epoch (about {train_dl.prefetch} batches in flight; "
-              f"{reason})")
+    where = (f"read and decoded on the host in {processes} worker processes ({decoder.host_decoder().description}) "
+             f"and copied to {plan.device} in whole batches" if processes else
+             f"read in {train_dl.num_threads} threads and decoded in whole batches by {decoder.description}")
+    report = (f"device-decode path: {len(train) + len(valid)} items {where}, every epoch (about {train_dl.prefetch} "
+              f"batches in flight; {reason})")
     return train_dl, valid_dl, "device-decode", report
 
 

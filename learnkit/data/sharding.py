@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from learnkit.data.decode_loader import DecodeLoader
-from learnkit.data.loaders import WorkerLoader
+from learnkit.data.worker_loader import WorkerLoader
 from learnkit.data.resident import ResidentLoader
 
 __all__ = ["RankBatches", "shard_loader"]

@@ -90,3 +90,4 @@ def test_worker_processes_decode_on_the_host_and_deliver_cuda_batches(tmp_path):
         assert x.is_cuda and torch.equal(y.cpu(), torch.arange(len(files)))
         assert torch.equal(x.cpu(), want)  # the host decoder's pixels, exactly (no nvJPEG involved)
     assert gpu.pillow_files == 2 * 4  # the four CMYK files, each epoch
+    dl.close()

@@ -3,6 +3,7 @@ match the Pillow path, files the decoder must not take go through Pillow, the or
 errors name the file, threads end, the choice is reported, and a Learner trains on it."""
 from __future__ import annotations
 
+import multiprocessing
 import threading
 import time
 
@@ -203,7 +204,7 @@ class _Numbers:
         return torch.tensor(raws)
 
     def host_decoder(self):  # for num_workers > 0: the same decoding, in the worker processes
-        return self
+        return _Numbers(self.fail_at, self.delay)
 
 
 def _threads():
@@ -270,8 +271,12 @@ def test_worker_processes_give_the_threads_batches_and_keep_running_between_epoc
     assert sorted(sum((x.tolist() for x, _ in workers), [])) == list(range(50))
     pairs = list(zip(workers, workers))  # two epochs at the same time: the second gets processes of its own
     assert len(pairs) == 7 and len(_Workers._sets[dec]) == 2
+    workers.close()  # ends the processes too
+    assert dec not in _Workers._sets and multiprocessing.active_children() == []
+    failing = DecodeLoader(_Numbers(fail_at=13), [torch.arange(40)], range(40), 4, num_workers=2)
     with pytest.raises(ImageLoadError, match="item13.jpg"):  # a worker's error, raised here, naming the item
-        list(DecodeLoader(_Numbers(fail_at=13), [torch.arange(40)], range(40), 4, num_workers=2))
+        list(failing)
+    failing.close()
     with pytest.raises(ValueError, match="num_workers=-1"):
         DecodeLoader(dec, [torch.arange(4)], range(4), 2, num_workers=-1)
 
