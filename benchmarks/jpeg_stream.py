@@ -18,6 +18,9 @@ Contenders, each in a fresh subprocess (its own CUDA context, page cache as the 
   pretrained=False)` (bf16, channels_last), `fit_one_cycle(1)`; the path `data.loader_report` names is recorded.
 - learnkit-cold: the same, with the page cache dropped (`echo 3 > /proc/sys/vm/drop_caches`) after the data is built
   and before the clock starts; whether the drop worked is recorded.
+  On CUDA with 8+ cores its batches are decoded on the host by worker processes (`DecodeLoader(num_workers=cores-1)`).
+- learnkit-nvjpeg: the same with `num_workers=0`: reader threads and nvJPEG on the GPU (the default until the
+  worker processes measured faster while a model trains: jpeg_stream_variants.py).
 - learnkit-workers: the same with `device_decode=False` (Pillow in DataLoader workers). 'auto' chose these until
   the reader threads were chunked (the first H200 run measured them faster: 4,579 vs 3,259 images/s); since then
   'auto' on CUDA is the device-decode path (5,638 vs 3,859, results/jpeg_stream_h200_stop23.json).
@@ -45,7 +48,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-CONTENDERS = ("learnkit", "learnkit-cold", "learnkit-workers", "fastai", "torch")
+CONTENDERS = ("learnkit", "learnkit-cold", "learnkit-nvjpeg", "learnkit-workers", "fastai", "torch")
 
 
 # ----------------------------------------------------------------------------------------------- the data
@@ -217,6 +220,7 @@ def run_learnkit(args, name: str) -> dict:
     data = ImageDataBunch.from_folder(args.data, item_tfms=Resize(args.size), batch_size=args.batch_size, seed=0,
                                       resident=False,
                                       device_decode=False if name == "learnkit-workers" else args.device_decode,
+                                      num_workers=0 if name == "learnkit-nvjpeg" else None,
                                       verbose=False)
     out = {"loader_kind": data.loader_kind, "loader_report": data.loader_report,
            "setup_s": round(time.perf_counter() - start, 1)}
@@ -333,7 +337,8 @@ def run_torch(args, name: str) -> dict:
     return out
 
 
-RUNNERS = {"learnkit": run_learnkit, "learnkit-cold": run_learnkit, "learnkit-workers": run_learnkit,
+RUNNERS = {"learnkit": run_learnkit, "learnkit-cold": run_learnkit, "learnkit-nvjpeg": run_learnkit,
+           "learnkit-workers": run_learnkit,
            "fastai": run_fastai, "torch": run_torch}
 
 
@@ -358,7 +363,7 @@ def _table(rows: dict) -> str:
         lines.append(f"{name:18} {r.get('images_per_s') or 0:9.0f} {r.get('gpu_util_pct') or 0:6.1f} "
                      f"{only or 0:16.0f}  {path}{extra}")
     base = rows.get("fastai", {}).get("images_per_s")
-    for name in ("learnkit", "learnkit-workers"):
+    for name in ("learnkit", "learnkit-nvjpeg", "learnkit-workers"):
         lk = rows.get(name, {}).get("images_per_s")
         if base and lk:
             lines.append(f"{name} / fastai: {lk / base:.2f}x")

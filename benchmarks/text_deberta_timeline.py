@@ -1,6 +1,7 @@
 """Where a fresh process's seconds go in hf_vs_trainer.py's DeBERTa-v3-style runs (issue #16): a timeline of
 imports, data, model construction and each training phase (CUDA synchronized), for learnkit (`--graphs auto|off`)
-and for the Hugging Face `Trainer` script (`--graphs trainer`), optionally under cProfile.
+and for the Hugging Face `Trainer` script (`--graphs trainer`), optionally under cProfile. `--graphs split` is
+learnkit's run with transformers' modeling imports and the CUDA context timed on their own before the learner.
 
     python benchmarks/text_deberta_timeline.py fortunes.csv [--profile] [--graphs auto,off,trainer] [--epochs 3]
 """
@@ -119,7 +120,12 @@ def child(a: argparse.Namespace) -> None:
         def after_validate(self, learn):
             mark(f"fit: epoch {learn.epoch} validate")
 
-    graphs = {"auto": "auto", "off": False}[a.graphs]
+    if a.graphs == "split":  # the learner's share of imports and CUDA start-up, each timed before it
+        from transformers import AutoModel, AutoTokenizer  # noqa: F401  (transformers' lazy modeling imports)
+        mark("import AutoModel, AutoTokenizer")
+        torch.zeros(1, device="cuda" if torch.cuda.is_available() else "cpu").sum().item()
+        mark("CUDA context")
+    graphs = {"auto": "auto", "off": False, "split": "auto"}[a.graphs]
     learn = text_classifier_learner(data, "transformers", weights=a.folder, max_len=128, progress=False,
                                     cuda_graphs=graphs, callbacks=[Marks()])
     mark("text_classifier_learner")

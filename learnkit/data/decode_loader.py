@@ -92,6 +92,8 @@ class DecodeLoader:
                              f"{len(positions)} items; give one target per item")
         self.decoder, self.positions = decoder, list(positions)
         self.device = torch.device(device)
+        if self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
         self.targets = tuple(t.to(self.device) for t in targets)
         self.batch_size, self.shuffle, self.drop_last, self.generator = batch_size, shuffle, drop_last, generator
         self.prefetch = max(1, int(prefetch))

@@ -66,7 +66,9 @@ class ImageDataBunch(DataBunch):
         normalize_user_set: the constructor was given an explicit `normalize=` (vision_learner keeps it).
 
     Keyword arguments shared by every constructor (and, for the common ones, by TextDataBunch's):
-        batch_size: items per batch. num_workers: DataLoader workers (None: 0 on the CPU, min(8, cores) on CUDA).
+        batch_size: items per batch. num_workers: DataLoader workers (None: 0 on the CPU, min(8, cores) on CUDA);
+            on the device-decode path, processes decoding JPEGs on the host (None: all cores but one on CUDA with
+            8+ cores; 0: reader threads, with nvJPEG decoding on the GPU).
         device: where batches go (None: CUDA if available). seed: seeds the split and the shuffling order.
         drop_last: drop a last partial training batch (None: when there is more than one batch).
         on_bad: 'error' (default) lists unreadable files, unlabelled files and empty class folders in one error;

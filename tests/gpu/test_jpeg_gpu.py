@@ -36,7 +36,10 @@ def _all(dl):
 def test_nvjpeg_batches_match_the_cpu_decode_and_train(tmp_path):
     root = _folder(tmp_path)
     common = dict(item_tfms=Resize(48), batch_size=16, seed=0, normalize=None, verbose=False)
-    gpu = ImageDataBunch.from_folder(root, resident=False, **common)  # 'auto' on CUDA: nvJPEG (measured faster)
+    auto = ImageDataBunch.from_folder(root, resident=False, **common)  # 'auto' on CUDA: host decode in processes
+    assert auto.loader_kind == "device-decode" and "worker processes" in auto.loader_report
+    auto.train_dl.close()
+    gpu = ImageDataBunch.from_folder(root, resident=False, num_workers=0, **common)  # reader threads + nvJPEG
     assert gpu.loader_kind == "device-decode" and "nvJPEG on cuda" in gpu.loader_report
     workers = ImageDataBunch.from_folder(root, resident=False, device_decode=False, **common)
     assert workers.loader_kind == "dataloader" and "device_decode=False" in workers.loader_report
