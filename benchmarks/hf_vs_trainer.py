@@ -5,7 +5,7 @@ folder, epochs, batch size, max length, peak learning rate, bf16) on the 6-class
 Models: all-MiniLM-L6-v2 (learnkit's built-in BERT and its transformers path) and a small randomly initialised
 DeBERTa-v3-style config with a Unigram tokenizer trained here on the training texts.
 
-    python benchmarks/hf_vs_trainer.py --minilm DIR --csv fortunes.csv [--epochs 3] [--out results.json]
+    python benchmarks/hf_vs_trainer.py --minilm DIR --csv fortunes.csv [--epochs 3] [--repeat 2] [--out results.json]
 """
 from __future__ import annotations
 
@@ -45,7 +45,8 @@ def learnkit_worker(folder: str, arch: str, csv_path: str, epochs: int, lr: floa
         learn.fit_one_cycle(epochs, lr, pct_start=0.1)
     else:  # the default transfer recipe
         learn.fine_tune(epochs)
-    return {"accuracy": round(learn.validate()["accuracy"], 4)}
+    # the last epoch's validation (the Trainer script predicts once, after training; a second pass would count twice)
+    return {"accuracy": round(learn.history.epoch_records[-1]["accuracy"], 4)}
 
 
 def trainer_worker(folder: str, csv_path: str, epochs: int, lr: float, batch_size: int, max_len: int) -> dict:
@@ -116,6 +117,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-len", type=int, default=128)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--repeat", type=int, default=1, help="run each model's contenders this many times, in turn")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--folder", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--lr", type=float, default=None, help=argparse.SUPPRESS)
@@ -143,7 +145,7 @@ def main() -> None:
         for folder, name, lr, contenders in plans:
             if folder is None:
                 continue
-            for who in contenders:
+            for who in contenders * args.repeat:
                 start = time.perf_counter()
                 proc = subprocess.run([sys.executable, __file__, "--worker", who, "--folder", folder, "--csv", args.csv,
                                        "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
