@@ -11,8 +11,9 @@ into a batch slot in shared memory; the batch then reaches the device in one cop
 host decode in 14 reader threads reached 2,700 images/s where one thread alone did 835 (measured on the H200 host,
 jpeg_decode_rate.py), the rest lost waiting for the GIL.
 
-Memory is bounded: the raw values (file bytes) of at most `prefetch` batches are held in host memory and at most
-`prefetch` decoded batches wait on the device, whatever the size of the data set; nothing is kept between epochs.
+Memory is bounded: the raw values (file bytes) of at most `prefetch` batches are held in host memory (with worker
+processes: `prefetch` + 1 decoded batch slots) and at most `prefetch` decoded batches wait on the device, whatever
+the size of the data set; nothing is kept between epochs.
 So this is also the streaming path for data larger than host memory: every epoch reads from storage again.
 """
 from __future__ import annotations

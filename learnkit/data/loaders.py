@@ -6,9 +6,10 @@ for every `from_*` constructor), one of five strategies, and says which and why 
   when the input block can estimate its encoded size (`block.estimate_bytes`), it fits `memory_budget`, and no
   item transform is random.
 - *device-decode*: not resident, on CUDA, and the input block offers a batch decoder for these values and item
-  transforms (`block.batch_decoder`: JPEG files, deterministic Resize): a `DecodeLoader` reads raw values (file
-  bytes) in threads and decodes whole batches on the device every epoch, in memory bounded by a few batches (so
-  it streams data larger than host memory). Chosen by 'auto' on CUDA when the data is not made resident (measured
+  transforms (`block.batch_decoder`: JPEG files, deterministic Resize): a `DecodeLoader` decodes whole batches
+  every epoch, in forked worker processes on the host (the default on CUDA with 8+ cores) or on the device from
+  bytes read in threads (`num_workers=0`), in memory bounded by a few batches (so it streams data larger than host
+  memory). Chosen by 'auto' on CUDA when the data is not made resident (measured
   faster than Pillow workers on the 16-core H200 host: the comment above `_want_device_decode`), by
   `device_decode=True` on any device; False never.
 - *workers*: `BlockDataset` + a `WorkerLoader` (a DataLoader) whose workers run the per-item pipeline each epoch.
@@ -36,7 +37,7 @@ from learnkit.data.decode_loader import DecodeLoader
 from learnkit.data.parallel import parallel_map, shared_tensor, uses_processes
 from learnkit.data.pipeline import BlockDataset, Step
 from learnkit.data.resident import ResidentLoader, memory_budget
-from learnkit.data.worker_loader import WorkerLoader, default_workers, make_loader
+from learnkit.data.worker_loader import make_loader
 
 __all__ = ["BucketBatchSampler", "LMLoader", "LoaderPlan", "build_loaders", "n_items", "is_random", "eval_version"]
 
