@@ -303,3 +303,23 @@ def test_sharding_splits_the_device_decode_loader(tmp_path):
     data.shard(1, 2)
     assert data.train_dl.n_items == full // 2 and len(data.train_dl.dataset) == full // 2
     assert len(data.train_dl) == (full // 2) // 8
+
+
+def test_how_many_decode_processes_the_device_decode_path_starts(monkeypatch):
+    from types import SimpleNamespace
+
+    from learnkit.data import loaders
+
+    def count(cores, device="cuda", num_workers=None, ranks=None, decoder=_Numbers()):
+        monkeypatch.setattr(loaders.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+        if ranks is None:
+            monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+        else:
+            monkeypatch.setenv("LOCAL_WORLD_SIZE", str(ranks))
+        plan = SimpleNamespace(num_workers=num_workers, device=torch.device(device))
+        return loaders._decode_processes(plan, decoder)
+    assert count(16) == 15 and count(128) == 31  # all cores but one, at most 31
+    assert count(16, ranks=2) == 7 and count(16, ranks=4) == 0  # torchrun's local ranks share the cores
+    assert count(4) == 0 and count(16, device="cpu") == 0  # few cores, or no GPU to spare: reader threads
+    assert count(16, num_workers=3) == 3 and count(16, num_workers=0) == 0  # the user's choice
+    assert count(16, decoder=object()) == 0  # a decoder without a host decoder
