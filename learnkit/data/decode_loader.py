@@ -25,13 +25,12 @@ import queue
 import threading
 import weakref
 from collections import deque
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterator, Protocol, Sequence
 
 import torch
 
-from learnkit.data.parallel import shared_tensor
+from learnkit.data.decode_workers import DecodeWorkers, run_workers
 from learnkit.data.pipeline import BlockDataset
 
 __all__ = ["BatchDecoder", "DecodeLoader"]
@@ -135,7 +134,7 @@ class DecodeLoader:
         iteration starts new ones)."""
         for epoch in list(self._epochs):
             epoch.close()
-        _Workers.stop(self.decoder)
+        DecodeWorkers.stop(self.decoder)
 
     def subset(self, indices: Sequence[int], shuffle: bool | None = None,
                drop_last: bool | None = None) -> "DecodeLoader":
@@ -169,7 +168,7 @@ class _Epoch:
         stream = torch.cuda.Stream(loader.device, priority=loader.stream_priority) \
             if loader.device.type == "cuda" else None
         # worker processes are forked here, in the iterating thread, before the producer thread starts
-        workers = _Workers.claim(loader) if loader.num_workers else None
+        workers = DecodeWorkers.claim(loader) if loader.num_workers and batches else None
         self.pipe.thread = threading.Thread(target=_produce, args=(self.pipe, loader, batches, stream, workers),
                                             name="learnkit-decode", daemon=True)
         self.pipe.thread.start()
@@ -250,14 +249,18 @@ class _Pipe:
 
 
 def _produce(pipe: _Pipe, loader: DecodeLoader, batches: list[list[int]], stream: Any,
-             workers: "_Workers | None") -> None:
+             workers: DecodeWorkers | None) -> None:
     """The producer thread: read `prefetch` batches ahead in the pool, decode each in order, queue it."""
     try:
         if stream is not None:
             torch.cuda.set_device(loader.device)
         if workers is not None:
+            def deliver(batch: list[int], slot: torch.Tensor) -> bool:  # copied before the slot is reused
+                with torch.cuda.stream(stream) if stream is not None else _nothing():
+                    x = slot.to(loader.device) if loader.device.type != "cpu" else slot.clone()
+                    return pipe.put(_with_targets(loader, batch, x, stream))
             try:
-                _run_workers(pipe, loader, batches, stream, workers)
+                run_workers(workers, loader, batches, lambda: pipe.stop.is_set(), deliver)
             finally:
                 workers.release()
             pipe.put(_DONE)
@@ -294,137 +297,21 @@ def _run(pipe: _Pipe, loader: DecodeLoader, batches: list[list[int]], stream: An
         submit()
         raws = [raw for f in futures for raw in f.result()]
         with torch.cuda.stream(stream) if stream is not None else _nothing():
-            x = loader.decoder.decode(raws, positions)
-            idx = torch.as_tensor(batch, dtype=torch.long).to(loader.device, non_blocking=True)
-            ys = tuple(t.index_select(0, idx) for t in loader.targets)
-            event = None
-            if stream is not None:
-                event = torch.cuda.Event()
-                event.record(stream)
+            item = _with_targets(loader, batch, loader.decoder.decode(raws, positions), stream)
         del raws
-        if not pipe.put(("batch", (x,) + ys, event)):
+        if not pipe.put(item):
             return
 
 
-def _run_workers(pipe: _Pipe, loader: DecodeLoader, batches: list[list[int]], stream: Any,
-                 workers: "_Workers") -> None:
-    window: deque = deque()
-    pending = iter(batches)
-    free = list(range(len(workers.slots)))
-
-    def submit() -> None:
-        batch = next(pending, None)
-        if batch is not None:
-            positions = [loader.positions[i] for i in batch]
-            slot, size = free.pop(), max(1, -(-len(positions) // workers.n))
-            window.append((batch, slot, [workers.pool.submit(_child_decode, slot, s, positions[s:s + size])
-                                         for s in range(0, len(positions), size)]))
-
-    for _ in range(loader.prefetch):
-        submit()
-    try:
-        while window and not pipe.stop.is_set():
-            batch, slot, futures = window.popleft()
-            submit()
-            try:
-                fallbacks = sum(f.result() for f in futures)  # a child's error is raised here
-                if fallbacks:  # the decoder's count of items it passed to its fallback, kept in the parent
-                    loader.decoder.pillow_files += fallbacks
-            except BrokenProcessPool:
-                workers.broken = True
-                raise RuntimeError("DecodeLoader: a worker process died (killed, e.g. out of memory); the next "
-                                   "epoch starts new ones. Fix: fewer num_workers, or num_workers=0") from None
-            with torch.cuda.stream(stream) if stream is not None else _nothing():
-                x = workers.slots[slot, :len(batch)]
-                x = x.to(loader.device) if loader.device.type != "cpu" else x.clone()  # the slot is reused
-                idx = torch.as_tensor(batch, dtype=torch.long).to(loader.device, non_blocking=True)
-                ys = tuple(t.index_select(0, idx) for t in loader.targets)
-                event = None
-                if stream is not None:
-                    event = torch.cuda.Event()
-                    event.record(stream)
-            free.append(slot)
-            if not pipe.put(("batch", (x,) + ys, event)):
-                return
-    finally:  # a child still writing into a slot must finish before another epoch gets the slots
-        for _, _, futures in window:
-            for f in futures:
-                f.cancel()
-        for _, _, futures in window:
-            for f in futures:
-                if not f.cancelled():
-                    f.exception()
-
-
-class _Workers:
-    """Forked processes that read and decode shares of batches with a decoder's `host_decoder()`, writing them into
-    shared batch slots (prefetch + 1 of them). One set serves one epoch at a time; a loader's decoder keeps its sets
-    for later epochs (a second epoch running at the same time gets a set of its own)."""
-
-    _sets: "weakref.WeakKeyDictionary[Any, list[_Workers]]" = weakref.WeakKeyDictionary()
-    _lock = threading.Lock()
-
-    def __init__(self, loader: DecodeLoader):
-        host = loader.decoder.host_decoder()
-        first = loader.positions[0] if loader.positions else 0
-        sample = host.decode([host.read(first)], [first])  # the size and type every item decodes to
-        self.n, self.batch_size = loader.num_workers, loader.batch_size
-        self.slots = shared_tensor((loader.prefetch + 1, loader.batch_size) + tuple(sample.shape[1:]), sample.dtype)
-        self.busy, self.broken = True, False
-        self.pool = ProcessPoolExecutor(self.n, mp_context=multiprocessing.get_context("fork"),
-                                        initializer=_child_init, initargs=(host, self.slots))
-        self.pool.submit(int).result()  # with fork every process starts at the first task: here, in this thread
-
-    @classmethod
-    def claim(cls, loader: DecodeLoader) -> "_Workers":
-        """An idle set for this loader's decoder with room for its batches, or a new one."""
-        with cls._lock:
-            sets = cls._sets.setdefault(loader.decoder, [])
-            for w in [w for w in sets if w.broken]:
-                sets.remove(w)
-                w.pool.shutdown(wait=False, cancel_futures=True)
-            for w in sets:
-                if not w.busy and w.n == loader.num_workers and w.batch_size >= loader.batch_size \
-                        and len(w.slots) >= loader.prefetch + 1:
-                    w.busy = True
-                    return w
-        w = cls(loader)
-        with cls._lock:
-            sets.append(w)
-        weakref.finalize(loader.decoder, w.pool.shutdown, wait=False, cancel_futures=True)
-        return w
-
-    @classmethod
-    def stop(cls, decoder: Any) -> None:
-        """End the worker processes of `decoder`'s sets (after their epochs ended)."""
-        with cls._lock:
-            sets = cls._sets.pop(decoder, []) if decoder in cls._sets else []
-        for w in sets:
-            w.pool.shutdown(wait=True, cancel_futures=True)
-
-    def release(self) -> None:
-        with self._lock:
-            self.busy = False
-
-
-_CHILD: dict[str, Any] = {}  # in a worker process: its decoder and the shared slots, inherited through fork
-
-
-def _child_init(host: BatchDecoder, slots: torch.Tensor) -> None:
-    torch.set_num_threads(1)  # the workers share the cores
-    _CHILD.update(decoder=host, slots=slots)
-
-
-def _child_decode(slot: int, start: int, positions: list[int]) -> int:
-    """In a worker: decode positions into rows start.. of a slot; returns how many went through the fallback."""
-    host, slots = _CHILD["decoder"], _CHILD["slots"]
-    before = getattr(host, "pillow_files", 0)
-    x = host.decode([host.read(p) for p in positions], positions)
-    if tuple(x.shape[1:]) != tuple(slots.shape[2:]) or x.dtype != slots.dtype:
-        raise ValueError(f"DecodeLoader: a batch came out {tuple(x.shape[1:])} {x.dtype}, the first item "
-                         f"{tuple(slots.shape[2:])} {slots.dtype}; every item must decode to one size and type")
-    slots[slot, start:start + len(positions)].numpy()[...] = x.numpy()  # NumPy: no torch threads in the child
-    return getattr(host, "pillow_files", 0) - before
+def _with_targets(loader: DecodeLoader, batch: list[int], x: torch.Tensor, stream: Any) -> tuple:
+    """The queue item of one batch: its inputs, its targets, and the side stream's event (None on the CPU)."""
+    idx = torch.as_tensor(batch, dtype=torch.long).to(loader.device, non_blocking=True)
+    ys = tuple(t.index_select(0, idx) for t in loader.targets)
+    event = None
+    if stream is not None:
+        event = torch.cuda.Event()
+        event.record(stream)
+    return ("batch", (x,) + ys, event)
 
 
 def _read_all(decoder: BatchDecoder, positions: Sequence[int]) -> list[Any]:

@@ -256,7 +256,7 @@ def test_decode_loader_errors_reach_the_consumer_and_threads_end():
 
 
 def test_worker_processes_give_the_threads_batches_and_keep_running_between_epochs():
-    from learnkit.data.decode_loader import _Workers
+    from learnkit.data.decode_workers import DecodeWorkers
 
     def loader(dec, **kw):
         return DecodeLoader(dec, [torch.arange(50) * 10], range(50), 8, shuffle=True,
@@ -265,14 +265,14 @@ def test_worker_processes_give_the_threads_batches_and_keep_running_between_epoc
     threads, workers = loader(_Numbers(), num_threads=2), loader(dec, num_workers=2)
     for _ in range(2):
         assert [(x.tolist(), y.tolist()) for x, y in workers] == [(x.tolist(), y.tolist()) for x, y in threads]
-    assert len(_Workers._sets[dec]) == 1  # one set of processes, started once, reused by the second epoch
+    assert len(DecodeWorkers.sets_of(dec)) == 1  # one set of processes, started once, reused by the second epoch
     for _ in workers:
         break  # dropped mid-epoch: its slots are freed, so the next epoch does not wait for them
     assert sorted(sum((x.tolist() for x, _ in workers), [])) == list(range(50))
     pairs = list(zip(workers, workers))  # two epochs at the same time: the second gets processes of its own
-    assert len(pairs) == 7 and len(_Workers._sets[dec]) == 2
+    assert len(pairs) == 7 and len(DecodeWorkers.sets_of(dec)) == 2
     workers.close()  # ends the processes too
-    assert dec not in _Workers._sets and multiprocessing.active_children() == []
+    assert DecodeWorkers.sets_of(dec) == [] and multiprocessing.active_children() == []
     failing = DecodeLoader(_Numbers(fail_at=13), [torch.arange(40)], range(40), 4, num_workers=2)
     with pytest.raises(ImageLoadError, match="item13.jpg"):  # a worker's error, raised here, naming the item
         list(failing)
