@@ -7,9 +7,9 @@ here knows what the items are.
 
 With `num_workers` > 0 the work goes to forked worker processes instead: each reads and decodes its share of a batch
 with the decoder's `host_decoder()` (on the CPU: no GPU time taken from the training step) and writes the result
-into a batch slot in shared memory; the batch then reaches the device in one copy. Threads cannot do this part: a
-host decode in 14 reader threads reached 2,700 images/s where one thread alone did 835 (measured on the H200 host,
-jpeg_decode_rate.py), the rest lost waiting for the GIL.
+into a batch slot in shared memory (data/decode_workers.py); the batch then reaches the device in one copy. Threads
+cannot do this part: a host decode in 14 reader threads reached 2,700 images/s where one thread alone did 835
+(measured on the H200 host, jpeg_decode_rate.py), the rest lost waiting for the GIL.
 
 Memory is bounded: the raw values (file bytes) of at most `prefetch` batches are held in host memory (with worker
 processes: `prefetch` + 1 decoded batch slots) and at most `prefetch` decoded batches wait on the device, whatever
@@ -130,8 +130,8 @@ class DecodeLoader:
         return epoch
 
     def close(self) -> None:
-        """Stop the background threads of every epoch still running, and the decoder's worker processes (a later
-        iteration starts new ones)."""
+        """Stop the background threads of every epoch still running, and the decoder's idle worker processes (a
+        later iteration starts new ones)."""
         for epoch in list(self._epochs):
             epoch.close()
         DecodeWorkers.stop(self.decoder)
