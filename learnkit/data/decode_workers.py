@@ -36,7 +36,10 @@ class DecodeWorkers:
     """`n` forked processes and `slots` batch slots for one decoder (see the module docstring)."""
 
     _sets: dict[int, list["DecodeWorkers"]] = {}  # id(decoder) -> its sets; an entry goes with its decoder
-    _lock = threading.Lock()
+    # re-entrant: a decoder's finalizer (_forget) takes it and may run in any thread, inside any allocation (a GC
+    # pass), also one made while this thread holds it
+    _lock = threading.RLock()
+    _fork_lock = threading.Lock()  # only around the fork (the _PENDING hand-over); no finalizer takes it
 
     def __init__(self, decoder: Any, n: int, batch_size: int, slots: int, first_position: int):
         global _PENDING
@@ -46,7 +49,7 @@ class DecodeWorkers:
         self.slots = shared_tensor((slots, batch_size) + tuple(sample.shape[1:]), sample.dtype)
         self.busy, self.broken = True, False
         before = set(multiprocessing.active_children())
-        with DecodeWorkers._lock:  # the children inherit (host, slots) through fork; the pool keeps no reference
+        with DecodeWorkers._fork_lock:  # the children inherit (host, slots) through fork; the pool keeps no reference
             _PENDING = (host, self.slots)  # to the decoder, so the decoder can be collected and end the set
             try:
                 self.pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork"),

@@ -301,3 +301,35 @@ def test_the_size_mismatch_error_names_no_item():
     assert done and isinstance(err, ValueError)
     # the class docstring: "A read or decode error ... is raised in the consumer (its message names the item)"
     assert "12" in str(err), str(err)
+
+
+def test_a_decoder_collected_while_a_new_set_forks_deadlocks(monkeypatch):
+    # The decoder's finalizer (_forget) may run inside any allocation, e.g. in the fork of a new set: it once waited
+    # for a lock this thread held (seen in the review: faulthandler showed _forget inside
+    # ProcessPoolExecutor.__init__ inside the locked fork). The GC pass is forced at that point here.
+    import sys
+
+    class Cyclic(_Numbers):
+        def __init__(self, *args, **kw):
+            super().__init__(*args, **kw)
+            self.me = self  # a reference cycle: only the cyclic GC frees it (as most objects in a real program)
+
+    module = sys.modules[DecodeWorkers.__module__]
+    gc.disable()  # no collection until the patched one below: the old decoder must still be there
+    try:
+        old = DecodeLoader(Cyclic(), [torch.arange(8)], range(8), 4, num_workers=2)
+        assert len(list(old)) == 2  # its decoder now has an idle set and a finalizer
+        del old  # garbage from now on, freed by the next collection
+
+        class CollectingPool(module.ProcessPoolExecutor):
+            def __init__(self, *args, **kw):
+                gc.collect()  # the GC pass that an allocation in here may start at any time
+                super().__init__(*args, **kw)
+        monkeypatch.setattr(module, "ProcessPoolExecutor", CollectingPool)
+        new = DecodeLoader(_Numbers(), [torch.arange(8)], range(8), 4, num_workers=2)
+        done, got = _within(3, lambda: len(list(new)))
+    finally:
+        gc.enable()
+    monkeypatch.undo()
+    _within(3, new.close)
+    assert done and got == 2, repr(got)
