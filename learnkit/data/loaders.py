@@ -416,9 +416,9 @@ def _device_decode(plan: LoaderPlan, decoder: Any, reason: str) -> tuple[Any, An
                             plan.generator if shuffle else None, plan.device, num_threads=threads,
                             dataset=BlockDataset([plan.items[i] for i in order], pipelines, order),
                             num_workers=processes)
-    processes, threads = _decode_processes(plan, decoder), None
-    if not hasattr(decoder, "host_decoder"):
-        threads = plan.num_workers or None
+    processes = _decode_processes(plan, decoder)
+    # num_workers means reader threads only for a decoder without a host decoder (else it counts processes)
+    threads = None if hasattr(decoder, "host_decoder") else plan.num_workers or None
     train_dl = loader(train, plan.train_pipelines, True,
                       len(train) > plan.batch_size if plan.drop_last is None else plan.drop_last)
     valid_dl = loader(valid, plan.eval_pipelines, False, False)
