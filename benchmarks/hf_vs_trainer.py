@@ -49,13 +49,18 @@ def learnkit_worker(folder: str, arch: str, csv_path: str, epochs: int, lr: floa
     return {"accuracy": round(learn.history.epoch_records[-1]["accuracy"], 4)}
 
 
-def trainer_worker(folder: str, csv_path: str, epochs: int, lr: float, batch_size: int, max_len: int) -> dict:
+def trainer_worker(folder: str, csv_path: str, epochs: int, lr: float, batch_size: int, max_len: int,
+                   mark=lambda name: None, make_callbacks=lambda: []) -> dict:
+    """The plain `Trainer` script. `mark(name)` is called after each step (text_deberta_timeline.py times them);
+    `make_callbacks()` gives extra TrainerCallbacks (called once transformers is imported)."""
     # The repo's datasets/ folder would shadow Hugging Face's `datasets`, which Trainer imports when installed.
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT]
-    import numpy as np
     import torch
+    mark("import torch")
+    import numpy as np
     from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
                               TrainingArguments, set_seed)
+    mark("import transformers (Trainer, Auto*)")
     set_seed(0)
     texts, labels, valid = read_fortunes(csv_path)
     classes = sorted(set(labels))
@@ -66,17 +71,23 @@ def trainer_worker(folder: str, csv_path: str, epochs: int, lr: float, batch_siz
     valid_set = set(valid)
     train_rows = [r for i, r in enumerate(rows) if i not in valid_set]
     valid_rows = [rows[i] for i in valid]
+    mark("tokenizer + encode")
     # float32 master weights under bf16 autocast, as learnkit trains (a float16 checkpoint would load as float16)
     model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=len(classes), dtype=torch.float32)
+    mark("from_pretrained")
     with tempfile.TemporaryDirectory() as out:
         args = TrainingArguments(output_dir=out, per_device_train_batch_size=batch_size, per_device_eval_batch_size=128,
                                  num_train_epochs=epochs, learning_rate=lr, weight_decay=0.01,
                                  warmup_steps=int(0.1 * epochs * -(-len(train_rows) // batch_size)),
                                  bf16=torch.cuda.is_available(), logging_strategy="no", save_strategy="no", eval_strategy="no",
                                  report_to=[], seed=0, dataloader_num_workers=0)
-        trainer = Trainer(model=model, args=args, train_dataset=train_rows, data_collator=DataCollatorWithPadding(tok))
+        trainer = Trainer(model=model, args=args, train_dataset=train_rows, data_collator=DataCollatorWithPadding(tok),
+                          callbacks=make_callbacks())
+        mark("TrainingArguments + Trainer()")
         trainer.train()
+        mark("train returned")
         predictions = trainer.predict(valid_rows)
+        mark("predict")
     accuracy = float((np.argmax(predictions.predictions, -1) == predictions.label_ids).mean())
     return {"accuracy": round(accuracy, 4)}
 

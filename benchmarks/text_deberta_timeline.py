@@ -39,55 +39,25 @@ def report(**extra) -> None:
 
 
 def trainer_child(a: argparse.Namespace) -> None:
-    """hf_vs_trainer.trainer_worker's script, step by step."""
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE.parent]  # datasets/ would shadow HF's
-    import torch
-    mark("import torch")
-    import numpy as np
-    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
-                              TrainerCallback, TrainingArguments, set_seed)
-    mark("import transformers (Trainer, Auto*)")
-    from hf_vs_trainer import read_fortunes
-    set_seed(0)
-    texts, labels, valid = read_fortunes(a.csv)
-    classes = sorted(set(labels))
-    tok = AutoTokenizer.from_pretrained(a.folder)
-    enc = tok(texts, truncation=True, max_length=128)
-    rows = [{"input_ids": enc["input_ids"][i], "attention_mask": enc["attention_mask"][i],
-             "labels": classes.index(labels[i])} for i in range(len(texts))]
-    valid_set = set(valid)
-    train_rows = [r for i, r in enumerate(rows) if i not in valid_set]
-    valid_rows = [rows[i] for i in valid]
-    mark("tokenizer + encode")
-    model = AutoModelForSequenceClassification.from_pretrained(a.folder, num_labels=len(classes),
-                                                               dtype=torch.float32)
-    mark("from_pretrained")
+    """hf_vs_trainer.trainer_worker's script (the benchmark's own), step by step."""
+    from hf_vs_trainer import trainer_worker
 
-    class Marks(TrainerCallback):
-        def on_train_begin(self, args, state, control, **kw):
-            mark("train: on_train_begin")
+    def marks():
+        from transformers import TrainerCallback
 
-        def on_step_end(self, args, state, control, **kw):
-            if state.global_step in (1, 2, 10):
-                mark(f"train: step {state.global_step}")
+        class Marks(TrainerCallback):
+            def on_train_begin(self, args, state, control, **kw):
+                mark("train: on_train_begin")
 
-        def on_epoch_end(self, args, state, control, **kw):
-            mark(f"train: epoch {round(state.epoch)}")
+            def on_step_end(self, args, state, control, **kw):
+                if state.global_step in (1, 2, 10):
+                    mark(f"train: step {state.global_step}")
 
-    with tempfile.TemporaryDirectory() as out:
-        args = TrainingArguments(output_dir=out, per_device_train_batch_size=32, per_device_eval_batch_size=128,
-                                 num_train_epochs=a.epochs, learning_rate=5e-4, weight_decay=0.01,
-                                 warmup_steps=int(0.1 * a.epochs * -(-len(train_rows) // 32)),
-                                 bf16=torch.cuda.is_available(), logging_strategy="no", save_strategy="no",
-                                 eval_strategy="no", report_to=[], seed=0, dataloader_num_workers=0)
-        trainer = Trainer(model=model, args=args, train_dataset=train_rows, data_collator=DataCollatorWithPadding(tok),
-                          callbacks=[Marks()])
-        mark("TrainingArguments + Trainer()")
-        trainer.train()
-        mark("train returned")
-        predictions = trainer.predict(valid_rows)
-        mark("predict")
-    report(accuracy=round(float((np.argmax(predictions.predictions, -1) == predictions.label_ids).mean()), 4))
+            def on_epoch_end(self, args, state, control, **kw):
+                mark(f"train: epoch {round(state.epoch)}")
+        return [Marks()]
+    row = trainer_worker(a.folder, a.csv, a.epochs, 5e-4, 32, 128, mark=mark, make_callbacks=marks)
+    report(**row)
 
 
 def child(a: argparse.Namespace) -> None:
