@@ -1,7 +1,7 @@
 """The device-decode path while a resnet34 trains (issue #18): the same learner, images/s for each way of reading
 and decoding, in one process (the folder of jpeg_stream.py; fit_one_cycle(1) cut after `--limit` batches, timed
 after `--warmup`). A variant is `tN` (N reader threads, nvJPEG on the GPU) or `wN` (N worker processes decoding on
-the host, `DecodeLoader(num_workers=N)`).
+the host, `DecodeLoader(num_workers=N)`); a trailing `b` turns cudnn.benchmark on for that fit (`w15b`).
 
     python benchmarks/jpeg_stream_variants.py --n 20000 [--variants t4,w15] [--out results.json]
 """
@@ -38,8 +38,10 @@ def main() -> None:
     learn = vision_learner(data, "resnet34", pretrained=False, progress=False, metrics=[])
     rows = []
     for variant in a.variants.split(","):
-        kind, n = variant[0], int(variant[1:])
+        kind, bench = variant[0], variant.endswith("b")
+        n = int(variant[1:].rstrip("b"))
         data.train_dl.num_threads, data.train_dl.num_workers = (n, 0) if kind == "t" else (4, n)
+        learn.cudnn_benchmark = True if bench else None
         clock = Clock(a.warmup, a.limit, torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None))
 
         class Timer(Callback):

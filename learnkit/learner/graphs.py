@@ -74,7 +74,7 @@ def graph_blockers(learn: "Learner", forced: bool = False) -> list[str]:
     if type(learn).train_step is not _learner_class().train_step or type(learn).eval_step is not _learner_class().eval_step:
         soft.append("train_step/eval_step are overridden (pass cuda_graphs=True if they are graph-safe)")
     failure = (learn.cuda_graph_report or {}).get("capture_failed")
-    if failure:  # e.g. DeBERTa's TorchScript helpers: do not pay the attempt in every fit
+    if failure:  # a host sync inside the model: do not pay the attempt in every fit
         soft.append(f"an earlier fit's {failure} (cuda_graphs=True retries)")
     return hard if forced else hard + soft
 

@@ -21,8 +21,8 @@ from learnkit.core.hub import HF_EXTRA
 from learnkit.core.registry import create_model, register_model
 from learnkit.text.transformer import attention_kernels, pool_hidden
 
-__all__ = ["HFClassifier", "HFTokenizer", "hf_classifier", "hf_classifier_from_dir", "hf_layer_groups",
-           "require_transformers"]
+__all__ = ["HFClassifier", "HFTokenizer", "RelativePositions", "hf_classifier", "hf_classifier_from_dir",
+           "hf_layer_groups", "require_transformers"]
 
 
 def require_transformers(what: str) -> ModuleType:
@@ -118,6 +118,46 @@ def classifier_head(hidden_size: int, n_out: int, dropout: float) -> nn.Sequenti
     return nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden_size, n_out))
 
 
+class RelativePositions:
+    """DeBERTa-v2/v3's relative-position table, built once per sequence length by the encoder's own `get_rel_pos`
+    and handed to it on every later call: a forward pre-hook on `DebertaV2Encoder` (`keep_relative_positions`).
+
+    Why: the encoder rebuilds the table in every forward, and building it copies a host scalar to the GPU
+    (`torch.tensor(mid - 1).type_as(...)`), a synchronizing copy that no CUDA graph can record. With the table
+    kept, the whole DeBERTa training step is captured (learner/graphs.py) and an eager step skips its ~10 kernels.
+    The table depends on the length and device only. Not while tracing, exporting or compiling, where the model
+    must compute it for whatever length it is given.
+    """
+    MAX_TABLES = 64
+
+    def __init__(self) -> None:
+        self.tables: dict[tuple[int, torch.device], torch.Tensor] = {}
+
+    def __call__(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+        if (not args or kwargs.get("relative_pos") is not None or kwargs.get("query_states") is not None
+                or torch.jit.is_tracing() or torch.compiler.is_compiling() or not isinstance(args[0], torch.Tensor)
+                or not isinstance(args[0].shape[-2], int)):
+            return None
+        hidden = args[0]
+        key = (hidden.shape[-2], hidden.device)
+        table = self.tables.get(key)
+        if table is None:
+            if len(self.tables) >= self.MAX_TABLES:
+                self.tables.clear()
+            with torch.no_grad():
+                table = self.tables[key] = module.get_rel_pos(hidden)
+        return args, {**kwargs, "relative_pos": table}
+
+
+def keep_relative_positions(encoder: nn.Module) -> nn.Module:
+    """`encoder` (an AutoModel) with a `RelativePositions` hook on its inner encoder when that rebuilds
+    relative positions in every forward (DeBERTa-v2/v3 with relative attention); other models unchanged."""
+    inner = getattr(encoder, "encoder", None)
+    if getattr(inner, "relative_attention", False) is True and callable(getattr(inner, "get_rel_pos", None)):
+        inner.register_forward_pre_hook(RelativePositions(), with_kwargs=True)
+    return encoder
+
+
 class HFClassifier(nn.Module):
     """`AutoModel` encoder → pooling ('mean' over real tokens, or the first ('cls') token) → dropout → Linear.
     Input: ids (B, L) right-padded with `pad_id` (the mask is `ids != pad_id`); output: logits (B, n_out).
@@ -137,6 +177,7 @@ class HFClassifier(nn.Module):
         except (ValueError, ImportError):  # an architecture without an sdpa implementation (DeBERTa-v2)
             self.encoder = transformers.AutoModel.from_config(_config(transformers, config), attn_implementation="eager")
         self.encoder.float()  # float32 master weights (a config may say float16); autocast chooses the compute type
+        keep_relative_positions(self.encoder)
         self.pad_id, self.pooling = int(pad_id), pooling
         self.head = classifier_head(self.encoder.config.hidden_size, n_out, dropout)
 
@@ -220,6 +261,7 @@ def hf_classifier_from_dir(folder: str | os.PathLike, n_out: int, pooling: str =
     if missing:
         raise ValueError(f"{folder}: its weights lack {missing[:5]} of {type(encoder).__name__}; check that "
                          "config.json belongs to the weights")
-    model.encoder = encoder.float().train(model.training)  # float32 master weights; from_pretrained gives eval mode
+    # float32 master weights; from_pretrained gives eval mode
+    model.encoder = keep_relative_positions(encoder.float().train(model.training))
     model.head = classifier_head(encoder.config.hidden_size, n_out, dropout)  # the shell's is on the meta device
     return model, tokenizer

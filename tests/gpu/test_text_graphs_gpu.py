@@ -1,6 +1,7 @@
 """CUDA graphs for text batches (learner/graphs.py with SubwordTextBlock.pad_multiple): one graph per padded
 length, the same training and validation figures as eager, parameters' .grad pointing at the replayed graph's
-buffers. A tiny random BERT saved with save_pretrained (tests/unit/hf_models.py). Marked `gpu`."""
+buffers. A tiny random BERT, and a DeBERTa-v3-style model (relative positions: text/hf.py's RelativePositions keeps
+its host-to-GPU copy out of the step), saved with save_pretrained (tests/unit/hf_models.py). Marked `gpu`."""
 import sys
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from learnkit.text import TextDataBunch, text_classifier_learner
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 pytest.importorskip("transformers")
-from hf_models import write_hf_model  # noqa: E402
+from hf_models import DEBERTA_V3, write_hf_model  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 WORDS = "the cat sat on the mat hello world big dog a and play".split()
@@ -40,8 +41,10 @@ def _fit(cuda_graphs, folder):
     return learn, grads.norms
 
 
-def test_text_batches_replay_one_graph_per_length_with_the_eager_figures(tmp_path):
-    folder = write_hf_model(tmp_path / "bert", "bert", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+@pytest.mark.parametrize("arch,config", [("bert", {}), ("deberta-v2", DEBERTA_V3)], ids=["bert", "deberta-v3"])
+def test_text_batches_replay_one_graph_per_length_with_the_eager_figures(arch, config, tmp_path):
+    folder = write_hf_model(tmp_path / arch, arch, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                            **config)
     eager, eager_grads = _fit(False, folder)
     graphed, graph_grads = _fit("auto", folder)
     report = graphed.cuda_graph_report

@@ -11,6 +11,10 @@ SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 SIZES = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
              max_position_embeddings=64)
 ARCHS = ["bert", "roberta", "distilbert", "deberta-v2", "electra", "xlm-roberta", "modernbert"]
+# DeBERTa-v3's layout (write_hf_model(folder, "deberta-v2", **DEBERTA_V3)): relative attention with log buckets,
+# no absolute positions; the default DebertaV2Config has neither
+DEBERTA_V3 = dict(relative_attention=True, position_buckets=8, norm_rel_ebd="layer_norm", share_att_key=True,
+                  pos_att_type=["p2c", "c2p"], max_relative_positions=-1, position_biased_input=False)
 _MODEL = {"bert": "wordpiece", "distilbert": "wordpiece", "electra": "wordpiece", "roberta": "bpe",
           "modernbert": "bpe", "deberta-v2": "unigram", "xlm-roberta": "unigram"}
 

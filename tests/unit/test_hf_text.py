@@ -17,7 +17,7 @@ from learnkit.learner.lora import LoRALinear, add_lora, merge_lora
 from learnkit.text import TextDataBunch, text_classifier_learner
 
 transformers = pytest.importorskip("transformers")  # in the dev extra: runs in CI
-from hf_models import ARCHS, write_hf_model  # noqa: E402
+from hf_models import ARCHS, DEBERTA_V3, write_hf_model  # noqa: E402
 
 TEXTS = [("the cat sat on the mat" if i % 2 else "hello world big dog") + " !" * (i % 3) for i in range(48)]
 LABELS = ["cat" if i % 2 else "dog" for i in range(48)]
@@ -250,3 +250,32 @@ def test_gradual_unfreezing_walks_the_hf_layer_groups(folders):
             trainable.append([any(p.requires_grad for p in g.parameters() if p.ndim > 1) for g in learn.layer_groups])
     learn.fine_tune(1, base_lr=1e-3, strategy="gradual", freeze_epochs=1, callbacks=[Record()])
     assert trainable == [[False, False, True], [False, True, True], [True, True, True]]
+
+
+
+def test_deberta_relative_positions_are_built_once_per_length_and_exports_build_their_own(tmp_path):
+    from learnkit.text.hf import RelativePositions
+    folder = write_hf_model(tmp_path / "deberta-v3", "deberta-v2", **DEBERTA_V3)
+    learn = text_classifier_learner(data(), "transformers", weights=folder, max_len=12, progress=False, path=tmp_path)
+    model, block = learn.model.eval(), learn.data.x_block
+    inner = model.encoder.encoder
+    (keep,) = [h for h in inner._forward_pre_hooks.values() if isinstance(h, RelativePositions)]
+    batches = [block.collate([block.encode(t) for t in texts])
+               for texts in (["the cat", "a"], ["a"], ["the cat sat on the mat ! ! ! !"] * 3)]
+    with torch.no_grad():
+        kept = [model(ids) for ids in batches]
+        tables = dict(keep.tables)
+        again = [model(ids) for ids in batches]
+        hooks = dict(inner._forward_pre_hooks)
+        inner._forward_pre_hooks.clear()  # the encoder building its table in every forward, as transformers does
+        rebuilt = [model(ids) for ids in batches]
+        inner._forward_pre_hooks.update(hooks)
+    lengths = sorted({ids.shape[1] for ids in batches})
+    assert len(lengths) == 3 and sorted(k[0] for k in tables) == lengths
+    assert all(keep.tables[k] is t for k, t in tables.items())  # built once: the second pass reused them
+    for a, b, c in zip(kept, again, rebuilt):
+        assert torch.equal(a, b) and torch.equal(a, c)
+    # an exported program builds the table for the length it is given (not the one it was traced at)
+    program = torch.export.load(str(learn.export_torch(tmp_path / "model.pt2"))).module()
+    for ids, logits in zip(batches, kept):
+        torch.testing.assert_close(program(ids), torch.softmax(logits, -1), atol=1e-5, rtol=0)
