@@ -46,7 +46,8 @@ def learnkit_worker(folder: str, arch: str, csv_path: str, epochs: int, lr: floa
     else:  # the default transfer recipe
         learn.fine_tune(epochs)
     # the last epoch's validation (the Trainer script predicts once, after training; a second pass would count twice)
-    return {"accuracy": round(learn.history.epoch_records[-1]["accuracy"], 4)}
+    graphs = {k: learn.cuda_graph_report.get(k) for k in ("used", "replays", "eager_batches", "reason")}
+    return {"accuracy": round(learn.history.epoch_records[-1]["accuracy"], 4), "cuda_graphs": graphs}
 
 
 def trainer_worker(folder: str, csv_path: str, epochs: int, lr: float, batch_size: int, max_len: int,
