@@ -256,8 +256,12 @@ def _produce(pipe: _Pipe, loader: DecodeLoader, batches: list[list[int]], stream
             torch.cuda.set_device(loader.device)
         if workers is not None:
             def deliver(batch: list[int], slot: torch.Tensor) -> bool:  # copied before the slot is reused
-                with torch.cuda.stream(stream) if stream is not None else _nothing():
-                    x = slot.to(loader.device) if loader.device.type != "cpu" else slot.clone()
+                if loader.device.type == "cpu":
+                    return pipe.put(_with_targets(loader, batch, slot.clone(), stream))
+                with torch.cuda.stream(stream):
+                    x = slot.to(loader.device, non_blocking=workers.pinned)
+                    if workers.pinned:  # the DMA reads the slot: it must end before the slot is reused
+                        stream.synchronize()
                     return pipe.put(_with_targets(loader, batch, x, stream))
             try:
                 run_workers(workers, loader, batches, lambda: pipe.stop.is_set(), deliver)

@@ -41,7 +41,7 @@ class DecodeWorkers:
     _lock = threading.RLock()
     _fork_lock = threading.Lock()  # only around the fork (the _PENDING hand-over); no finalizer takes it
 
-    def __init__(self, decoder: Any, n: int, batch_size: int, slots: int, first_position: int):
+    def __init__(self, decoder: Any, n: int, batch_size: int, slots: int, first_position: int, pin: bool = False):
         global _PENDING
         host = decoder.host_decoder()
         sample = host.decode([host.read(first_position)], [first_position])  # the size and type of every item
@@ -58,6 +58,9 @@ class DecodeWorkers:
             finally:
                 _PENDING = None
         self.processes = [p for p in multiprocessing.active_children() if p not in before]
+        # page-locked after the fork (the children write through their own mapping of the same pages): the copy to
+        # the GPU is then one DMA (H200: ~1 ms a 224 px batch of 256) instead of ~8 ms staged through the driver
+        self.pinned = pin and _host_register(self.slots, True)
 
     @classmethod
     def claim(cls, loader: Any) -> "DecodeWorkers":
@@ -73,7 +76,8 @@ class DecodeWorkers:
                         and len(w.slots) >= loader.prefetch + 1:
                     w.busy = True
                     return w
-        w = cls(loader.decoder, loader.num_workers, loader.batch_size, loader.prefetch + 1, loader.positions[0])
+        w = cls(loader.decoder, loader.num_workers, loader.batch_size, loader.prefetch + 1, loader.positions[0],
+                pin=loader.device.type == "cuda")
         with cls._lock:
             if key not in cls._sets:
                 cls._sets[key] = []
@@ -123,6 +127,8 @@ class DecodeWorkers:
             if p.is_alive():
                 p.kill()
                 p.join(timeout=1.0)
+        if self.pinned:
+            self.pinned = not _host_register(self.slots, False)
 
 
 def run_workers(workers: DecodeWorkers, loader: Any, batches: list[list[int]], stopped: Callable[[], bool],
@@ -168,6 +174,26 @@ def run_workers(workers: DecodeWorkers, loader: Any, batches: list[list[int]], s
         if running and wait(running, timeout=GRACE_SECONDS).not_done:
             workers.broken = True  # a share that does not end (a hung read): the set is never reused
             workers.end(wait_s=0.0)
+
+
+def _host_register(t: torch.Tensor, pin: bool) -> bool:
+    """cudaHostRegister (pin) or cudaHostUnregister `t`'s memory; True if it worked. In a thread of its own: a
+    failure leaves a CUDA error in the calling thread's last-error state, which a later kernel launch there would
+    raise; that thread's state ends with it."""
+    done: list[bool] = []
+
+    def call() -> None:
+        try:
+            cudart = torch.cuda.cudart()
+            err = cudart.cudaHostRegister(t.data_ptr(), t.numel() * t.element_size(), 0) if pin \
+                else cudart.cudaHostUnregister(t.data_ptr())
+            done.append(err == cudart.cudaError.success)
+        except Exception:  # no CUDA runtime: the copies stay staged
+            done.append(False)
+    thread = threading.Thread(target=call, name="learnkit-pin")
+    thread.start()
+    thread.join()
+    return bool(done and done[0])
 
 
 _PENDING: tuple[Any, torch.Tensor] | None = None  # (host decoder, slots) while a set forks its processes

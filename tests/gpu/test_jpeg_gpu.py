@@ -93,4 +93,8 @@ def test_worker_processes_decode_on_the_host_and_deliver_cuda_batches(tmp_path):
         assert x.is_cuda and torch.equal(y.cpu(), torch.arange(len(files)))
         assert torch.equal(x.cpu(), want)  # the host decoder's pixels, exactly (no nvJPEG involved)
     assert gpu.pillow_files == 2 * 4  # the four CMYK files, each epoch
+    from learnkit.data.decode_workers import DecodeWorkers
+    (workers,) = DecodeWorkers.sets_of(gpu)
+    assert workers.pinned  # page-locked slots (cudaHostRegister after the fork): one DMA a batch
     dl.close()
+    assert not workers.pinned and not DecodeWorkers.sets_of(gpu)  # unregistered when the set ended
