@@ -245,7 +245,6 @@ def _read_text(file: Path, model: Path) -> str:
 def _load(model: Path) -> Any:
     """`load_learner(model)`, every failure one line that names the file at fault (never a traceback)."""
     from learnkit.export import load_learner
-    recipe = Path(model) / "recipe.json"
     try:
         return load_learner(model)
     except OSError as e:  # a file that cannot be read: the exception names it

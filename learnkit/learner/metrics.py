@@ -11,7 +11,7 @@ accuracy_multi for multi-label, mae for a number).
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import torch
 
