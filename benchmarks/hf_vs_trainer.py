@@ -34,12 +34,12 @@ def read_fortunes(csv_path: str) -> tuple[list[str], list[str], list[int]]:
 
 
 def learnkit_worker(folder: str, arch: str, csv_path: str, epochs: int, lr: float, batch_size: int, max_len: int,
-                    recipe: str) -> dict:
+                    recipe: str, seed: int = 0) -> dict:
     from learnkit import set_seed
     from learnkit.text import TextDataBunch, text_classifier_learner
-    set_seed(0)
+    set_seed(seed)
     texts, labels, valid = read_fortunes(csv_path)
-    data = TextDataBunch.from_lists(texts, labels, valid_idx=valid, batch_size=batch_size, seed=0)
+    data = TextDataBunch.from_lists(texts, labels, valid_idx=valid, batch_size=batch_size, seed=seed)
     learn = text_classifier_learner(data, arch, weights=folder, max_len=max_len, progress=False)
     if recipe == "fit_one_cycle":  # the Trainer's fine-tune: everything trained from the start, one schedule
         learn.fit_one_cycle(epochs, lr, pct_start=0.1)
@@ -51,7 +51,7 @@ def learnkit_worker(folder: str, arch: str, csv_path: str, epochs: int, lr: floa
 
 
 def trainer_worker(folder: str, csv_path: str, epochs: int, lr: float, batch_size: int, max_len: int,
-                   mark=lambda name: None, make_callbacks=lambda: []) -> dict:
+                   mark=lambda name: None, make_callbacks=lambda: [], seed: int = 0) -> dict:
     """The plain `Trainer` script. `mark(name)` is called after each step (text_deberta_timeline.py times them);
     `make_callbacks()` gives extra TrainerCallbacks (called once transformers is imported)."""
     # The repo's datasets/ folder would shadow Hugging Face's `datasets`, which Trainer imports when installed.
@@ -62,7 +62,7 @@ def trainer_worker(folder: str, csv_path: str, epochs: int, lr: float, batch_siz
     from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
                               TrainingArguments, set_seed)
     mark("import transformers (Trainer, Auto*)")
-    set_seed(0)
+    set_seed(seed)
     texts, labels, valid = read_fortunes(csv_path)
     classes = sorted(set(labels))
     tok = AutoTokenizer.from_pretrained(folder)
@@ -81,7 +81,7 @@ def trainer_worker(folder: str, csv_path: str, epochs: int, lr: float, batch_siz
                                  num_train_epochs=epochs, learning_rate=lr, weight_decay=0.01,
                                  warmup_steps=int(0.1 * epochs * -(-len(train_rows) // batch_size)),
                                  bf16=torch.cuda.is_available(), logging_strategy="no", save_strategy="no", eval_strategy="no",
-                                 report_to=[], seed=0, dataloader_num_workers=0)
+                                 report_to=[], seed=seed, dataloader_num_workers=0)
         trainer = Trainer(model=model, args=args, train_dataset=train_rows, data_collator=DataCollatorWithPadding(tok),
                           callbacks=make_callbacks())
         mark("TrainingArguments + Trainer()")
@@ -130,13 +130,17 @@ def main() -> None:
     parser.add_argument("--max-len", type=int, default=128)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--repeat", type=int, default=1, help="run each model's contenders this many times, in turn")
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds: each contender runs once per seed")
+    parser.add_argument("--only", default=None, help="comma-separated contenders to run (e.g. trainer,"
+                        "learnkit:transformers:fit_one_cycle); default all")
+    parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--folder", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--lr", type=float, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:  # one contender in this fresh process
         shape = dict(csv_path=args.csv, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                     max_len=args.max_len)
+                     max_len=args.max_len, seed=args.seed)
         if args.worker == "trainer":
             row = trainer_worker(args.folder, **shape)
         else:
@@ -157,14 +161,15 @@ def main() -> None:
         for folder, name, lr, contenders in plans:
             if folder is None:
                 continue
-            for who in contenders * args.repeat:
+            chosen = [c for c in contenders if args.only is None or c in args.only.split(",")]
+            for who, seed in [(c, int(s)) for _ in range(args.repeat) for s in args.seeds.split(",") for c in chosen]:
                 start = time.perf_counter()
                 proc = subprocess.run([sys.executable, __file__, "--worker", who, "--folder", folder, "--csv", args.csv,
                                        "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
-                                       "--max-len", str(args.max_len), "--lr", str(lr)],
+                                       "--max-len", str(args.max_len), "--lr", str(lr), "--seed", str(seed)],
                                       capture_output=True, text=True)
                 line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-                row = {"model": name, "contender": who, "epochs": args.epochs, "batch_size": args.batch_size,
+                row = {"model": name, "contender": who, "seed": seed, "epochs": args.epochs, "batch_size": args.batch_size,
                        "max_len": args.max_len, "lr": lr, "seconds_end_to_end": round(time.perf_counter() - start, 2),
                        **(json.loads(line[7:]) if line else {"error": proc.stderr[-1500:]})}
                 results.append(row)
