@@ -144,8 +144,8 @@ class RelativePositions:
         if table is None:
             if len(self.tables) >= self.MAX_TABLES:
                 self.tables.clear()
-            with torch.no_grad():
-                table = self.tables[key] = module.get_rel_pos(hidden)
+            with torch.inference_mode(False), torch.no_grad():  # a plain tensor, also when first built under
+                table = self.tables[key] = module.get_rel_pos(hidden)  # inference mode and then trained with
         return args, {**kwargs, "relative_pos": table}
 
 

@@ -262,8 +262,9 @@ def test_deberta_relative_positions_are_built_once_per_length_and_exports_build_
     (keep,) = [h for h in inner._forward_pre_hooks.values() if isinstance(h, RelativePositions)]
     batches = [block.collate([block.encode(t) for t in texts])
                for texts in (["the cat", "a"], ["a"], ["the cat sat on the mat ! ! ! !"] * 3)]
-    with torch.no_grad():
+    with torch.inference_mode():  # tables first built here (a Predictor's mode) still serve training below
         kept = [model(ids) for ids in batches]
+    with torch.no_grad():
         tables = dict(keep.tables)
         again = [model(ids) for ids in batches]
         hooks = dict(inner._forward_pre_hooks)
@@ -275,6 +276,10 @@ def test_deberta_relative_positions_are_built_once_per_length_and_exports_build_
     assert all(keep.tables[k] is t for k, t in tables.items())  # built once: the second pass reused them
     for a, b, c in zip(kept, again, rebuilt):
         assert torch.equal(a, b) and torch.equal(a, c)
+    assert not any(t.is_inference() for t in keep.tables.values())
+    model.train()
+    model(batches[0]).sum().backward()  # a training step on a table made under inference mode
+    model.eval()
     # an exported program builds the table for the length it is given (not the one it was traced at)
     program = torch.export.load(str(learn.export_torch(tmp_path / "model.pt2"))).module()
     for ids, logits in zip(batches, kept):
