@@ -1,8 +1,8 @@
 """Where the GPU time of a streaming JPEG step goes (issue #18): jpeg_stream_variants.py's learner (resnet34, 224 px,
 batch 256, bf16, decode worker processes) profiled for `--steps` training batches after `--warmup`, GPU kernel and
 copy time summed by name; beside it, the same model object and a plain torchvision resnet34 stepped on one batch
-already on the GPU (the step's ceiling, fused AdamW, bf16 autocast, channels_last), with and without the
-learner's CUDA graphs in the streaming fit.
+already on the GPU (`jpeg_decode_rate.step_rate`: the step's ceiling), with and without the learner's CUDA graphs in
+the streaming fit.
 
     python benchmarks/jpeg_step_profile.py --n 20000 [--source DIR] [--out results.json]
 """
@@ -11,43 +11,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-
-def bare_rate(model, steps: int = 40) -> float:
-    """Images/s of `model` trained on one fixed batch on the GPU (fused AdamW, bf16 autocast, channels_last)."""
-    import torch
-    x = torch.randn(256, 3, 224, 224, device="cuda").to(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (256,), device="cuda")
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], 1e-4, fused=True)
-    model.train()
-
-    def step() -> None:
-        with torch.autocast("cuda", torch.bfloat16):
-            loss = torch.nn.functional.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    for _ in range(10):
-        step()
-    torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(steps):
-        step()
-    torch.cuda.synchronize()
-    return round(steps * 256 / (time.perf_counter() - t), 1)
+from jpeg_decode_rate import step_rate  # noqa: E402  (the bare step: the ceiling's own measure)
+from jpeg_stream_variants import folder_args, streaming_learner  # noqa: E402
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--n", type=int, default=20000)
-    p.add_argument("--data", default="/tmp/learnkit-jpeg-stream")
-    p.add_argument("--source", default=None)
+    folder_args(p)
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--out", default=None)
@@ -55,14 +31,10 @@ def main() -> None:
     import torch
     import torchvision
     from torch.profiler import ProfilerActivity, profile
-    from jpeg_stream import Clock, _source, generate
+    from jpeg_stream import Clock
     from learnkit import Callback, CancelTrain, CancelValidate
-    from learnkit.vision import ImageDataBunch, Resize, vision_learner
 
-    generate(Path(a.data), a.n, 256, _source(a.source))
-    data = ImageDataBunch.from_folder(a.data, item_tfms=Resize(224), batch_size=256, seed=0, resident=False,
-                                      device_decode=True, verbose=False)
-    learn = vision_learner(data, "resnet34", pretrained=False, progress=False, metrics=[])
+    data, learn = streaming_learner(a)
     out: dict = {"loader_report": data.loader_report}
     for graphs in ("auto", False):
         learn.cuda_graphs = graphs
@@ -102,12 +74,12 @@ def main() -> None:
         for r in rows[:30]:
             print("   ", r, flush=True)
     torch.backends.cudnn.benchmark = False
-    out["bare_learner_model"] = bare_rate(learn.model)
+    out["bare_learner_model"] = step_rate(learn.model)
     tv = torchvision.models.resnet34(num_classes=10).cuda().to(memory_format=torch.channels_last)
-    out["bare_torchvision_resnet34"] = bare_rate(tv)
+    out["bare_torchvision_resnet34"] = step_rate(tv)
     torch.backends.cudnn.benchmark = True
-    out["bare_torchvision_resnet34_cudnn_benchmark"] = bare_rate(tv)
-    out["bare_learner_model_cudnn_benchmark"] = bare_rate(learn.model)
+    out["bare_torchvision_resnet34_cudnn_benchmark"] = step_rate(tv)
+    out["bare_learner_model_cudnn_benchmark"] = step_rate(learn.model)
     print(json.dumps({k: v for k, v in out.items() if k.startswith("bare")}), flush=True)
     if a.out:
         Path(a.out).write_text(json.dumps(out, indent=1))

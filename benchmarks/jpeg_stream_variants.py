@@ -17,25 +17,37 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 
-def main() -> None:
-    p = argparse.ArgumentParser()
+def folder_args(p: argparse.ArgumentParser) -> None:
+    """--n, --data, --source: the JPEG folder that `streaming_learner` writes (once) and trains on."""
     p.add_argument("--n", type=int, default=20000)
     p.add_argument("--data", default="/tmp/learnkit-jpeg-stream")
     p.add_argument("--source", default=None)
+
+
+def streaming_learner(a: argparse.Namespace):
+    """(data, learn): jpeg_stream.py's folder (written if missing), not resident, device_decode=True, and the
+    resnet34 learner from scratch that every variant trains."""
+    from jpeg_stream import _source, generate
+    from learnkit.vision import ImageDataBunch, Resize, vision_learner
+    generate(Path(a.data), a.n, 256, _source(a.source))
+    data = ImageDataBunch.from_folder(a.data, item_tfms=Resize(224), batch_size=256, seed=0, resident=False,
+                                      device_decode=True, verbose=False)
+    return data, vision_learner(data, "resnet34", pretrained=False, progress=False, metrics=[])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    folder_args(p)
     p.add_argument("--limit", type=int, default=70)
     p.add_argument("--warmup", type=int, default=15)
     p.add_argument("--variants", default="t4,w15,w12,w8,t4")
     p.add_argument("--out", default=None)
     a = p.parse_args()
     import torch
-    from jpeg_stream import Clock, _source, generate
+    from jpeg_stream import Clock
     from learnkit import Callback, CancelTrain, CancelValidate
-    from learnkit.vision import ImageDataBunch, Resize, vision_learner
 
-    generate(Path(a.data), a.n, 256, _source(a.source))
-    data = ImageDataBunch.from_folder(a.data, item_tfms=Resize(224), batch_size=256, seed=0, resident=False,
-                                      device_decode=True, verbose=False)
-    learn = vision_learner(data, "resnet34", pretrained=False, progress=False, metrics=[])
+    data, learn = streaming_learner(a)
     rows = []
     for variant in a.variants.split(","):
         kind, bench = variant[0], variant.endswith("b")

@@ -252,7 +252,6 @@ def test_gradual_unfreezing_walks_the_hf_layer_groups(folders):
     assert trainable == [[False, False, True], [False, True, True], [True, True, True]]
 
 
-
 def test_deberta_relative_positions_are_built_once_per_length_and_exports_build_their_own(tmp_path):
     from learnkit.text.hf import RelativePositions
     folder = write_hf_model(tmp_path / "deberta-v3", "deberta-v2", **DEBERTA_V3)
