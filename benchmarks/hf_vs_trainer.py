@@ -133,6 +133,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0", help="comma-separated seeds: each contender runs once per seed")
     parser.add_argument("--only", default=None, help="comma-separated contenders to run (e.g. trainer,"
                         "learnkit:transformers:fit_one_cycle); default all")
+    parser.add_argument("--models", default="minilm,deberta", help="comma-separated: minilm (needs --minilm), deberta")
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--folder", default=None, help=argparse.SUPPRESS)
@@ -152,11 +153,14 @@ def main() -> None:
     import torch
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        deberta = write_deberta(Path(tmp) / "deberta-v3-small-random", args.csv)
-        plans = [(args.minilm, "all-MiniLM-L6-v2", 1e-4, ["trainer", "learnkit:bert:fit_one_cycle",
+        models = args.models.split(",")
+        deberta = write_deberta(Path(tmp) / "deberta-v3-small-random", args.csv) if "deberta" in models else None
+        minilm = args.minilm if "minilm" in models else None
+        plans = [(minilm, "all-MiniLM-L6-v2", 1e-4, ["trainer", "learnkit:bert:fit_one_cycle",
                                                           "learnkit:transformers:fit_one_cycle",
-                                                          "learnkit:bert:fine_tune"]),
-                 (str(deberta), "DeBERTa-v3-style random (256 x 4)", 5e-4, ["trainer",
+                                                          "learnkit:bert:fine_tune",
+                                                          "learnkit:transformers:fine_tune"]),
+                 (deberta and str(deberta), "DeBERTa-v3-style random (256 x 4)", 5e-4, ["trainer",
                                                                             "learnkit:transformers:fit_one_cycle"])]
         for folder, name, lr, contenders in plans:
             if folder is None:
