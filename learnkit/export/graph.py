@@ -118,18 +118,33 @@ def _fail(step: str, exc: Exception) -> RuntimeError:
                         "load_learner) to ship it instead.")
 
 
-def _max_tokens(program: torch.export.ExportedProgram) -> int | None:
-    """The largest sequence length the captured program accepts (the model's position limit), or None."""
+def _position_limit(model: nn.Module | None) -> int | None:
+    """The model's own position limit from a transformers config (max_position_embeddings, less RoBERTa-style
+    learned positions' offset pad_token_id + 1), or None."""
+    config = getattr(getattr(model, "encoder", None), "config", None)
+    limit = getattr(config, "max_position_embeddings", None)
+    if not isinstance(limit, int) or getattr(config, "position_biased_input", True) is False:
+        return None
+    if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert", "longformer"):
+        limit -= int(getattr(config, "pad_token_id", 1) or 0) + 1
+    return limit if limit > 0 else None
+
+
+def _max_tokens(program: torch.export.ExportedProgram, model: nn.Module | None = None) -> int | None:
+    """The largest sequence length the captured program accepts: its traced bound where torch.export found one,
+    else the model's position limit (`_position_limit`), else None."""
     name = program.graph_signature.user_inputs[0]
     node = next(n for n in program.graph.nodes if n.op == "placeholder" and n.name == name)
     size = node.meta["val"].shape[1]
     if isinstance(size, int):
         return size
     bounds = program.range_constraints.get(size.node.expr)
+    # an unbounded range ends in sympy's int_oo (RoBERTa's position ids come from a cumsum: no traced bound)
+    # (int_oo claims is_finite, and int() of it raises AttributeError)
     try:
-        return int(bounds.upper) if bounds is not None else None
-    except (TypeError, ValueError, OverflowError):  # unbounded (int_oo)
-        return None
+        return int(bounds.upper) if bounds is not None else _position_limit(model)
+    except (TypeError, ValueError, OverflowError, AttributeError):
+        return _position_limit(model)
 
 
 def _capture(learn: "Learner", serving: ServingModule, x: torch.Tensor, kind: str,
@@ -149,7 +164,7 @@ def _capture(learn: "Learner", serving: ServingModule, x: torch.Tensor, kind: st
                 "load_learner(folder).predict_batch(texts), which tokenizes, pads and batches as training did."
             ) from e
         raise _fail(step, e) from e
-    return program, (_max_tokens(program) if kind == "tokens" else None)
+    return program, (_max_tokens(program, serving.model) if kind == "tokens" else None)
 
 
 def _input_spec(learn: "Learner", x: torch.Tensor, kind: str, max_tokens: int | None, path: Path) -> dict[str, Any]:

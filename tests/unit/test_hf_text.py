@@ -283,3 +283,26 @@ def test_deberta_relative_positions_are_built_once_per_length_and_exports_build_
     program = torch.export.load(str(learn.export_torch(tmp_path / "model.pt2"))).module()
     for ids, logits in zip(batches, kept):
         torch.testing.assert_close(program(ids), torch.softmax(logits, -1), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("arch", ["roberta", "modernbert"])
+def test_export_of_a_model_without_a_traced_length_bound_uses_its_position_limit(arch, folders, tmp_path):
+    """RoBERTa's position ids come from a cumsum, so torch.export leaves the length unbounded (int_oo): the card's
+    max_tokens is the model's own limit (64 positions less RoBERTa's offset pad_token_id + 1)."""
+    learn = text_classifier_learner(data(), "transformers", weights=folders[arch], max_len=12, progress=False,
+                                    path=tmp_path)
+    block = learn.data.x_block
+    ids = block.collate([block.encode(t) for t in ("the cat sat", "hello world big dog dog", "a")])
+    learn.model.eval()
+    with torch.no_grad():
+        expected = torch.softmax(learn.model(ids), -1)
+    program = torch.export.load(str(learn.export_torch(tmp_path / "model.pt2"))).module()
+    torch.testing.assert_close(program(ids), expected, atol=1e-5, rtol=0)
+    config = learn.model.encoder.config
+    limit = config.max_position_embeddings - (config.pad_token_id + 1 if arch == "roberta" else 0)
+    assert json.loads((tmp_path / "model.pt2.card.json").read_text())["input"]["max_tokens"] == limit
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    session = ort.InferenceSession(str(learn.export_onnx(tmp_path / "model.onnx")))
+    got = session.run(None, {"input_ids": ids.numpy()})[0]
+    torch.testing.assert_close(torch.from_numpy(got), expected, atol=1e-4, rtol=0)
