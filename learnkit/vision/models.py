@@ -1,18 +1,17 @@
 """Transfer-learning image models: a torchvision / timm / EfficientNet-Lite0 body cut at its pooling layer plus
 fastai's head (`vision_model`: registered, never downloads, so exports rebuild it), layer groups, and
-`load_pretrained` (body children keep their original names, so the original state_dicts load unchanged).
+`load_pretrained` (body children keep their original names, so the original state_dicts load unchanged); what is
+timm's own (names and tags, the classifier-free body, its statistics and hub weights) is in `timm_models.py`.
 
 Example: `model = create_model("vision_model", arch="resnet34", n_out=10); load_pretrained(model, "resnet34")`.
 """
 from __future__ import annotations
 
 import difflib
-import importlib
 import math
 import os
 from collections import OrderedDict
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Callable, Sequence
 from urllib.parse import urlparse
 
@@ -21,9 +20,10 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from learnkit.core.hub import cached_snapshot, hub_offline, not_cached_error
+from learnkit.core.hub import ModelNotCached, hub_offline
 from learnkit.core.registry import create_model, register_model
 from learnkit.core.serialization import load_tensors
+from learnkit.vision.timm_models import timm_body, timm_module as _timm, timm_name, timm_pretrained_body, timm_stats
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "AdaptiveConcatPool2d", "PretrainedWeightsNotFound", "RegressionOutput",
            "VisionModel",
@@ -202,13 +202,6 @@ def vision_splitter(model: nn.Module) -> list[nn.Module]:
     return model.layer_groups()
 
 
-def _timm() -> ModuleType | None:
-    try:
-        return importlib.import_module("timm")
-    except ImportError:
-        return None
-
-
 def _resolve(arch: Arch) -> tuple[str, str]:
     """(family, name), family one of 'callable', 'lite0', 'torchvision', 'timm'; unknown names list close ones."""
     if not isinstance(arch, str):
@@ -220,11 +213,10 @@ def _resolve(arch: Arch) -> tuple[str, str]:
     tv_names = torchvision.models.list_models(module=torchvision.models)
     if arch in tv_names:
         return "torchvision", arch
-    timm, name = _timm(), arch.removeprefix("timm:").removeprefix("timm/")  # 'timm/<name>': timm's hub repo id
-    if timm is None and arch.startswith(("timm:", "timm/")):
-        raise ImportError(f"arch={arch!r} needs timm, which is not installed: pip install timm")
-    if timm is not None and timm.is_model(name):
+    name = timm_name(arch)
+    if name is not None:
         return "timm", name
+    timm, name = _timm(), arch.removeprefix("timm:").removeprefix("timm/")
     known = ([] if arch.startswith(("timm:", "timm/")) else tv_names + ["efficientnet_lite0"]) + \
         (list(timm.list_models()) if timm is not None else [])
     close = difflib.get_close_matches(name, known, n=5, cutoff=0.6)
@@ -316,7 +308,7 @@ def vision_model(arch: Arch, n_out: int, n_in: int = 3, concat_pool: bool = True
     kwargs = dict(arch_kwargs or {})
     pooled = False
     if family == "timm":
-        body, pooled = _timm_body(name, n_in, kwargs, pretrained=False)
+        body, pooled = timm_body(name, n_in, kwargs, pretrained=False)
     else:
         if family == "lite0":
             from learnkit.vision.efficientnet import EfficientNetLite0
@@ -327,28 +319,6 @@ def vision_model(arch: Arch, n_out: int, n_in: int = 3, concat_pool: bool = True
     output = None if out_shape is None else RegressionOutput(out_shape, y_range, target_mean, target_std)
     return VisionModel(body, _num_features(body, n_in, name, pooled), n_out, n_in, concat_pool, head_hidden, dropout,
                        pooled=pooled, output=output)
-
-
-_TIMM_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm reads from its hub repos
-
-
-def _timm_body(name: str, n_in: int, kwargs: dict[str, Any], pretrained: bool,
-               weights_file: Path | None = None) -> tuple[nn.Module, bool]:
-    """(body, pooled): timm's model without its classifier. Convolutional models keep their unpooled feature map
-    (timm adapts `in_chans` itself). Patch-embedding models (ViT, DeiT, ...) pool themselves (class token) and
-    get `dynamic_img_size` + `dynamic_img_pad` where they take them: any image size works, padded up to a
-    multiple of the patch size, the position embeddings interpolated."""
-    timm = _timm()
-    if weights_file is not None:
-        kwargs = {**kwargs, "pretrained_cfg_overlay": {"file": str(weights_file)}}
-    body = timm.create_model(name, pretrained=pretrained, num_classes=0, global_pool="", in_chans=n_in, **kwargs)
-    if not hasattr(body, "patch_embed"):
-        return body, False
-    try:
-        return timm.create_model(name, pretrained=pretrained, num_classes=0, in_chans=n_in, dynamic_img_size=True,
-                                 dynamic_img_pad=True, **kwargs), True
-    except TypeError:  # a patch model without dynamic sizes (e.g. Swin): its own fixed input size
-        return timm.create_model(name, pretrained=pretrained, num_classes=0, in_chans=n_in, **kwargs), True
 
 
 def create_vision_model(arch: Arch, n_out: int, n_in: int = 3, pretrained: bool = False,
@@ -456,23 +426,11 @@ def load_pretrained(model: VisionModel, arch: Arch, weights: str | Path | None =
         _load_body(model, full.state_dict(), str(report.path))
         source = f"efficientnet_lite0 weights from {report.path}"
     elif family == "timm" and path is None:
-        # A cached file is handed to timm directly: the cache and the offline flag are read now, not when
-        # huggingface_hub was first imported.
-        hub_id = _timm_hub_id(name)
-        snapshot = cached_snapshot(hub_id, required=()) if hub_id else None
-        cached = next((snapshot / f for f in _TIMM_FILES if snapshot and (snapshot / f).is_file()), None)
-        if hub_id and cached is None and hub_offline():
-            raise PretrainedWeightsNotFound(f"{not_cached_error(hub_id, 'HF_HUB_OFFLINE=1 is set', 'timm weights')} "
-                                            "Or pass weights=<file>.")
         try:
-            full, _ = _timm_body(name, model.n_in, {}, pretrained=True, weights_file=cached)
-        except Exception as e:  # hub, network and cache errors come in many types
-            why = f"timm failed ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})"
-            raise PretrainedWeightsNotFound((f"{not_cached_error(hub_id, why, 'timm weights')} " if hub_id else
-                                             f"timm could not load pretrained weights for {name!r}: {why}. ")
-                                            + "Or pass weights=<file>.") from e
+            full, source = timm_pretrained_body(name, model.n_in)
+        except ModelNotCached as e:
+            raise PretrainedWeightsNotFound(str(e)) from e
         _load_body(model, full.state_dict(), f"timm:{name}")
-        source = f"timm:{name} pretrained weights ({(getattr(full, 'pretrained_cfg', None) or {}).get('hf_hub_id')})"
     else:
         if path is None:  # torchvision's DEFAULT weights, through torch.hub's cache
             try:
@@ -489,16 +447,6 @@ def load_pretrained(model: VisionModel, arch: Arch, weights: str | Path | None =
     return source
 
 
-def _timm_hub_id(name: str) -> str | None:
-    """The Hugging Face repo timm downloads `name`'s weights from ('timm/<name>.<tag>'), when it says."""
-    try:
-        cfg = _timm().models.get_pretrained_cfg(name)
-    except Exception:  # an unknown tag or an old timm: timm itself will say what is wrong
-        return None
-    hub_id = cfg.get("hf_hub_id") if isinstance(cfg, dict) else getattr(cfg, "hf_hub_id", None)
-    return hub_id if isinstance(hub_id, str) and hub_id else None
-
-
 def pretrained_stats(arch: Arch, n_in: int = 3) -> Stats:
     """(mean, std) per input channel that `arch`'s pretrained weights expect, for inputs scaled to [0, 1]:
     ImageNet's for torchvision ((0.5,)*3 for inception_v3 and googlenet), the `pretrained_cfg` for timm,
@@ -511,8 +459,7 @@ def pretrained_stats(arch: Arch, n_in: int = 3) -> Stats:
     if family == "lite0":
         from learnkit.vision.efficientnet import EFFICIENTNET_LITE0_MEAN as mean, EFFICIENTNET_LITE0_STD as std
     elif family == "timm":
-        cfg = _timm().models.get_pretrained_cfg(name) or {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
-        mean, std = (cfg["mean"], cfg["std"]) if isinstance(cfg, dict) else (cfg.mean, cfg.std)
+        mean, std = timm_stats(name, (IMAGENET_MEAN, IMAGENET_STD))
     else:
         mean, std = ((0.5,) * 3, (0.5,) * 3) if name in _HALF_STATS else (IMAGENET_MEAN, IMAGENET_STD)
     mean, std = ((sum(v) / len(v),) if n_in == 1 else tuple(float(v[i % len(v)]) for i in range(n_in))

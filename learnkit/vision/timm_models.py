@@ -1,0 +1,108 @@
+"""timm bodies for `vision.models`: names (and their pretrained tags) resolved, the model built without its
+classifier, its normalization statistics, and its pretrained weights from the Hugging Face cache or a given file.
+
+Only `models.py` imports this module (imports point from models to here, never back), so its errors are plain
+ones (`ModelNotCached` for weights that are not there) that `models.py` turns into its own.
+"""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from torch import nn
+
+from learnkit.core.hub import ModelNotCached, cached_snapshot, hub_offline, not_cached_error
+
+_TIMM_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm reads from its hub repos
+_PREFIXES = ("timm:", "timm/")  # 'timm/<name>' is timm's hub repo id; 'timm:<name>' is accepted too
+
+
+def timm_module() -> ModuleType | None:
+    """timm, or None when it is not installed."""
+    try:
+        return importlib.import_module("timm")
+    except ImportError:
+        return None
+
+
+def timm_name(arch: str) -> str | None:
+    """The timm model name `arch` stands for ('timm/' or 'timm:' removed), or None when timm has no such model.
+
+    Raises:
+        ImportError: `arch` asks for timm ('timm/<name>'), which is not installed.
+    """
+    timm, name = timm_module(), arch.removeprefix(_PREFIXES[0]).removeprefix(_PREFIXES[1])
+    if timm is None:
+        if arch.startswith(_PREFIXES):
+            raise ImportError(f"arch={arch!r} needs timm, which is not installed: pip install timm")
+        return None
+    if not timm.is_model(name):
+        return None
+    return name
+
+
+def timm_body(name: str, n_in: int, kwargs: dict[str, Any], pretrained: bool,
+              weights_file: Path | None = None) -> tuple[nn.Module, bool]:
+    """(body, pooled): timm's model without its classifier. Convolutional models keep their unpooled feature map
+    (timm adapts `in_chans` itself). Patch-embedding models (ViT, DeiT, ...) pool themselves (class token) and
+    get `dynamic_img_size` + `dynamic_img_pad` where they take them: any image size works, padded up to a
+    multiple of the patch size, the position embeddings interpolated."""
+    timm = timm_module()
+    if weights_file is not None:
+        kwargs = {**kwargs, "pretrained_cfg_overlay": {"file": str(weights_file)}}
+    body = timm.create_model(name, pretrained=pretrained, num_classes=0, global_pool="", in_chans=n_in, **kwargs)
+    if not hasattr(body, "patch_embed"):
+        return body, False
+    try:
+        return timm.create_model(name, pretrained=pretrained, num_classes=0, in_chans=n_in, dynamic_img_size=True,
+                                 dynamic_img_pad=True, **kwargs), True
+    except TypeError:  # a patch model without dynamic sizes (e.g. Swin): its own fixed input size
+        return timm.create_model(name, pretrained=pretrained, num_classes=0, in_chans=n_in, **kwargs), True
+
+
+def timm_hub_id(name: str) -> str | None:
+    """The Hugging Face repo timm downloads `name`'s weights from ('timm/<name>.<tag>'), when it says."""
+    return _cfg_value(name, "hf_hub_id")
+
+
+def _cfg_value(name: str, key: str) -> str | None:
+    try:
+        cfg = timm_module().models.get_pretrained_cfg(name)
+    except Exception:  # an unknown tag or an old timm: timm itself will say what is wrong
+        return None
+    value = cfg.get(key) if isinstance(cfg, dict) else getattr(cfg, key, None)
+    return value if isinstance(value, str) and value else None
+
+
+def timm_stats(name: str, default: tuple[Any, Any]) -> tuple[Any, Any]:
+    """(mean, std) from `name`'s pretrained_cfg, or `default` when it has none."""
+    cfg = timm_module().models.get_pretrained_cfg(name)
+    if not cfg:
+        return default
+    return (cfg["mean"], cfg["std"]) if isinstance(cfg, dict) else (cfg.mean, cfg.std)
+
+
+def timm_pretrained_body(name: str, n_in: int, weights_file: Path | None = None) -> tuple[nn.Module, str]:
+    """(body with timm's pretrained weights, where they came from). Without `weights_file` a cached hub file is
+    handed to timm directly: the cache and the offline flag are read now, not when huggingface_hub was imported.
+
+    Raises:
+        ModelNotCached: offline and not cached, or timm could not get the weights; the message says what to do.
+    """
+    hub_id = timm_hub_id(name)
+    if weights_file is None and hub_id:
+        snapshot = cached_snapshot(hub_id, required=())
+        weights_file = next((snapshot / f for f in _TIMM_FILES if snapshot and (snapshot / f).is_file()), None)
+        if weights_file is None and hub_offline():
+            raise ModelNotCached(f"{not_cached_error(hub_id, 'HF_HUB_OFFLINE=1 is set', 'timm weights')} "
+                                 "Or pass weights=<file>.")
+    try:
+        body, _ = timm_body(name, n_in, {}, pretrained=True, weights_file=weights_file)
+    except Exception as e:  # hub, network and cache errors come in many types
+        why = f"timm failed ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})"
+        raise ModelNotCached((f"{not_cached_error(hub_id, why, 'timm weights')} " if hub_id else
+                              f"timm could not load pretrained weights for {name!r}: {why}. ")
+                             + "Or pass weights=<file>.") from e
+    return body, f"timm:{name} pretrained weights ({(getattr(body, 'pretrained_cfg', None) or {}).get('hf_hub_id')})"
