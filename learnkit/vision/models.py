@@ -23,7 +23,8 @@ from torch import nn
 from learnkit.core.hub import ModelNotCached, hub_offline
 from learnkit.core.registry import create_model, register_model
 from learnkit.core.serialization import load_tensors
-from learnkit.vision.timm_models import timm_body, timm_module as _timm, timm_name, timm_pretrained_body, timm_stats
+from learnkit.vision.timm_models import (timm_body, timm_module as _timm, timm_name,
+                                         timm_names, timm_pretrained_body, timm_stats, timm_url)
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "AdaptiveConcatPool2d", "PretrainedWeightsNotFound", "RegressionOutput",
            "VisionModel",
@@ -94,6 +95,23 @@ def _units(body: nn.Module) -> list[tuple[str, nn.Module]]:
     return units
 
 
+def _balanced_units(body: nn.Module) -> list[tuple[str, nn.Module]]:
+    # The body's children in order, the largest opened (its own parameters first, then its children) until none
+    # holds over a quarter of the body: then some cut leaves each side at most 5/8. Opening only Sequentials up to
+    # four units split timm's efficientnet_b0 90/10, regnety_002 10/90 and a CLIP ViT (its pre-norm) 2/98.
+    units, total = list(body.named_children()), _n_params(body)
+    while units:
+        i = max(range(len(units)), key=lambda j: _n_params(units[j][1]))
+        name, m = units[i]
+        own = [p for _, p in m.named_parameters(recurse=False)]
+        parts = [(f"{name}.parameters", nn.ParameterList(own))] * bool(own) + \
+            [(f"{name}.{n}", c) for n, c in m.named_children()]
+        if 4 * _n_params(m) <= total or sum(_n_params(c) > 0 for _, c in parts) < 2:
+            return units
+        units[i:i + 1] = parts
+    return units
+
+
 class RegressionOutput(nn.Module):
     """The end of a regression head: bounded by `y_range` (fastai's sigmoid range: lo + (hi - lo) sigmoid(x)), or
     else `x * std + mean` with the training targets' statistics, so that the Linear before it predicts
@@ -142,15 +160,16 @@ class RegressionOutput(nn.Module):
 class VisionModel(nn.Module):
     """`head(body(x))`, with `num_features` (the body's output channels), `n_in`, and after `load_pretrained`
     `pretrained_source` (where the weights came from) and `input_stats` (their (mean, std)); `head[-1]` is the
-    final Linear. A regression model (`output` given) ends in a Linear with a bias and then `output`, a
-    `RegressionOutput` (bounded or de-standardized, reshaped), and its Linear starts at zero (predicting the
-    targets' mean, or the middle of `y_range`)."""
+    final Linear; `input_size` is the one (H, W) the body takes, or None (any size). A regression model (`output`
+    given) ends in a Linear with a bias and then `output`, a `RegressionOutput` (bounded or de-standardized,
+    reshaped), and its Linear starts at zero (predicting the targets' mean, or the middle of `y_range`)."""
 
     def __init__(self, body: nn.Module, num_features: int, n_out: int, n_in: int = 3, concat_pool: bool = True,
                  head_hidden: int | Sequence[int] | None = 512, dropout: float = 0.5, pooled: bool = False,
-                 output: RegressionOutput | None = None):
+                 output: RegressionOutput | None = None, input_size: tuple[int, int] | None = None):
         super().__init__()
         self.body, self.num_features, self.n_in = body, num_features, n_in
+        self.input_size = input_size  # the one (H, W) the body takes (a patch model without dynamic sizes), or None
         # A body that pools itself (a ViT's class token) gives (B, C): seen as a 1x1 map, with an average "pool".
         self.pooled = pooled
         self.head = create_head(num_features, n_out, concat_pool and not pooled, head_hidden, dropout)
@@ -165,13 +184,21 @@ class VisionModel(nn.Module):
         self.pretrained_source, self.input_stats = None, None  # set by load_pretrained
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_size is not None and tuple(x.shape[-2:]) != self.input_size:
+            arch = (getattr(self.body, "pretrained_cfg", None) or {}).get("architecture", type(self.body).__name__)
+            (h, w), got = self.input_size, tuple(x.shape[-2:])
+            raise ValueError(f"arch {arch!r} takes only {h}x{w} images (no dynamic image size), got {got[0]}x{got[1]}: "
+                             f"resize the images to {h}x{w}, or build the model for this size with arch_kwargs="
+                             f"{{'img_size': {got}}}")
         features = self.body(x)
         return self.output(self.head(features[:, :, None, None] if self.pooled else features))
 
     def layer_groups(self) -> list[nn.Module]:
-        """[early body, late body, head], each parameter in exactly one: resnets split like fastai's (stem,
-        layer1, layer2 | layer3, layer4), other bodies where the halves' parameter counts are closest."""
-        units = _units(self.body)
+        """[early body, late body, head], each parameter in exactly one, each group's modules in the body's order:
+        resnets split like fastai's (stem, layer1, layer2 | layer3, layer4), other bodies where the halves'
+        parameter counts are closest once no module holds over a quarter of the body (see `_balanced_units`)."""
+        resnet = "layer3" in dict(self.body.named_children())
+        units = list(self.body.named_children()) if resnet else _balanced_units(self.body)
         names, counts = [n for n, _ in units], [_n_params(m) for _, m in units]
         cum = [sum(counts[:k]) for k in range(len(units) + 1)]
         cuts = [k for k in range(1, len(units)) if 0 < cum[k] < cum[-1]]
@@ -216,13 +243,13 @@ def _resolve(arch: Arch) -> tuple[str, str]:
     name = timm_name(arch)
     if name is not None:
         return "timm", name
-    timm, name = _timm(), arch.removeprefix("timm:").removeprefix("timm/")
-    known = ([] if arch.startswith(("timm:", "timm/")) else tv_names + ["efficientnet_lite0"]) + \
-        (list(timm.list_models()) if timm is not None else [])
-    close = difflib.get_close_matches(name, known, n=5, cutoff=0.6)
+    bare = arch.removeprefix("timm:").removeprefix("timm/")
+    known = {n: f"timm/{n}" for n in timm_names()}  # each name once, spelled as accepted; torchvision's win
+    known.update({} if bare != arch else {n: n for n in tv_names + ["efficientnet_lite0"]})
+    close = [known[n] for n in difflib.get_close_matches(bare, known, n=5, cutoff=0.6)]
     raise ValueError(f"unknown arch {arch!r}; close names: {', '.join(close) or 'none'}. Use a torchvision name "
-                     "(torchvision.models.list_models()), 'efficientnet_lite0', or 'timm:<name>'"
-                     f"{'' if timm is not None else ' (pip install timm)'}")
+                     "(torchvision.models.list_models()), 'efficientnet_lite0', or a timm name as 'timm/<name>'"
+                     f"{'' if _timm() is not None else ' (pip install timm)'}")
 
 
 def adapt_input_conv(weight: torch.Tensor, n_in: int) -> torch.Tensor:
@@ -247,14 +274,25 @@ def _set_in_channels(body: nn.Module, n_in: int) -> None:
     setattr(body.get_submodule(parent), attr, new)
 
 
+def _is_classifier(name: str, m: nn.Module) -> bool:
+    # named like one, a Linear, or a Sequential ending in one or pooling (squeezenet's conv classifier, maxvit's)
+    layers = list(m.children()) if isinstance(m, nn.Sequential) else [m]
+    weighted = [c for c in layers if _n_params(c)]
+    pools = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten)
+    return name in ("fc", "classifier", "head", "last_linear") or any(isinstance(c, pools) for c in layers) or \
+        bool(weighted) and isinstance(weighted[-1], nn.Linear)
+
+
 def _cut(model: nn.Module) -> nn.Sequential:
     """The children before the first adaptive pooling child, or (none: densenet, squeezenet, shufflenet, mnasnet,
-    maxvit) all but the last child, the classifier. Names are kept, so the original state_dict keys apply."""
+    maxvit) all but the last child when it is the classifier (see `_is_classifier`; any other last child, a block
+    or a pooling layer, is kept). Names are kept, so the original state_dict keys apply."""
     children = list(model.named_children())
     pools = [i for i, (_, m) in enumerate(children) if isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d))]
+    end = pools[0] if pools else -1 if children and _is_classifier(*children[-1]) else len(children)
     # Inception's and GoogLeNet's auxiliary classifiers run only in training; maxvit's ModuleList is not callable.
     kept = OrderedDict((n, nn.Sequential(*c) if isinstance(c, nn.ModuleList) else c)
-                       for n, c in children[:pools[0] if pools else -1] if not n.lower().startswith("aux"))
+                       for n, c in children[:end] if not n.lower().startswith("aux"))
     if isinstance(model, torchvision.models.DenseNet):  # its forward applies this ReLU functionally
         kept["relu"] = nn.ReLU(inplace=True)
     return nn.Sequential(kept)
@@ -306,9 +344,9 @@ def vision_model(arch: Arch, n_out: int, n_in: int = 3, concat_pool: bool = True
         raise ValueError(f"vision_model: n_out={n_out} and n_in={n_in} must be >= 1 and dropout={dropout} in [0, 1)")
     family, name = _resolve(arch)
     kwargs = dict(arch_kwargs or {})
-    pooled = False
+    pooled, input_size = False, None
     if family == "timm":
-        body, pooled = timm_body(name, n_in, kwargs, pretrained=False)
+        body, pooled, input_size = timm_body(name, n_in, kwargs, pretrained=False)
     else:
         if family == "lite0":
             from learnkit.vision.efficientnet import EfficientNetLite0
@@ -318,7 +356,7 @@ def vision_model(arch: Arch, n_out: int, n_in: int = 3, concat_pool: bool = True
         _set_in_channels(body, n_in)
     output = None if out_shape is None else RegressionOutput(out_shape, y_range, target_mean, target_std)
     return VisionModel(body, _num_features(body, n_in, name, pooled), n_out, n_in, concat_pool, head_hidden, dropout,
-                       pooled=pooled, output=output)
+                       pooled=pooled, output=output, input_size=input_size)
 
 
 def create_vision_model(arch: Arch, n_out: int, n_in: int = 3, pretrained: bool = False,
@@ -388,6 +426,8 @@ def _load_body(model: VisionModel, sd: dict[str, torch.Tensor], source: str) -> 
     key = next((f"{n}.weight" for n, m in model.body.named_modules() if isinstance(m, nn.Conv2d)), "")
     if key in kept and key in own and kept[key].ndim == 4 and kept[key].shape[1] != own[key].shape[1]:
         kept[key] = adapt_input_conv(kept[key], own[key].shape[1])
+    # a classifier the body replaced by a stateless module (timm's num_classes=0: ConvNeXt's head.fc) is dropped
+    kept = {k: v for k, v in kept.items() if k in own or not _in_stateless(model.body, k)}
     missing = [k for k in own if k not in kept and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in kept if k not in own]
     wrong = [f"{k}: file {tuple(v.shape)}, model {tuple(own[k].shape)}" for k, v in kept.items()
@@ -397,6 +437,17 @@ def _load_body(model: VisionModel, sd: dict[str, torch.Tensor], source: str) -> 
                          f"{unexpected[:5]}, shape mismatches {wrong[:5]}; check that arch is the architecture "
                          "the weights were saved from")
     model.body.load_state_dict(kept, strict=False)
+
+
+def _in_stateless(body: nn.Module, key: str) -> bool:  # does `key` fall inside a module with no state?
+    m: Any = body
+    for part in key.split(".")[:-1]:
+        m = getattr(m, part, None)
+        if not isinstance(m, nn.Module):
+            return False
+        if next(m.parameters(), None) is None and next(m.buffers(), None) is None:
+            return True
+    return False
 
 
 def load_pretrained(model: VisionModel, arch: Arch, weights: str | Path | None = None) -> str:
@@ -426,8 +477,9 @@ def load_pretrained(model: VisionModel, arch: Arch, weights: str | Path | None =
         _load_body(model, full.state_dict(), str(report.path))
         source = f"efficientnet_lite0 weights from {report.path}"
     elif family == "timm" and path is None:
+        url = timm_url(name)  # weights timm has only at a URL: torch.hub's cache and errors, as torchvision's
         try:
-            full, source = timm_pretrained_body(name, model.n_in)
+            full, source = timm_pretrained_body(name, model.n_in, _fetch(url, check_hash=False) if url else None)
         except ModelNotCached as e:
             raise PretrainedWeightsNotFound(str(e)) from e
         _load_body(model, full.state_dict(), f"timm:{name}")

@@ -32,6 +32,7 @@ def timm_name(arch: str) -> str | None:
 
     Raises:
         ImportError: `arch` asks for timm ('timm/<name>'), which is not installed.
+        ValueError: a known model with an unknown pretrained tag ('resnet18.not_a_tag'); the message lists the tags.
     """
     timm, name = timm_module(), arch.removeprefix(_PREFIXES[0]).removeprefix(_PREFIXES[1])
     if timm is None:
@@ -40,31 +41,58 @@ def timm_name(arch: str) -> str | None:
         return None
     if not timm.is_model(name):
         return None
+    base, _, tag = name.partition(".")
+    tags = [n.partition(".")[2] for n in timm.list_pretrained(f"{base}.*")] if tag else []
+    if tag and tag not in tags:
+        raise ValueError(f"arch {arch!r}: timm's {base!r} has no pretrained tag {tag!r}; its tags: "
+                         f"{', '.join(tags) or 'none'}. Use e.g. 'timm/{base}.{tags[0] if tags else '<tag>'}', or "
+                         f"'timm/{base}' for its default weights")
     return name
 
 
+def timm_names() -> list[str]:
+    """timm's model names (none without timm), for suggestions."""
+    timm = timm_module()
+    return [] if timm is None else list(timm.list_models())
+
+
 def timm_body(name: str, n_in: int, kwargs: dict[str, Any], pretrained: bool,
-              weights_file: Path | None = None) -> tuple[nn.Module, bool]:
-    """(body, pooled): timm's model without its classifier. Convolutional models keep their unpooled feature map
-    (timm adapts `in_chans` itself). Patch-embedding models (ViT, DeiT, ...) pool themselves (class token) and
-    get `dynamic_img_size` + `dynamic_img_pad` where they take them: any image size works, padded up to a
-    multiple of the patch size, the position embeddings interpolated."""
+              weights_file: Path | None = None) -> tuple[nn.Module, bool, tuple[int, int] | None]:
+    """(body, pooled, input_size): timm's model without its classifier. Convolutional models keep their unpooled
+    feature map (timm adapts `in_chans` itself). Patch-embedding models (ViT, DeiT, Swin, ...) pool themselves
+    (class token, or the mean of DeiT's class and distillation tokens) and get `dynamic_img_size` (+
+    `dynamic_img_pad`) where their constructor takes them: any image size works, padded up to a multiple of the
+    patch size, the position embeddings interpolated. `input_size` is the one (H, W) a patch model without
+    either option accepts (PiT), else None."""
     timm = timm_module()
     if weights_file is not None:
         kwargs = {**kwargs, "pretrained_cfg_overlay": {"file": str(weights_file)}}
-    body = timm.create_model(name, pretrained=pretrained, num_classes=0, global_pool="", in_chans=n_in, **kwargs)
-    if not hasattr(body, "patch_embed"):
-        return body, False
+    common = {"pretrained": pretrained, "num_classes": 0, "in_chans": n_in, **kwargs}
     try:
-        return timm.create_model(name, pretrained=pretrained, num_classes=0, in_chans=n_in, dynamic_img_size=True,
-                                 dynamic_img_pad=True, **kwargs), True
-    except TypeError:  # a patch model without dynamic sizes (e.g. Swin): its own fixed input size
-        return timm.create_model(name, pretrained=pretrained, num_classes=0, in_chans=n_in, **kwargs), True
+        body = timm.create_model(name, global_pool="", **common)
+        if not hasattr(body, "patch_embed"):
+            return body, False, None
+    except (AssertionError, ValueError):  # a token-pooled model refusing global_pool='' (distilled DeiT)
+        pass
+    for extra in ({"dynamic_img_size": True, "dynamic_img_pad": True}, {"dynamic_img_size": True}, {}):
+        try:  # an unknown keyword fails when the constructor is called, before anything is built
+            body = timm.create_model(name, **extra, **common)
+            break
+        except TypeError:
+            if not extra:
+                raise
+    size = getattr(body.patch_embed, "img_size", None) if not extra else None
+    return body, True, None if size is None else (int(size[0]), int(size[-1]))
 
 
 def timm_hub_id(name: str) -> str | None:
     """The Hugging Face repo timm downloads `name`'s weights from ('timm/<name>.<tag>'), when it says."""
     return _cfg_value(name, "hf_hub_id")
+
+
+def timm_url(name: str) -> str | None:
+    """The URL of `name`'s weights when timm has them only there (no hub repo: gcvit, legacy_seresnet18, ...)."""
+    return None if timm_hub_id(name) else _cfg_value(name, "url")
 
 
 def _cfg_value(name: str, key: str) -> str | None:
@@ -99,7 +127,7 @@ def timm_pretrained_body(name: str, n_in: int, weights_file: Path | None = None)
             raise ModelNotCached(f"{not_cached_error(hub_id, 'HF_HUB_OFFLINE=1 is set', 'timm weights')} "
                                  "Or pass weights=<file>.")
     try:
-        body, _ = timm_body(name, n_in, {}, pretrained=True, weights_file=weights_file)
+        body, _, _ = timm_body(name, n_in, {}, pretrained=True, weights_file=weights_file)
     except Exception as e:  # hub, network and cache errors come in many types
         why = f"timm failed ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})"
         raise ModelNotCached((f"{not_cached_error(hub_id, why, 'timm weights')} " if hub_id else
