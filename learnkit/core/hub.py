@@ -38,7 +38,15 @@ def hub_cache_dir() -> Path:
 
 def hub_offline() -> bool:
     """True when HF_HUB_OFFLINE (or transformers' older TRANSFORMERS_OFFLINE) is set to 1/true/yes/on."""
-    return any(os.environ.get(k, "").strip().lower() in _TRUE for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return _offline_flag() is not None
+
+
+def _offline_flag() -> str | None:
+    """The offline variable that is set ('HF_HUB_OFFLINE=1'), or None."""
+    for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(key, "").strip().lower() in _TRUE:
+            return f"{key}={os.environ[key].strip()}"
+    return None
 
 
 def looks_like_hub_id(name: str) -> bool:
@@ -50,9 +58,15 @@ def _repo_folder(repo_id: str, cache: Path) -> Path:
     return cache / f"models--{repo_id.replace('/', '--')}"
 
 
+def _has(folder: Path, required: Sequence[str | Sequence[str]]) -> bool:
+    """Each entry of `required` is there: a file name, or a tuple of names of which one is enough."""
+    return all(any((folder / f).exists() for f in ((r,) if isinstance(r, str) else r)) for r in required)
+
+
 def cached_snapshot(repo_id: str, revision: str | None = None, cache: str | os.PathLike | None = None,
-                    required: Sequence[str] = ("config.json",)) -> Path | None:
-    """The snapshot folder of `repo_id` in the hub cache, or None when it is not there.
+                    required: Sequence[str | Sequence[str]] = ("config.json",)) -> Path | None:
+    """The snapshot folder of `repo_id` in the hub cache, or None when it is not there or lacks `required` (file
+    names; a tuple entry: any one of its names).
 
     The revision is a commit hash or a ref (default 'main', read from `refs/<ref>`); without a ref file, the
     most recently written snapshot holding all of `required` is taken (a cache copied by hand).
@@ -67,7 +81,7 @@ def cached_snapshot(repo_id: str, revision: str | None = None, cache: str | os.P
         commit = (folder / "refs" / ref).read_text().strip()
     candidates = [snapshots / commit] if commit else \
         sorted((p for p in snapshots.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)
-    return next((p for p in candidates if all((p / f).exists() for f in required)), None)
+    return next((p for p in candidates if p.is_dir() and _has(p, required)), None)
 
 
 def not_cached_error(repo_id: str, reason: str, what: str = "model", cache: Path | None = None) -> ModelNotCached:
@@ -83,7 +97,7 @@ def not_cached_error(repo_id: str, reason: str, what: str = "model", cache: Path
 
 def resolve_model_dir(name_or_path: str | os.PathLike, revision: str | None = None,
                       allow_patterns: Sequence[str] | None = None, what: str = "model",
-                      required: Sequence[str] = ("config.json",)) -> Path:
+                      required: Sequence[str | Sequence[str]] = ("config.json",)) -> Path:
     """A local model folder for `name_or_path`: the folder itself, the hub cache's snapshot, or (online, with
     huggingface_hub installed) a download into that cache. HF_HUB_OFFLINE=1 never touches the network.
 
@@ -102,8 +116,12 @@ def resolve_model_dir(name_or_path: str | os.PathLike, revision: str | None = No
     found = cached_snapshot(name, revision, required=required)
     if found is not None:
         return found
-    if hub_offline():
-        raise not_cached_error(name, "HF_HUB_OFFLINE=1 is set", what)
+    flag = _offline_flag()
+    if flag is not None:
+        partial = cached_snapshot(name, revision, required=())
+        missing = [r if isinstance(r, str) else " or ".join(r) for r in required if partial and not _has(partial, [r])]
+        raise not_cached_error(name, f"{flag} is set" + (f", and its cached snapshot {partial} lacks "
+                                                         f"{'; '.join(missing)}" if missing else ""), what)
     try:
         import huggingface_hub
     except ImportError:

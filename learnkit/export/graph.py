@@ -118,21 +118,14 @@ def _fail(step: str, exc: Exception) -> RuntimeError:
                         "load_learner) to ship it instead.")
 
 
-def _position_limit(model: nn.Module | None) -> int | None:
-    """The model's own position limit from a transformers config (max_position_embeddings, less RoBERTa-style
-    learned positions' offset pad_token_id + 1), or None."""
-    config = getattr(getattr(model, "encoder", None), "config", None)
-    limit = getattr(config, "max_position_embeddings", None)
-    if not isinstance(limit, int) or getattr(config, "position_biased_input", True) is False:
-        return None
-    if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert", "longformer"):
-        limit -= int(getattr(config, "pad_token_id", 1) or 0) + 1
-    return limit if limit > 0 else None
+def _model_limit(model: nn.Module | None) -> int | None:
+    limit = getattr(model, "max_positions", None)
+    return limit if isinstance(limit, int) else None
 
 
 def _max_tokens(program: torch.export.ExportedProgram, model: nn.Module | None = None) -> int | None:
     """The largest sequence length the captured program accepts: its traced bound where torch.export found one,
-    else the model's position limit (`_position_limit`), else None."""
+    else the model's own `max_positions` attribute (text classifiers set it), else None."""
     name = program.graph_signature.user_inputs[0]
     node = next(n for n in program.graph.nodes if n.op == "placeholder" and n.name == name)
     size = node.meta["val"].shape[1]
@@ -142,9 +135,9 @@ def _max_tokens(program: torch.export.ExportedProgram, model: nn.Module | None =
     # an unbounded range ends in sympy's int_oo (RoBERTa's position ids come from a cumsum: no traced bound)
     # (int_oo claims is_finite, and int() of it raises AttributeError)
     try:
-        return int(bounds.upper) if bounds is not None else _position_limit(model)
+        return int(bounds.upper) if bounds is not None else _model_limit(model)
     except (TypeError, ValueError, OverflowError, AttributeError):
-        return _position_limit(model)
+        return _model_limit(model)
 
 
 def _capture(learn: "Learner", serving: ServingModule, x: torch.Tensor, kind: str,

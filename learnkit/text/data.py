@@ -73,7 +73,10 @@ class TextBlock(TransformBlock):
         return ids[:self.max_len] if self.max_len is not None else ids
 
     def encode(self, value: str) -> torch.Tensor:
-        return self.ids(self.tokenizer(value))
+        ids = self.ids(self.tokenizer(check_document(value, type(self).__name__)))
+        if not len(ids):
+            raise ValueError(f"TextBlock.encode: {value[:60]!r} has no tokens; give the document some text")
+        return ids
 
     def encode_all(self, values: Sequence[Any], num_workers: int | None = None) -> tuple[list[torch.Tensor],
                                                                                           list[tuple[int, str]]]:
@@ -131,6 +134,16 @@ def graph_pad_multiple(max_len: int | None) -> int | None:
     return max(8, -(-max_len // 64) * 8) if max_len else None
 
 
+def check_document(value: Any, where: str) -> str:
+    """`value` when it is a document with text: a TypeError for a non-string, a ValueError for an empty or blank
+    string (training rejects those too, so a prediction for one would mean nothing)."""
+    if not isinstance(value, str):
+        raise TypeError(f"{where}.encode: a document is a string, not {type(value).__name__} ({value!r:.60})")
+    if not value.strip():
+        raise ValueError(f"{where}.encode: an empty document ({value!r:.20}); give it some text")
+    return value
+
+
 @register_block
 class SubwordTextBlock(TextBlock):
     """A document as the ids of a model's own subword tokenizer (`WordPieceTokenizer`, or a Hugging Face fast
@@ -152,6 +165,7 @@ class SubwordTextBlock(TextBlock):
         return pad_batch(tensors, self.pad_idx, self.pad_multiple, self.max_len)
 
     def encode(self, value: str) -> torch.Tensor:
+        value = check_document(value, type(self).__name__)
         return torch.tensor(self.tokenizer.encode(value, max_len=self.max_len or 10**9), dtype=torch.long)
 
     def encode_all(self, values: Sequence[Any], num_workers: int | None = None) -> tuple[list[torch.Tensor],

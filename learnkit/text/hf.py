@@ -21,8 +21,13 @@ from learnkit.core.hub import HF_EXTRA
 from learnkit.core.registry import create_model, register_model
 from learnkit.text.transformer import attention_kernels, pool_hidden
 
-__all__ = ["HFClassifier", "HFTokenizer", "RelativePositions", "hf_classifier", "hf_classifier_from_dir",
-           "hf_layer_groups", "require_transformers"]
+__all__ = ["HFClassifier", "HFTokenizer", "RelativePositions", "check_encoder", "hf_classifier",
+           "hf_classifier_from_dir", "hf_layer_groups", "position_limit", "require_transformers"]
+
+# What AutoTokenizer reads; a folder with none of them would give an empty tokenizer (a few special tokens)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spm.model",
+                   "sentencepiece.bpe.model", "spiece.model", "tokenizer.model")
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
 def require_transformers(what: str) -> ModuleType:
@@ -57,15 +62,32 @@ class HFTokenizer:
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike) -> "HFTokenizer":
-        """Read a model folder's tokenizer with `AutoTokenizer` (fast only; a slow-only tokenizer is an error)."""
+        """Read a model folder's tokenizer with `AutoTokenizer` (fast only; a slow-only tokenizer is an error).
+
+        Raises:
+            FileNotFoundError: the folder holds no tokenizer file (transformers would build an empty one).
+            ValueError: transformers cannot read or convert it (the message says why: e.g. sentencepiece missing).
+        """
         transformers = require_transformers("HFTokenizer")
-        tok = transformers.AutoTokenizer.from_pretrained(str(folder))
-        if not getattr(tok, "is_fast", False):
+        present = sorted(p.name for p in Path(folder).iterdir()) if Path(folder).is_dir() else []
+        if Path(folder).is_dir() and not set(present) & set(TOKENIZER_FILES):
+            raise FileNotFoundError(f"{folder}: no tokenizer file (one of {', '.join(TOKENIZER_FILES)}); it holds "
+                                    f"{present[:12]}. Save the model's tokenizer into it "
+                                    "(AutoTokenizer.from_pretrained(<id>).save_pretrained(folder))")
+        try:
+            tok = transformers.AutoTokenizer.from_pretrained(str(folder))
+        except (OSError, ValueError, ImportError, TypeError, KeyError, AttributeError) as e:
+            raise ValueError(f"{folder}: transformers could not read its tokenizer ({type(e).__name__}: "
+                             f"{str(e).strip().splitlines()[0][:300] if str(e).strip() else 'no message'}). A "
+                             "sentencepiece-only tokenizer (spm.model) needs `pip install sentencepiece` once to be "
+                             "converted; then save it with a tokenizer.json: AutoTokenizer.from_pretrained(folder)"
+                             ".save_pretrained(folder)") from e
+        if not getattr(tok, "is_fast", False) or getattr(tok, "backend_tokenizer", None) is None:
             raise ValueError(f"{folder}: its tokenizer ({type(tok).__name__}) has no fast (Rust) version; learnkit "
                              "needs tokenizer.json. Convert it once: AutoTokenizer.from_pretrained(folder, "
                              "use_fast=True).save_pretrained(folder)")
         pad = tok.pad_token_id
-        if pad is None:  # GPT-style vocabularies have no pad token; any id works, the mask hides it
+        if pad is None:  # vocabularies without a pad token; any id works, the mask hides it
             pad = tok.eos_token_id if tok.eos_token_id is not None else 0
         length = tok.model_max_length if isinstance(tok.model_max_length, int) and tok.model_max_length < 10**6 \
             else 512
@@ -111,6 +133,35 @@ def _config(transformers: ModuleType, config: dict[str, Any]) -> Any:
                          "or use a model whose config.json names a built-in model_type")
     fields = {k: v for k, v in config.items() if k not in ("model_type", "auto_map", "transformers_version")}
     return transformers.AutoConfig.for_model(model_type, **fields)
+
+
+def position_limit(config: Any) -> int | None:
+    """The most tokens a transformers config's model takes: max_position_embeddings, less the offset of RoBERTa-style
+    learned positions (pad_token_id + 1); None for relative positions only (DeBERTa-v3: position_biased_input=False)."""
+    limit = getattr(config, "max_position_embeddings", None)
+    if not isinstance(limit, int) or getattr(config, "position_biased_input", True) is False:
+        return None
+    if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert", "longformer"):
+        limit -= int(getattr(config, "pad_token_id", 1) or 0) + 1
+    return limit if limit > 0 else None
+
+
+def check_encoder(transformers: ModuleType, config: Any, where: str) -> None:
+    """A ValueError unless `config` is an encoder (BERT-like: every token sees every other); decoder-only (GPT-2,
+    Llama) and encoder-decoder (T5, BART) models are named with the fix."""
+    from transformers.models.auto import modeling_auto
+    model_type = getattr(config, "model_type", "?")
+    causal = (model_type in modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+              and model_type not in modeling_auto.MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+    if getattr(config, "is_encoder_decoder", False) is True:
+        kind = "an encoder-decoder (sequence-to-sequence) model"
+    elif causal or getattr(config, "is_decoder", False) is True:
+        kind = "a decoder (causal language model: each token sees only the ones before it)"
+    else:
+        return
+    raise ValueError(f"{where}: model_type={model_type!r} is {kind}; text_classifier_learner fine-tunes encoders "
+                     "(BERT, RoBERTa, DistilBERT, DeBERTa, ELECTRA, XLM-RoBERTa, ModernBERT, ...). Pick an encoder "
+                     "checkpoint, e.g. 'microsoft/deberta-v3-small' or 'sentence-transformers/all-MiniLM-L6-v2'")
 
 
 def classifier_head(hidden_size: int, n_out: int, dropout: float) -> nn.Sequential:
@@ -179,6 +230,7 @@ class HFClassifier(nn.Module):
         self.encoder.float()  # float32 master weights (a config may say float16); autocast chooses the compute type
         keep_relative_positions(self.encoder)
         self.pad_id, self.pooling = int(pad_id), pooling
+        self.max_positions = position_limit(self.encoder.config)  # the longest input (None: no fixed limit)
         self.head = classifier_head(self.encoder.config.hidden_size, n_out, dropout)
 
     def pool(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -245,11 +297,25 @@ def hf_classifier_from_dir(folder: str | os.PathLike, n_out: int, pooling: str =
     """
     transformers = require_transformers("hf_classifier_from_dir")
     folder = Path(folder)
+    auto_config = transformers.AutoConfig.from_pretrained(str(folder))
+    check_encoder(transformers, auto_config, str(folder))
     tokenizer = HFTokenizer.from_pretrained(folder)
-    config = json.loads(transformers.AutoConfig.from_pretrained(str(folder)).to_json_string(use_diff=False))
+    vocab_size = getattr(auto_config, "vocab_size", None)
+    if isinstance(vocab_size, int) and len(tokenizer) > vocab_size:  # ids past the embedding table: an index error
+        raise ValueError(f"{folder}: its tokenizer has {len(tokenizer)} tokens but config.json's vocab_size is "
+                         f"{vocab_size}; the tokenizer files belong to another model. Put the model's own "
+                         "tokenizer in the folder")
+    limit = position_limit(auto_config)
+    if limit is not None:  # a tokenizer without model_max_length says 512; the model's positions decide
+        tokenizer.model_max_length = min(tokenizer.model_max_length, limit)
+    config = json.loads(auto_config.to_json_string(use_diff=False))
     kwargs = dict(config=config, n_out=n_out, pad_id=tokenizer.pad_id, pooling=pooling, dropout=dropout)
     if not pretrained:
         return create_model("hf_classifier", **kwargs), tokenizer
+    if not any((folder / f).is_file() for f in WEIGHT_FILES):
+        raise FileNotFoundError(f"{folder}: no weights file (one of {', '.join(WEIGHT_FILES)}); hub downloads fetch "
+                                "safetensors only (never pickles). Save the weights into it "
+                                "(model.save_pretrained(folder)), or pass pretrained=False for random weights")
     with torch.device("meta"):  # the shell only: its random encoder would be replaced at once (no memory, no init)
         model = create_model("hf_classifier", **kwargs)
     attention = model.encoder.config._attn_implementation  # what HFClassifier chose (sdpa where the model has it)

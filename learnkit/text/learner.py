@@ -37,6 +37,7 @@ ARCHS = ("awd_lstm", "bert", "transformers")
 # What a hub download fetches: configs, vocabularies, tokenizers (tokenizer.json, sentencepiece .model) and
 # safetensors weights; not pickles (.bin), other frameworks' weights or remote code (.py).
 HUB_FILES = ["*.json", "*.txt", "*.model", "*.safetensors"]
+DEFAULT_SUBWORD_LEN = 256  # max_len of 'bert'/transformers classifiers unless the model takes fewer positions
 AWD_LSTM_CONFIG = {"emb_size": 400, "hidden_size": 1152, "n_layers": 3}
 # AWD-LSTM learners train in float32 unless asked otherwise (mixed_precision="bf16"): on an H100, bf16
 # autocast made the classifier's weights NaN a few hundred steps into gradual unfreezing (finite losses,
@@ -224,12 +225,15 @@ def load_encoder(learn: Learner, name: str) -> Learner:
     return learn
 
 
-def find_model_dir(name_or_path: str | Path) -> Path:
+def find_model_dir(name_or_path: str | Path, weights: bool = True) -> Path:
     """A local Hugging Face model folder: the path itself, a hub id's snapshot in the hub cache (HF_HUB_CACHE /
     HF_HOME / ~/.cache/huggingface), or, online with huggingface_hub installed, a download into that cache
     (`learnkit.core.hub.resolve_model_dir`; HF_HUB_OFFLINE=1 is respected, and a model that is neither cached nor
     downloadable is a `ModelNotCached` error naming the id, the cache folder and the `hf download` command)."""
-    return resolve_model_dir(name_or_path, allow_patterns=HUB_FILES)
+    from learnkit.text.hf import TOKENIZER_FILES, WEIGHT_FILES
+    # a snapshot that lacks the tokenizer or (when `weights`) the weights is not cached: online, it is completed
+    required = ("config.json", TOKENIZER_FILES) + ((WEIGHT_FILES,) if weights else ())
+    return resolve_model_dir(name_or_path, allow_patterns=HUB_FILES, required=required)
 
 
 def _builtin_bert_folder(folder: Path) -> bool:
@@ -256,9 +260,25 @@ def _resolve_arch(arch: Any, weights: Any) -> tuple[str, Any]:
     return str(arch), weights
 
 
+def _max_len(max_len: Any, limit: int | None, name: str) -> int:
+    """`max_len` checked against 3 (the two special tokens and one word) and the model's position `limit`; None:
+    DEFAULT_SUBWORD_LEN, or `limit` when smaller."""
+    if max_len is None:
+        return min(DEFAULT_SUBWORD_LEN, limit) if limit else DEFAULT_SUBWORD_LEN
+    if isinstance(max_len, bool) or not isinstance(max_len, int):
+        raise TypeError(f"text_classifier_learner(max_len={max_len!r}): max_len is a whole number of tokens")
+    if max_len < 3:
+        raise ValueError(f"text_classifier_learner(max_len={max_len}): at least 3 tokens (the [CLS] and [SEP] the "
+                         "tokenizer adds and one word); e.g. max_len=128")
+    if limit is not None and max_len > limit:
+        raise ValueError(f"text_classifier_learner(max_len={max_len}): {name} takes at most {limit} tokens (its "
+                         f"config's position embeddings); use max_len={limit} or less")
+    return max_len
+
+
 def text_classifier_learner(data: TextDataBunch | None = None, arch: str | Path | None = None,
                             pretrained: bool = True, weights: str | Path | None = None, drop_mult: float = 0.5,
-                            max_len: int = 256, pooling: str = "mean", config: dict | None = None,
+                            max_len: int | None = None, pooling: str = "mean", config: dict | None = None,
                             encoder: str | None = None, metrics: Sequence[Any] | None = None,
                             clip: float | None = 0.25, *, loss_fn: Callable | None = None,
                             opt_fn: Callable[..., torch.optim.Optimizer] | None = None,
@@ -284,7 +304,8 @@ def text_classifier_learner(data: TextDataBunch | None = None, arch: str | Path 
         weights: the model folder or hub id when `arch` names the backend. The data is then re-encoded with that
             model's own tokenizer (same texts, labels and split) into a new bunch, `learn.data`; your `data` is
             not modified, and one line (printed with `progress`, and logged) says so.
-        max_len: tokens per document for transformers.
+        max_len: tokens per document (the first ones, counting the [CLS]/[SEP] the tokenizer adds) for 'bert' and
+            transformers: 3 up to the model's position limit; None: 256, or the model's limit when smaller.
         pooling: 'mean' or 'cls' for transformers.
         encoder: name of an encoder saved with `save_encoder` (AWD-LSTM only).
         clip: gradient-norm clipping for the AWD-LSTM (0.25, as the AWD-LSTM paper); None turns it off.
@@ -316,7 +337,7 @@ def text_classifier_learner(data: TextDataBunch | None = None, arch: str | Path 
         if weights is None:
             raise ValueError(f"text_classifier_learner(arch={arch!r}): give the model: a folder or hub id, e.g. "
                              "text_classifier_learner(data, 'sentence-transformers/all-MiniLM-L6-v2')")
-        folder = find_model_dir(weights)
+        folder = find_model_dir(weights, weights=pretrained)
         if arch == "auto":  # the built-in BERT where it can (same logits, no dependency); transformers otherwise
             arch = "bert" if _builtin_bert_folder(folder) else "transformers"
         name = folder.name if Path(str(weights)).expanduser().is_dir() else str(weights)
@@ -332,6 +353,7 @@ def text_classifier_learner(data: TextDataBunch | None = None, arch: str | Path 
             from learnkit.text.hf import hf_classifier_from_dir, hf_layer_groups
             model, tokenizer = hf_classifier_from_dir(folder, n_out, pooling=pooling, pretrained=pretrained)
             splitter, kind = hf_layer_groups, f"{type(model.encoder).__name__} (transformers)"
+        max_len = _max_len(max_len, getattr(model, "max_positions", None), name)
         few_lengths = graph_pad_multiple(max_len) if data.device.type == "cuda" and cuda_graphs is not False else None
         own = data.with_block(SubwordTextBlock(tokenizer, max_len=max_len, pad_multiple=few_lengths))  # a new bunch
         message = (f"text_classifier_learner: re-encoded the {len(own.texts)} texts with {name}'s {kind} "

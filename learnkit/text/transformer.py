@@ -476,6 +476,7 @@ class TransformerClassifier(nn.Module):
             raise ValueError(f"TransformerClassifier: pooling={pooling!r}; use 'mean' or 'cls'")
         self.encoder = BertEncoder(config)
         self.pad_id, self.pooling = pad_id, pooling
+        self.max_positions = self.encoder.config.max_position_embeddings  # the longest input
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.encoder.config.hidden_size, n_out))
 
     def pool(self, input_ids: torch.Tensor) -> torch.Tensor:
