@@ -188,8 +188,8 @@ class VisionModel(nn.Module):
             arch = (getattr(self.body, "pretrained_cfg", None) or {}).get("architecture", type(self.body).__name__)
             (h, w), got = self.input_size, tuple(x.shape[-2:])
             raise ValueError(f"arch {arch!r} takes only {h}x{w} images (no dynamic image size), got {got[0]}x{got[1]}: "
-                             f"resize the images to {h}x{w}, or build the model for this size with arch_kwargs="
-                             f"{{'img_size': {got}}}")
+                             f"resize the images to {h}x{w}, or build the model for this size: create_vision_model("
+                             f"{arch!r}, n_out, arch_kwargs={{'img_size': {got}}}), then Learner(data, model)")
         features = self.body(x)
         return self.output(self.head(features[:, :, None, None] if self.pooled else features))
 
