@@ -81,7 +81,10 @@ def timm_body(name: str, n_in: int, kwargs: dict[str, Any], pretrained: bool,
         except TypeError:
             if not extra:
                 raise
-    size = getattr(body.patch_embed, "img_size", None) if not extra else None
+    # what the built embedding enforces, not what the constructor took (timm 1.0.29's Swin takes dynamic_img_size
+    # and still asserts the native size); PiT's embedding has no such flag and no dynamic option
+    strict = getattr(body.patch_embed, "strict_img_size", not extra) and not getattr(body, "dynamic_img_size", False)
+    size = getattr(body.patch_embed, "img_size", None) if strict else None
     return body, True, None if size is None else (int(size[0]), int(size[-1]))
 
 
