@@ -93,7 +93,7 @@ class TextBlock(TransformBlock):
             if i in bad_pos:
                 continue
             doc = tokens[v]
-            if not v.strip() or not doc:
+            if blank(v) or not doc:
                 bad.append((i, "empty document (no tokens)"))
                 continue
             cut += self.max_len is not None and len(doc) > self.max_len
@@ -139,9 +139,14 @@ def check_document(value: Any, where: str) -> str:
     string (training rejects those too, so a prediction for one would mean nothing)."""
     if not isinstance(value, str):
         raise TypeError(f"{where}.encode: a document is a string, not {type(value).__name__} ({value!r:.60})")
-    if not value.strip():
+    if blank(value):
         raise ValueError(f"{where}.encode: an empty document ({value!r:.20}); give it some text")
     return value
+
+
+def blank(text: str) -> bool:
+    """No visible character: empty, spaces, or only zero-width/control/format characters (U+200B, U+FEFF, NUL)."""
+    return not any(c.isprintable() and not c.isspace() for c in text)
 
 
 @register_block
@@ -173,7 +178,7 @@ class SubwordTextBlock(TextBlock):
         """The model tokenizer's ids of every document: (ids of the good ones, [(position, reason)])."""
         good, bad = [], []
         for i, v in enumerate(values):
-            if not isinstance(v, str) or not v.strip():
+            if not isinstance(v, str) or blank(v):
                 bad.append((i, "empty document" if isinstance(v, str) else f"not a string: {type(v).__name__}"))
                 continue
             good.append(v)

@@ -135,14 +135,19 @@ def _config(transformers: ModuleType, config: dict[str, Any]) -> Any:
     return transformers.AutoConfig.for_model(model_type, **fields)
 
 
-def position_limit(config: Any) -> int | None:
-    """The most tokens a transformers config's model takes: max_position_embeddings, less the offset of RoBERTa-style
-    learned positions (pad_token_id + 1); None for relative positions only (DeBERTa-v3: position_biased_input=False)."""
+def position_limit(encoder: nn.Module) -> int | None:
+    """The most tokens an AutoModel encoder takes: its learned position table's size, less the offset of
+    RoBERTa-style positions, which count from padding_idx + 1 (RoBERTa, XLM-R, MPNet, Data2Vec, ESM, LUKE, ...: the
+    table's `padding_idx` says so); else max_position_embeddings (rotary: ModernBERT); None for relative positions
+    only (DeBERTa-v3: position_biased_input=False)."""
+    table = getattr(getattr(encoder, "embeddings", None), "position_embeddings", None)
+    if isinstance(table, nn.Embedding):
+        limit = table.num_embeddings - (table.padding_idx + 1 if table.padding_idx is not None else 0)
+        return limit if limit > 0 else None
+    config = encoder.config
     limit = getattr(config, "max_position_embeddings", None)
     if not isinstance(limit, int) or getattr(config, "position_biased_input", True) is False:
         return None
-    if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert", "longformer"):
-        limit -= int(getattr(config, "pad_token_id", 1) or 0) + 1
     return limit if limit > 0 else None
 
 
@@ -151,7 +156,7 @@ def check_encoder(transformers: ModuleType, config: Any, where: str) -> None:
     Llama) and encoder-decoder (T5, BART) models are named with the fix."""
     from transformers.models.auto import modeling_auto
     model_type = getattr(config, "model_type", "?")
-    causal = (model_type in modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    causal = (model_type in modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type != "xlnet"  # bidirectional
               and model_type not in modeling_auto.MODEL_FOR_MASKED_LM_MAPPING_NAMES)
     if getattr(config, "is_encoder_decoder", False) is True:
         kind = "an encoder-decoder (sequence-to-sequence) model"
@@ -230,7 +235,7 @@ class HFClassifier(nn.Module):
         self.encoder.float()  # float32 master weights (a config may say float16); autocast chooses the compute type
         keep_relative_positions(self.encoder)
         self.pad_id, self.pooling = int(pad_id), pooling
-        self.max_positions = position_limit(self.encoder.config)  # the longest input (None: no fixed limit)
+        self.max_positions = position_limit(self.encoder)  # the longest input (None: no fixed limit)
         self.head = classifier_head(self.encoder.config.hidden_size, n_out, dropout)
 
     def pool(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -305,13 +310,11 @@ def hf_classifier_from_dir(folder: str | os.PathLike, n_out: int, pooling: str =
         raise ValueError(f"{folder}: its tokenizer has {len(tokenizer)} tokens but config.json's vocab_size is "
                          f"{vocab_size}; the tokenizer files belong to another model. Put the model's own "
                          "tokenizer in the folder")
-    limit = position_limit(auto_config)
-    if limit is not None:  # a tokenizer without model_max_length says 512; the model's positions decide
-        tokenizer.model_max_length = min(tokenizer.model_max_length, limit)
     config = json.loads(auto_config.to_json_string(use_diff=False))
     kwargs = dict(config=config, n_out=n_out, pad_id=tokenizer.pad_id, pooling=pooling, dropout=dropout)
     if not pretrained:
-        return create_model("hf_classifier", **kwargs), tokenizer
+        model = create_model("hf_classifier", **kwargs)
+        return model, _fit_tokenizer(tokenizer, model)
     if not any((folder / f).is_file() for f in WEIGHT_FILES):
         raise FileNotFoundError(f"{folder}: no weights file (one of {', '.join(WEIGHT_FILES)}); hub downloads fetch "
                                 "safetensors only (never pickles). Save the weights into it "
@@ -330,4 +333,12 @@ def hf_classifier_from_dir(folder: str | os.PathLike, n_out: int, pooling: str =
     # float32 master weights; from_pretrained gives eval mode
     model.encoder = keep_relative_positions(encoder.float().train(model.training))
     model.head = classifier_head(encoder.config.hidden_size, n_out, dropout)  # the shell's is on the meta device
-    return model, tokenizer
+    return model, _fit_tokenizer(tokenizer, model)
+
+
+def _fit_tokenizer(tokenizer: HFTokenizer, model: HFClassifier) -> HFTokenizer:
+    """The model's positions decide how long an encoding may be, not the tokenizer's model_max_length (absent:
+    512; or set shorter in tokenizer_config.json, which would silently cut a longer max_len)."""
+    if model.max_positions is not None:
+        tokenizer.model_max_length = model.max_positions
+    return tokenizer

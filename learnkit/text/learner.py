@@ -272,7 +272,7 @@ def _max_len(max_len: Any, limit: int | None, name: str) -> int:
                          "tokenizer adds and one word); e.g. max_len=128")
     if limit is not None and max_len > limit:
         raise ValueError(f"text_classifier_learner(max_len={max_len}): {name} takes at most {limit} tokens (its "
-                         f"config's position embeddings); use max_len={limit} or less")
+                         f"position table, or else its tokenizer's model_max_length); use max_len={limit} or less")
     return max_len
 
 
@@ -353,7 +353,8 @@ def text_classifier_learner(data: TextDataBunch | None = None, arch: str | Path 
             from learnkit.text.hf import hf_classifier_from_dir, hf_layer_groups
             model, tokenizer = hf_classifier_from_dir(folder, n_out, pooling=pooling, pretrained=pretrained)
             splitter, kind = hf_layer_groups, f"{type(model.encoder).__name__} (transformers)"
-        max_len = _max_len(max_len, getattr(model, "max_positions", None), name)
+        limit = getattr(model, "max_positions", None) or getattr(tokenizer, "model_max_length", None)
+        max_len = _max_len(max_len, limit, name)
         few_lengths = graph_pad_multiple(max_len) if data.device.type == "cuda" and cuda_graphs is not False else None
         own = data.with_block(SubwordTextBlock(tokenizer, max_len=max_len, pad_multiple=few_lengths))  # a new bunch
         message = (f"text_classifier_learner: re-encoded the {len(own.texts)} texts with {name}'s {kind} "

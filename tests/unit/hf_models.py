@@ -16,7 +16,8 @@ ARCHS = ["bert", "roberta", "distilbert", "deberta-v2", "electra", "xlm-roberta"
 DEBERTA_V3 = dict(relative_attention=True, position_buckets=8, norm_rel_ebd="layer_norm", share_att_key=True,
                   pos_att_type=["p2c", "c2p"], max_relative_positions=-1, position_biased_input=False)
 _MODEL = {"bert": "wordpiece", "distilbert": "wordpiece", "electra": "wordpiece", "roberta": "bpe",
-          "modernbert": "bpe", "deberta-v2": "unigram", "xlm-roberta": "unigram"}
+          "modernbert": "bpe", "deberta-v2": "unigram", "xlm-roberta": "unigram", "mpnet": "bpe",
+          "data2vec-text": "bpe"}
 
 
 def train_tokenizer(kind: str):

@@ -3,6 +3,7 @@ wrong model: folders without a tokenizer or weights, a tokenizer of another mode
 models, out-of-range max_len, incomplete cached snapshots, empty documents at predict."""
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -102,9 +103,33 @@ def test_max_len_defaults_to_the_model_limit_when_smaller_and_counts_robertas_of
     learn.model.eval()(ids[None])  # no index error
 
 
+@pytest.mark.parametrize("model_type", ["mpnet", "data2vec-text"])
+def test_positions_counted_from_the_pad_id_set_the_limit_whatever_the_model_type(model_type, tmp_path):
+    """MPNet and Data2Vec count positions from pad_token_id + 1 like RoBERTa (their tables' padding_idx says so):
+    the default max_len is that limit, a text of that many tokens runs, one more is refused."""
+    folder = write_hf_model(tmp_path / model_type, model_type)
+    long = " ".join(["the cat sat on the mat"] * 30)
+    learn = text_classifier_learner(data(), folder, progress=False)
+    table = learn.model.encoder.embeddings.position_embeddings  # MPNet's padding_idx is 1 whatever the config says
+    limit = 64 - (table.padding_idx + 1)
+    assert learn.model.max_positions == limit == learn.data.x_block.max_len and limit < 64
+    assert len(learn.data.x_block.encode(long)) == limit
+    assert learn.predict(long)[0] in ("cat", "dog")  # no index error at the limit
+    with pytest.raises(ValueError, match=f"at most {limit} tokens"):
+        text_classifier_learner(data(), folder, max_len=limit + 1, progress=False)
+
+
+def test_a_short_tokenizer_model_max_length_does_not_silently_cut_a_longer_max_len(folders, tmp_path):
+    folder = copy_without(folders["bert"], tmp_path, [])
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "model_max_length": 16}))
+    learn = text_classifier_learner(data(), folder, max_len=60, progress=False)
+    assert len(learn.data.x_block.encode(" ".join(["the cat sat on the mat"] * 30))) == 60
+
+
 def test_empty_documents_at_predict_are_errors_not_confident_predictions(folders):
     learn = text_classifier_learner(data(), folders["bert"], max_len=12, progress=False)
-    for bad in ("", "   \n"):  # the error of the block, wrapped with the item by the data pipeline
+    for bad in ("", "   \n", "\u200b", "\ufeff \x00\x01"):  # the block's error, wrapped by the data pipeline
         with pytest.raises(PipelineError, match="ValueError: SubwordTextBlock.encode: an empty document"):
             learn.predict(bad)
     with pytest.raises(PipelineError, match="TypeError: SubwordTextBlock.encode: a document is a string, not int"):
