@@ -160,7 +160,7 @@ class RegressionOutput(nn.Module):
 class VisionModel(nn.Module):
     """`head(body(x))`, with `num_features` (the body's output channels), `n_in`, and after `load_pretrained`
     `pretrained_source` (where the weights came from) and `input_stats` (their (mean, std)); `head[-1]` is the
-    final Linear; `input_size` is the one (H, W) the body takes, or None (any size). A regression model (`output`
+    final Linear; `input_size` is the (H, W) a fixed-size patch body was built for, or None (any size). A regression model (`output`
     given) ends in a Linear with a bias and then `output`, a `RegressionOutput` (bounded or de-standardized,
     reshaped), and its Linear starts at zero (predicting the targets' mean, or the middle of `y_range`)."""
 
@@ -169,7 +169,7 @@ class VisionModel(nn.Module):
                  output: RegressionOutput | None = None, input_size: tuple[int, int] | None = None):
         super().__init__()
         self.body, self.num_features, self.n_in = body, num_features, n_in
-        self.input_size = input_size  # the one (H, W) the body takes (a patch model without dynamic sizes), or None
+        self.input_size = input_size  # the (H, W) a patch body without dynamic sizes was built for, or None
         # A body that pools itself (a ViT's class token) gives (B, C): seen as a 1x1 map, with an average "pool".
         self.pooled = pooled
         self.head = create_head(num_features, n_out, concat_pool and not pooled, head_hidden, dropout)
@@ -184,14 +184,23 @@ class VisionModel(nn.Module):
         self.pretrained_source, self.input_stats = None, None  # set by load_pretrained
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.input_size is not None and tuple(x.shape[-2:]) != self.input_size:
-            arch = (getattr(self.body, "pretrained_cfg", None) or {}).get("architecture", type(self.body).__name__)
-            (h, w), got = self.input_size, tuple(x.shape[-2:])
-            raise ValueError(f"arch {arch!r} takes only {h}x{w} images (no dynamic image size), got {got[0]}x{got[1]}: "
-                             f"resize the images to {h}x{w}, or build the model for this size: create_vision_model("
-                             f"{arch!r}, n_out, arch_kwargs={{'img_size': {got}}}), then Learner(data, model)")
-        features = self.body(x)
+        features = self.body(x) if self.input_size is None or torch.compiler.is_compiling() else self._sized_body(x)
         return self.output(self.head(features[:, :, None, None] if self.pooled else features))
+
+    def _sized_body(self, x: torch.Tensor) -> torch.Tensor:
+        # A patch model without a dynamic-size option (PiT, BEiT) fails at other sizes with a bare assertion or shape
+        # error; some (XCiT) work. So only a failure at another size becomes the error that says what to do.
+        try:
+            return self.body(x)
+        except (AssertionError, RuntimeError) as e:
+            got = tuple(x.shape[-2:])
+            if got == self.input_size or isinstance(e, torch.cuda.OutOfMemoryError):
+                raise
+            arch = (getattr(self.body, "pretrained_cfg", None) or {}).get("architecture", type(self.body).__name__)
+            (h, w), why = self.input_size, f"{type(e).__name__}: {str(e).strip()[:160]}"
+            raise ValueError(f"arch {arch!r} was built for {h}x{w} images and fails at {got[0]}x{got[1]} ({why}): "
+                             f"resize the images to {h}x{w}, or build the model for this size: create_vision_model("
+                             f"{arch!r}, n_out, arch_kwargs={{'img_size': {got}}}), then Learner(data, model)") from e
 
     def layer_groups(self) -> list[nn.Module]:
         """[early body, late body, head], each parameter in exactly one, each group's modules in the body's order:
@@ -418,7 +427,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 def _load_body(model: VisionModel, sd: dict[str, torch.Tensor], source: str) -> None:
     own = model.body.state_dict()
-    prefixes = tuple(f"{n}." for n, m in model.body.named_children() if next(iter(m.state_dict()), None))
+    prefixes = tuple(f"{n}." for n, _ in model.body.named_children())  # a stateless child's keys are unexpected
     kept = {k: v for k, v in sd.items() if k.startswith(prefixes) or ("." not in k and k in own)}  # or the body's own
     if not kept:
         raise ValueError(f"{source}: none of its keys belong to this model's body (file keys like {list(sd)[:3]}, "
@@ -426,8 +435,10 @@ def _load_body(model: VisionModel, sd: dict[str, torch.Tensor], source: str) -> 
     key = next((f"{n}.weight" for n, m in model.body.named_modules() if isinstance(m, nn.Conv2d)), "")
     if key in kept and key in own and kept[key].ndim == 4 and kept[key].shape[1] != own[key].shape[1]:
         kept[key] = adapt_input_conv(kept[key], own[key].shape[1])
-    # a classifier the body replaced by a stateless module (timm's num_classes=0: ConvNeXt's head.fc) is dropped
-    kept = {k: v for k, v in kept.items() if k in own or not _in_stateless(model.body, k)}
+    # the classifier timm's num_classes=0 replaced by a stateless module (ConvNeXt's head.fc): its keys are dropped
+    heads = (getattr(model.body, "pretrained_cfg", None) or {}).get("classifier") or ()
+    heads = tuple(f"{h}." for h in ((heads,) if isinstance(heads, str) else heads))
+    kept = {k: v for k, v in kept.items() if k in own or not k.startswith(heads)}
     missing = [k for k in own if k not in kept and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in kept if k not in own]
     wrong = [f"{k}: file {tuple(v.shape)}, model {tuple(own[k].shape)}" for k, v in kept.items()
@@ -437,17 +448,6 @@ def _load_body(model: VisionModel, sd: dict[str, torch.Tensor], source: str) -> 
                          f"{unexpected[:5]}, shape mismatches {wrong[:5]}; check that arch is the architecture "
                          "the weights were saved from")
     model.body.load_state_dict(kept, strict=False)
-
-
-def _in_stateless(body: nn.Module, key: str) -> bool:  # does `key` fall inside a module with no state?
-    m: Any = body
-    for part in key.split(".")[:-1]:
-        m = getattr(m, part, None)
-        if not isinstance(m, nn.Module):
-            return False
-        if next(m.parameters(), None) is None and next(m.buffers(), None) is None:
-            return True
-    return False
 
 
 def load_pretrained(model: VisionModel, arch: Arch, weights: str | Path | None = None) -> str:

@@ -124,7 +124,7 @@ def test_swin_takes_a_non_native_image_size():
         "embed_dim": 16, "depths": (1, 1, 1, 1), "num_heads": (1, 1, 1, 1)}).eval()
     assert model.pooled
     if model.input_size is not None:  # a timm whose Swin still asserts its native size (1.0.29): a clear error
-        with pytest.raises(ValueError, match=r"takes only 224x224 images.*got 64x64"):
+        with pytest.raises(ValueError, match=r"built for 224x224 images and fails at 64x64"):
             model(torch.zeros(2, 3, 64, 64))
         return
     with torch.no_grad():
@@ -134,12 +134,28 @@ def test_swin_takes_a_non_native_image_size():
 
 def test_a_fixed_size_patch_model_names_the_size_it_takes():
     model = vision_model("timm/pit_ti_224", n_out=2).eval()
-    with pytest.raises(ValueError, match=r"'pit_ti_224' takes only 224x224 images.*got 64x64.*'img_size': \(64, 64\)"):
+    with pytest.raises(ValueError, match=r"'pit_ti_224' was built for 224x224 images and fails at 64x64 \(.*Error.*"
+                                         r"'img_size': \(64, 64\)"):
         model(torch.zeros(1, 3, 64, 64))
     assert model.input_size == (224, 224)
     small = vision_model("timm/pit_ti_224", n_out=2, arch_kwargs={"img_size": 64}).eval()  # what the error advises
     with torch.no_grad():
         assert small(torch.zeros(1, 3, 64, 64)).shape == (1, 2)
+
+
+def test_a_patch_model_that_takes_any_size_without_an_option_is_not_refused():
+    model = vision_model("timm/xcit_nano_12_p16_224", n_out=2, arch_kwargs={"depth": 2}).eval()
+    with torch.no_grad():  # XCiT has no dynamic_img_size and works at any multiple of its patch size
+        assert model(torch.zeros(1, 3, 96, 96)).shape == (1, 2)
+
+
+def test_keys_of_a_stateless_module_that_is_not_the_classifier_still_fail(tmp_path):
+    full = timm.create_model("vit_tiny_patch16_224", depth=1).state_dict()
+    full["norm_pre.weight"] = torch.full((192,), 5.0)  # the body's norm_pre is an Identity: these would be lost
+    torch.save(full, tmp_path / "vit.pth")
+    model = vision_model("timm/vit_tiny_patch16_224", n_out=2, arch_kwargs={"depth": 1})
+    with pytest.raises(ValueError, match=r"vit\.pth.*unexpected \['norm_pre.weight'\]"):
+        load_pretrained(model, "timm/vit_tiny_patch16_224", tmp_path / "vit.pth")
 
 
 def test_distilled_deit_pools_its_class_and_distillation_tokens():
