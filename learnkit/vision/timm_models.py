@@ -62,16 +62,17 @@ def timm_body(name: str, n_in: int, kwargs: dict[str, Any], pretrained: bool,
     feature map (timm adapts `in_chans` itself). Patch-embedding models (ViT, DeiT, Swin, ...) pool themselves
     (class token, or the mean of DeiT's class and distillation tokens) and get `dynamic_img_size` (+
     `dynamic_img_pad`) where their constructor takes them: any image size works, padded up to a multiple of the
-    patch size, the position embeddings interpolated. `input_size` is the one (H, W) a patch model without
-    either option accepts (PiT), else None."""
+    patch size, the position embeddings interpolated. `input_size` is the (H, W) a body was built for when timm's
+    config says its size is fixed and no dynamic option applies (PiT, BEiT, CoAtNet, Hiera), else None: at another
+    size `VisionModel` turns a failure into an error that says what to do."""
     timm = timm_module()
     if weights_file is not None:
         kwargs = {**kwargs, "pretrained_cfg_overlay": {"file": str(weights_file)}}
     common = {"pretrained": pretrained, "num_classes": 0, "in_chans": n_in, **kwargs}
     try:
         body = timm.create_model(name, global_pool="", **common)
-        if not hasattr(body, "patch_embed"):
-            return body, False, None
+        if not hasattr(body, "patch_embed"):  # attention inside (CoAtNet, MaxViT) can still fix the size
+            return body, False, _fixed_size(body, None)
     except (AssertionError, ValueError):  # a token-pooled model refusing global_pool='' (distilled DeiT)
         pass
     for extra in ({"dynamic_img_size": True, "dynamic_img_pad": True}, {"dynamic_img_size": True}, {}):
@@ -84,8 +85,18 @@ def timm_body(name: str, n_in: int, kwargs: dict[str, Any], pretrained: bool,
     # what the built embedding enforces, not what the constructor took (timm 1.0.29's Swin takes dynamic_img_size
     # and still asserts the native size); PiT's embedding has no such flag and no dynamic option
     strict = getattr(body.patch_embed, "strict_img_size", not extra) and not getattr(body, "dynamic_img_size", False)
-    size = getattr(body.patch_embed, "img_size", None) if strict else None
-    return body, True, None if size is None else (int(size[0]), int(size[-1]))
+    return body, True, _fixed_size(body, getattr(body.patch_embed, "img_size", None)) if strict else None
+
+
+def _fixed_size(body: nn.Module, built: Any) -> tuple[int, int] | None:
+    """The (H, W) a body was built for when timm's config says its input size is fixed (`fixed_input_size`): the
+    embedding's own `img_size` where it has one (it follows an img_size argument), else the config's."""
+    cfg = getattr(body, "pretrained_cfg", None) or {}
+    size = built if built is not None else cfg.get("input_size") if cfg.get("fixed_input_size") else None
+    if size is None:
+        return None
+    size = (size, size) if isinstance(size, int) else tuple(size)[-2:]
+    return int(size[0]), int(size[-1])
 
 
 def timm_hub_id(name: str) -> str | None:

@@ -143,6 +143,14 @@ def test_a_fixed_size_patch_model_names_the_size_it_takes():
         assert small(torch.zeros(1, 3, 64, 64)).shape == (1, 2)
 
 
+@pytest.mark.parametrize("arch", ["coatnet_nano_rw_224", "hiera_tiny_224"])
+def test_a_fixed_size_model_without_a_patch_embedding_image_size_gets_the_clear_error(arch):
+    model = vision_model(f"timm/{arch}", n_out=2).eval()  # timm's config says fixed_input_size
+    assert model.input_size == (224, 224)
+    with torch.no_grad(), pytest.raises(ValueError, match=f"'{arch}' was built for 224x224 images and fails at 96x96"):
+        model(torch.zeros(1, 3, 96, 96))
+
+
 def test_a_patch_model_that_takes_any_size_without_an_option_is_not_refused():
     model = vision_model("timm/xcit_nano_12_p16_224", n_out=2, arch_kwargs={"depth": 2}).eval()
     with torch.no_grad():  # XCiT has no dynamic_img_size and works at any multiple of its patch size
