@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 __all__ = ["HF_EXTRA", "ModelNotCached", "cached_snapshot", "hub_cache_dir", "hub_offline", "looks_like_hub_id",
+           "offline_flag",
            "not_cached_error", "resolve_model_dir"]
 
 HF_EXTRA = 'pip install "learnkit[hf]"'
@@ -38,11 +39,11 @@ def hub_cache_dir() -> Path:
 
 def hub_offline() -> bool:
     """True when HF_HUB_OFFLINE (or transformers' older TRANSFORMERS_OFFLINE) is set to 1/true/yes/on."""
-    return _offline_flag() is not None
+    return offline_flag() is not None
 
 
-def _offline_flag() -> str | None:
-    """The offline variable that is set ('HF_HUB_OFFLINE=1'), or None."""
+def offline_flag() -> str | None:
+    """The offline variable that is set, as errors name it ('HF_HUB_OFFLINE=1'), or None."""
     for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         if os.environ.get(key, "").strip().lower() in _TRUE:
             return f"{key}={os.environ[key].strip()}"
@@ -116,7 +117,7 @@ def resolve_model_dir(name_or_path: str | os.PathLike, revision: str | None = No
     found = cached_snapshot(name, revision, required=required)
     if found is not None:
         return found
-    flag = _offline_flag()
+    flag = offline_flag()
     if flag is not None:
         partial = cached_snapshot(name, revision, required=())
         missing = [r if isinstance(r, str) else " or ".join(r) for r in required if partial and not _has(partial, [r])]

@@ -151,7 +151,7 @@ def position_limit(encoder: nn.Module) -> int | None:
     return limit if limit > 0 else None
 
 
-def check_encoder(transformers: ModuleType, config: Any, where: str) -> None:
+def check_encoder(config: Any, where: str) -> None:
     """A ValueError unless `config` is an encoder (BERT-like: every token sees every other); decoder-only (GPT-2,
     Llama) and encoder-decoder (T5, BART) models are named with the fix."""
     from transformers.models.auto import modeling_auto
@@ -303,7 +303,7 @@ def hf_classifier_from_dir(folder: str | os.PathLike, n_out: int, pooling: str =
     transformers = require_transformers("hf_classifier_from_dir")
     folder = Path(folder)
     auto_config = transformers.AutoConfig.from_pretrained(str(folder))
-    check_encoder(transformers, auto_config, str(folder))
+    check_encoder(auto_config, str(folder))
     tokenizer = HFTokenizer.from_pretrained(folder)
     vocab_size = getattr(auto_config, "vocab_size", None)
     if isinstance(vocab_size, int) and len(tokenizer) > vocab_size:  # ids past the embedding table: an index error

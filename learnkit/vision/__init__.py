@@ -3,9 +3,9 @@
 Where each concern lives: decoding, the ImageBlock and labellers in `image.py`; per-item transforms in
 `transforms.py`; device batch augmentation (one grid_sample per batch) in `augment.py`; ImageDataBunch and
 the GPU-resident path in `data.py`; bodies, heads and pretrained weights in `models.py` (and
-`timm_models.py` for timm, `efficientnet.py`, `nets.py`), the U-Net in `unet.py`; `vision_learner` and `unet_learner` in `learner.py`;
-segmentation losses in `losses.py`; interpretation and TTA in `interpret.py`; MixUp, CutMix and label smoothing
-in `regularize.py`; masks (`MaskBlock`, `SegmentationDataBunch`) in `segment.py`, keypoints (`PointBlock`,
+`timm_models.py` for timm, `efficientnet.py`, `nets.py`), the U-Net in `unet.py`; `vision_learner` and
+`unet_learner` in `learner.py`; segmentation losses in `losses.py`; interpretation and TTA in `interpret.py`;
+MixUp, CutMix and label smoothing in `regularize.py`; masks (`MaskBlock`, `SegmentationDataBunch`) in `segment.py`, keypoints (`PointBlock`,
 `PointsDataBunch`) in `points.py`, what they share (image sizes, following item transforms, drawing over an
 image) in `targets.py`.
 """

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from learnkit.core.hub import ModelNotCached, hub_offline
+from learnkit.core.hub import ModelNotCached, offline_flag
 from learnkit.core.registry import create_model, register_model
 from learnkit.core.serialization import load_tensors
 from learnkit.vision.timm_models import (timm_body, timm_module as _timm, timm_name,
@@ -160,7 +160,7 @@ class RegressionOutput(nn.Module):
 class VisionModel(nn.Module):
     """`head(body(x))`, with `num_features` (the body's output channels), `n_in`, and after `load_pretrained`
     `pretrained_source` (where the weights came from) and `input_stats` (their (mean, std)); `head[-1]` is the
-    final Linear; `input_size` is the (H, W) a fixed-size patch body was built for, or None (any size). A regression model (`output`
+    final Linear; `input_size` the (H, W) a fixed-size body was built for, or None. A regression model (`output`
     given) ends in a Linear with a bias and then `output`, a `RegressionOutput` (bounded or de-standardized,
     reshaped), and its Linear starts at zero (predicting the targets' mean, or the middle of `y_range`)."""
 
@@ -169,7 +169,7 @@ class VisionModel(nn.Module):
                  output: RegressionOutput | None = None, input_size: tuple[int, int] | None = None):
         super().__init__()
         self.body, self.num_features, self.n_in = body, num_features, n_in
-        self.input_size = input_size  # the (H, W) a patch body without dynamic sizes was built for, or None
+        self.input_size = input_size  # the (H, W) a body without dynamic sizes was built for, or None
         # A body that pools itself (a ViT's class token) gives (B, C): seen as a 1x1 map, with an average "pool".
         self.pooled = pooled
         self.head = create_head(num_features, n_out, concat_pool and not pooled, head_hidden, dropout)
@@ -396,8 +396,9 @@ def _fetch(url: str, check_hash: bool) -> Path:  # url's file in torch.hub's cac
                 f"pretrained weights are not cached at {path} and cannot be downloaded from {url}: {why}. On a "
                 f"machine with network run `curl -L -o {path.name} {url}` and copy the file to {path} (the folder "
                 "follows TORCH_HOME), or pass weights=<file>")
-        if hub_offline():  # the Hugging Face offline flag stands for "no network" for every pretrained download
-            raise not_found("HF_HUB_OFFLINE=1 is set")
+        flag = offline_flag()  # the Hugging Face offline flag stands for "no network" for every pretrained download
+        if flag is not None:
+            raise not_found(f"{flag} is set")
         path.parent.mkdir(parents=True, exist_ok=True)
         match = torch.hub.HASH_REGEX.search(path.name) if check_hash else None
         try:

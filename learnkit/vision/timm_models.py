@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from learnkit.core.hub import ModelNotCached, cached_snapshot, hub_offline, not_cached_error
+from learnkit.core.hub import ModelNotCached, cached_snapshot, not_cached_error, offline_flag
 
 _TIMM_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm reads from its hub repos
 _PREFIXES = ("timm:", "timm/")  # 'timm/<name>' is timm's hub repo id; 'timm:<name>' is accepted too
@@ -137,9 +137,9 @@ def timm_pretrained_body(name: str, n_in: int, weights_file: Path | None = None)
     if weights_file is None and hub_id:
         snapshot = cached_snapshot(hub_id, required=())
         weights_file = next((snapshot / f for f in _TIMM_FILES if snapshot and (snapshot / f).is_file()), None)
-        if weights_file is None and hub_offline():
-            raise ModelNotCached(f"{not_cached_error(hub_id, 'HF_HUB_OFFLINE=1 is set', 'timm weights')} "
-                                 "Or pass weights=<file>.")
+        flag = offline_flag()
+        if weights_file is None and flag is not None:
+            raise ModelNotCached(f"{not_cached_error(hub_id, f'{flag} is set', 'timm weights')} Or pass weights=<file>.")
     try:
         body, _, _ = timm_body(name, n_in, {}, pretrained=True, weights_file=weights_file)
     except Exception as e:  # hub, network and cache errors come in many types
